@@ -1,0 +1,128 @@
+"""The one error tree of Reflux.
+
+    RefluxError
+    ├── ConfigError            settings or environment are unusable
+    ├── SpecError              a workflow file is invalid (carries every Problem found)
+    ├── ServiceError           an embedded or external service failed to start or answer
+    ├── ExpressionError        a template failed to compile or render
+    ├── NodeError              a node call failed; crosses the wire as {class, message, retryable, details}
+    │   ├── ValidationError    the node's params did not match its model (not retryable)
+    │   ├── NoRespondersError  nobody serves the node's subject (retryable)
+    │   ├── NodeTimeoutError   the call exceeded the step's timeout (retryable)
+    │   ├── HttpStatusError    http.request got a non-success status
+    │   ├── HttpConnectError   http.request could not connect (retryable)
+    │   ├── SsrfError          http.request refused a private/reserved address (not retryable)
+    │   └── ResponseTooLargeError
+    └── RunError               a run failed or could not be started
+
+Errors that are stored or cross the wire carry a stable `code` (the class name) and a
+`retryable` flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RefluxError(Exception):
+    """Base of every error Reflux raises on purpose."""
+
+    retryable: bool = False
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
+
+
+class ConfigError(RefluxError, ValueError):
+    pass
+
+
+class ServiceError(RefluxError):
+    pass
+
+
+class RunError(RefluxError):
+    pass
+
+
+class ExpressionError(RefluxError, ValueError):
+    pass
+
+
+class SpecError(RefluxError, ValueError):
+    """A workflow file is invalid; `problems` holds every problem found, each with where."""
+
+    def __init__(self, problems: list[Any]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class NodeError(RefluxError):
+    """An error from a node call. Subclasses fix `retryable`; the wire form keeps the class name."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        details: dict[str, Any] | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+        self.details = details or {}
+        self.error_class = error_class or type(self).__name__
+
+    @property
+    def code(self) -> str:
+        return self.error_class
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "class": self.error_class,
+            "message": self.message,
+            "retryable": self.retryable,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> NodeError:
+        return cls(
+            str(data.get("message", "")),
+            retryable=bool(data.get("retryable", False)),
+            details=dict(data.get("details") or {}),
+            error_class=str(data.get("class") or "NodeError"),
+        )
+
+
+class ValidationError(NodeError, ValueError):
+    retryable = False
+
+
+class NoRespondersError(NodeError):
+    retryable = True
+
+
+class NodeTimeoutError(NodeError, TimeoutError):
+    retryable = True
+
+
+class HttpStatusError(NodeError):
+    retryable = False
+
+
+class HttpConnectError(NodeError, ConnectionError):
+    retryable = True
+
+
+class SsrfError(NodeError, PermissionError):
+    retryable = False
+
+
+class ResponseTooLargeError(NodeError):
+    retryable = False

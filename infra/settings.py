@@ -1,0 +1,95 @@
+"""Settings, one class per area with its own `REFLUX_…` prefix, composed into `Settings`.
+
+Read once at the edge (CLI, worker, node service) and passed down; tests build their own
+`Settings(...)` instead of mutating the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class TemporalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_TEMPORAL_")
+
+    address: str | None = None
+    """An existing Temporal frontend (host:port). Unset: `reflux up` starts the dev server."""
+    port: int = 7233
+    http_port: int | None = None
+    """Dev server HTTP API port. Unset: the dev server picks a free one (no clash between stacks)."""
+    metrics_port: int | None = None
+    """Dev server /metrics port. Unset: the dev server picks a free one."""
+    namespace: str = "default"
+    task_queue: str = "reflux"
+    max_concurrent_activities: int = 200
+    graceful_shutdown: timedelta = timedelta(seconds=20)
+    """How long a stopping worker lets running activities finish."""
+
+
+class NatsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_NATS_")
+
+    url: str | None = None
+    """An existing NATS server (nats://host:port). Unset: `reflux up` starts nats-server."""
+    port: int = 4222
+    monitor_port: int = 8222
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_DATABASE_")
+
+    url: str | None = None
+    """An existing PostgreSQL with pgvector (postgresql://…). Unset: `reflux up` starts one."""
+    port: int = 5433
+
+
+class HttpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_HTTP_")
+
+    allow_networks: Annotated[
+        list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
+    ] = Field(default_factory=list)
+    """CIDRs that http.request may reach even though they are private or reserved."""
+    max_response_bytes: int = 10 * 1024 * 1024
+    default_timeout: float = 30.0
+
+    @field_validator("allow_networks", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class NodesSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_NODES_")
+
+    filter: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Node groups a `reflux nodes serve` without --groups serves (empty: all built-in)."""
+    max_concurrency: int = 64
+    """Requests one node service process handles at once."""
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_")
+
+    home: Path = Path(".reflux")
+    """State dir of the embedded stack: data, logs, PID files."""
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    nodes: NodesSettings = Field(default_factory=NodesSettings)

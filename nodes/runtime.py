@@ -1,0 +1,178 @@
+"""The node service: serves a set of node groups on NATS.
+
+Each node version gets its own `nats.micro` service (discoverable with `$SRV.INFO`, its
+manifest in metadata) with two endpoints in queue groups: the major subject
+(`reflux.node.<name>.v1`) and the exact one (`reflux.node.<name>.v1.2.3`), so replicas
+share load and majors coexist.
+
+nats-py runs a subscription's callback to completion before the next message, so the
+endpoint handler only starts a task; a semaphore bounds the work in flight. On SIGTERM
+the service stops taking requests, finishes those in flight, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import nats
+import pydantic
+from nats.aio.client import Client
+from nats.micro import Request, Service, add_service
+from nats.micro.service import EndpointConfig
+
+from infra.errors import NodeError, ValidationError
+from infra.settings import Settings
+from nodes.protocol import MANIFEST_KEY, NodeReply, NodeRequest, exact_subject, major_subject
+from nodes.sdk import NodeContext, NodeDefinition, NodeGroup
+
+log = logging.getLogger("reflux.nodes")
+
+
+def micro_name(node: str) -> str:
+    # nats.micro names allow only [A-Za-z0-9_-].
+    return "reflux-" + node.replace(".", "_")
+
+
+async def call_handler(
+    node: NodeDefinition[Any, Any], request: NodeRequest, settings: Settings
+) -> NodeReply:
+    """Run one request through a node's handler; every failure becomes a structured error."""
+    reply = NodeReply(node=node.name, version=node.version)
+    try:
+        try:
+            params = node.params.model_validate(request.params)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "params"
+            raise ValidationError(
+                f"{node.ref}: {where}: {first['msg']}",
+                details={"errors": json.loads(exc.json(include_url=False))},
+            ) from None
+        ctx = NodeContext(
+            run_id=request.run_id,
+            workflow_id=request.workflow_id,
+            step_id=request.step_id,
+            attempt=request.attempt,
+            timeout=request.timeout,
+            settings=settings,
+        )
+        result = await node.handler(params, ctx)
+        reply.output = node.output.model_validate(result).model_dump(mode="json")
+    except NodeError as exc:
+        reply.error = exc.to_wire()  # type: ignore[assignment]
+    except Exception as exc:  # a bug in a handler: report it, keep serving
+        log.exception("node %s failed", node.ref)
+        reply.error = NodeError(
+            f"{type(exc).__name__}: {exc}", retryable=False, error_class=type(exc).__name__
+        ).to_wire()  # type: ignore[assignment]
+    return reply
+
+
+class NodeService:
+    """Serves node groups on one NATS connection until stopped."""
+
+    def __init__(self, groups: list[NodeGroup], settings: Settings) -> None:
+        self.groups = groups
+        self.settings = settings
+        self._nc: Client | None = None
+        self._services: list[Service] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.nodes.max_concurrency)
+
+    @property
+    def nodes(self) -> list[NodeDefinition[Any, Any]]:
+        return [node for group in self.groups for node in group.nodes]
+
+    async def start(self, nats_url: str) -> None:
+        self._nc = await nats.connect(
+            nats_url,
+            name=f"reflux-nodes-{','.join(g.name for g in self.groups)}-{os.getpid()}",
+            error_cb=_log_nats_error,
+            max_reconnect_attempts=-1,
+        )
+        for group in self.groups:
+            for node in group.nodes:
+                await self._serve(group, node)
+
+    async def _serve(self, group: NodeGroup, node: NodeDefinition[Any, Any]) -> None:
+        assert self._nc is not None
+        service = await add_service(
+            self._nc,
+            name=micro_name(node.name),
+            version=node.version,
+            description=node.description[:200],
+            metadata={
+                "reflux.node": node.name,
+                "reflux.group": group.name,
+                MANIFEST_KEY: json.dumps(node.manifest(), separators=(",", ":")),
+            },
+        )
+
+        async def on_request(request: Request) -> None:
+            task = asyncio.create_task(self._handle(node, request))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+        for endpoint, subject in (
+            ("major", major_subject(node.name, node.major)),
+            ("exact", exact_subject(node.name, node.version)),
+        ):
+            await service.add_endpoint(
+                EndpointConfig(
+                    name=endpoint, subject=subject, queue_group=subject, handler=on_request
+                )
+            )
+        self._services.append(service)
+
+    async def _handle(self, node: NodeDefinition[Any, Any], request: Request) -> None:
+        async with self._slots:
+            try:
+                call = NodeRequest.model_validate_json(request.data)
+            except pydantic.ValidationError as exc:
+                reply = NodeReply(node=node.name, version=node.version)
+                reply.error = ValidationError(
+                    f"malformed request to {node.ref}: {exc.errors()[0]['msg']}"
+                ).to_wire()  # type: ignore[assignment]
+            else:
+                reply = await call_handler(node, call, self.settings)
+            try:
+                await request.respond(reply.model_dump_json(by_alias=True).encode())
+            except Exception:  # the caller is gone or the connection closed: nothing to do
+                log.warning("could not reply to a %s request", node.ref)
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """Stop taking requests, finish the ones in flight, then close the connection."""
+        for service in self._services:
+            for endpoint in service._endpoints:  # nats.micro has no public drain
+                sub = endpoint._subscription
+                if sub is not None:
+                    await sub.drain()
+                    endpoint._subscription = None
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=grace)
+        for service in self._services:
+            await service.stop()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+
+    async def serve_forever(self, nats_url: str, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, then drain."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start(nats_url)
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+        await self.drain()
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("nats: %s", exc)

@@ -1,0 +1,460 @@
+"""Templates in workflow values: sandboxed Jinja2, rendered inside the Temporal workflow.
+
+Why it looks like this:
+- Rendering happens in workflow code on every step, so it must be deterministic and cheap:
+  no I/O, no threads, no clock, no `random` filter or `lipsum` global; compiled templates
+  are cached by source text (the only module state).
+- A string that is exactly one `{{ … }}` keeps the expression's native type, so
+  `"{{ inputs.count }}"` gives an int and `"{{ steps.a.output }}"` a dict.
+- `references()` reads the Jinja AST, not the text, so `validate` can name unknown inputs
+  and steps, and the engine can derive the dependency graph from templates alone.
+- On a dict, `x.key` prefers the key over a dict method: JSON with an `items` or `keys` field
+  is common in node outputs.
+- Errors name the path the author wrote ("'steps.fetch' has no attribute 'outptu'"); that
+  explanation is worked out only after a render failed, never on the hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import operator
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from infra.errors import ExpressionError
+
+__all__ = [
+    "CONTEXT_NAMES",
+    "CompiledTemplate",
+    "References",
+    "compile_template",
+    "is_template",
+    "is_truthy",
+    "iter_templates",
+    "references",
+    "render",
+    "secret_placeholder",
+]
+
+CONTEXT_NAMES = frozenset({"inputs", "steps", "item", "index", "run", "secret"})
+"""Top-level names a template may read (plus Jinja's globals such as `range`)."""
+
+STEP_ATTRIBUTES = ("output", "status")
+
+_FALSE_STRINGS = frozenset({"", "false", "0", "none", "null"})
+_MAX_SEQUENCE = 1_000_000
+_MAX_EXPONENT = 1_000
+
+
+def secret_placeholder(name: str) -> str:
+    """What `secret('NAME')` renders to; the node runtime swaps in the value at call time."""
+    return f"${{secret:{name}}}"
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        # A workflow task that spins on `10 ** 10 ** 10` stalls the whole run; refuse early.
+        if operator_ == "**":
+            if _is_number(right) and abs(right) > _MAX_EXPONENT and _is_number(left):
+                if abs(left) > 1:
+                    raise SecurityError(f"exponent {right} is too large")
+            return operator.pow(left, right)
+        for seq, count in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(count, int):
+                if len(seq) * count > _MAX_SEQUENCE:
+                    raise SecurityError("repeated sequence would be too long")
+        return operator.mul(left, right)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_ENV = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV.filters.pop("random", None)
+_ENV.globals.pop("lipsum", None)
+_ENV.globals["secret"] = secret_placeholder
+_ALLOWED_NAMES = CONTEXT_NAMES | frozenset(_ENV.globals)
+
+
+def is_template(text: str) -> bool:
+    """Whether `text` holds template syntax at all; plain strings are returned as they are."""
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+# ---------------------------------------------------------------------------------- compile
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    source: str
+    ast: nodes.Template
+    native: Any  # jinja2 TemplateExpression when the string is one `{{ … }}`, else None
+    template: Any  # jinja2 Template otherwise
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(source: str) -> _Compiled:
+    try:
+        ast = _ENV.parse(source)
+        inner = _single_expression(source, ast)
+        if inner is not None:
+            return _Compiled(source, ast, _ENV.compile_expression(inner, False), None)
+        return _Compiled(source, ast, None, _ENV.from_string(ast))
+    except TemplateSyntaxError as exc:
+        where = f" (line {exc.lineno} of the template)" if "\n" in source.strip() else ""
+        raise ExpressionError(
+            f"template syntax error: {_clean(exc.message)}{where} in {_snippet(source)}"
+        ) from None
+
+
+def _single_expression(source: str, ast: nodes.Template) -> str | None:
+    """The expression inside `source` when it is exactly one `{{ … }}`, give or take spaces."""
+    stripped = source.strip()
+    if not (stripped.startswith("{{") and stripped.endswith("}}")):
+        return None
+    body = ast.body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+        return None
+    parts = [n for n in body[0].nodes if not _is_blank_data(n)]
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    inner = stripped[2:-2]
+    # Whitespace control markers belong to the delimiters, not to the expression.
+    if inner[:1] in "-+":
+        inner = inner[1:]
+    if inner[-1:] in "-+":
+        inner = inner[:-1]
+    return inner
+
+
+def _is_blank_data(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.TemplateData) and not node.data.strip()
+
+
+class CompiledTemplate:
+    """A YAML value with every template inside it compiled; `render` fills it in."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        for _, source in iter_templates(value):
+            _compile(source)
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return render(self.value, context)
+
+    @property
+    def references(self) -> References:
+        return references(self.value)
+
+
+def compile_template(value: Any) -> CompiledTemplate:
+    """Compile every template in `value` (any YAML value); ExpressionError on syntax errors."""
+    return CompiledTemplate(value)
+
+
+def iter_templates(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """(path, source) of every string holding template syntax inside `value`."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from iter_templates(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from iter_templates(item, (*path, index))
+
+
+# ----------------------------------------------------------------------------------- render
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Fill in the templates inside `value`; see the module docstring for the typing rule."""
+    if isinstance(value, str):
+        return _render_string(value, context) if is_template(value) else value
+    if isinstance(value, dict):
+        return {key: render(item, context) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(item, context) for item in value]
+    return value
+
+
+def _render_string(source: str, context: Mapping[str, Any]) -> Any:
+    compiled = _compile(source)
+    try:
+        if compiled.native is not None:
+            return _to_plain(compiled.native(dict(context)))
+        return compiled.template.render(context)
+    except UndefinedError as exc:
+        reason = _explain(compiled, context, exc) or _clean(exc.message or str(exc))
+        raise ExpressionError(f"{reason} in {_snippet(source)}") from None
+    except SecurityError as exc:
+        raise ExpressionError(
+            f"not allowed in templates: {_clean(str(exc))} in {_snippet(source)}"
+        ) from None
+    except ExpressionError:
+        raise
+    except Exception as exc:
+        raise ExpressionError(
+            f"{type(exc).__name__}: {_clean(str(exc))} in {_snippet(source)}"
+        ) from None
+
+
+def _to_plain(value: Any) -> Any:
+    """Plain JSON-like data: an Undefined fails here, generators and tuples become lists."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if isinstance(value, dict):
+        return {key: _to_plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | range | set | frozenset) or _is_iterator(value):
+        return [_to_plain(item) for item in value]
+    return value
+
+
+def _is_iterator(value: Any) -> bool:
+    return hasattr(value, "__next__") and hasattr(value, "__iter__")
+
+
+def _clean(message: str | None) -> str:
+    return (message or "").strip().rstrip(".")
+
+
+def _snippet(source: str) -> str:
+    text = " ".join(source.split())
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def is_truthy(value: Any) -> bool:
+    """Whether an `if` result lets the step run: Jinja truthiness, and the strings
+    "false", "0", "none", "null" and "" (any case, spaces ignored) are false too."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_STRINGS
+    if isinstance(value, Undefined):
+        return False
+    return bool(value)
+
+
+# ------------------------------------------------------------------------------- references
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """What templates read. `steps` maps a step id to the attributes read after it
+    ("output", "status", or a misspelling `validate` reports); a bare `steps.x` is "output"."""
+
+    inputs: frozenset[str] = frozenset()
+    steps: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    item: bool = False
+    index: bool = False
+    run: bool = False
+    names: frozenset[str] = frozenset()
+    """Every free top-level name read, known or not."""
+    dynamic_inputs: bool = False
+    """`inputs[expr]` with a computed key."""
+    dynamic_steps: bool = False
+    """`steps` read whole or by a computed key: the step ids read are not all known."""
+    secrets: frozenset[str] = frozenset()
+
+    @property
+    def step_ids(self) -> frozenset[str]:
+        return frozenset(self.steps)
+
+    @property
+    def unknown_names(self) -> frozenset[str]:
+        return self.names - _ALLOWED_NAMES
+
+    def merge(self, other: References) -> References:
+        steps = {k: v | other.steps.get(k, frozenset()) for k, v in self.steps.items()}
+        steps.update({k: v for k, v in other.steps.items() if k not in steps})
+        return References(
+            inputs=self.inputs | other.inputs,
+            steps=steps,
+            item=self.item or other.item,
+            index=self.index or other.index,
+            run=self.run or other.run,
+            names=self.names | other.names,
+            dynamic_inputs=self.dynamic_inputs or other.dynamic_inputs,
+            dynamic_steps=self.dynamic_steps or other.dynamic_steps,
+            secrets=self.secrets | other.secrets,
+        )
+
+
+def references(value: Any) -> References:
+    """What every template inside `value` reads; ExpressionError on a syntax error."""
+    found = References()
+    for _, source in iter_templates(value):
+        found = found.merge(_references_of(source))
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _references_of(source: str) -> References:
+    ast = _compile(source).ast
+    free = frozenset(meta.find_undeclared_variables(ast))
+    walk = _ReferenceWalk(free)
+    walk.visit(ast)
+    return References(
+        inputs=frozenset(walk.inputs),
+        steps={k: frozenset(v) for k, v in walk.steps.items()},
+        item="item" in free,
+        index="index" in free,
+        run="run" in free,
+        names=free,
+        dynamic_inputs=walk.dynamic_inputs,
+        dynamic_steps=walk.dynamic_steps,
+        secrets=frozenset(walk.secrets),
+    )
+
+
+Accessor = tuple[str, Any]  # ("attr" | "item", key); key None when computed at run time
+
+
+def _chain(node: nodes.Node) -> tuple[nodes.Node, list[Accessor], list[nodes.Node]]:
+    """`a.b['c'][x]` -> (Name a, [attr b, item c, item None], [x])."""
+    accessors: list[Accessor] = []
+    computed: list[nodes.Node] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            accessors.append(("attr", node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str | int):
+            accessors.append(("item", node.arg.value))
+        else:
+            accessors.append(("item", None))
+            computed.append(node.arg)
+        node = node.node
+    accessors.reverse()
+    return node, accessors, computed
+
+
+class _ReferenceWalk:
+    def __init__(self, free: frozenset[str]) -> None:
+        self.free = free
+        self.inputs: set[str] = set()
+        self.steps: dict[str, set[str]] = {}
+        self.secrets: set[str] = set()
+        self.dynamic_inputs = False
+        self.dynamic_steps = False
+
+    def visit(self, node: nodes.Node) -> None:
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            base, accessors, computed = _chain(node)
+            if isinstance(base, nodes.Name) and base.ctx == "load":
+                self._read(base.name, accessors)
+            else:
+                self.visit(base)
+            for child in computed:
+                self.visit(child)
+            return
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            self._read(node.name, [])
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name):
+            if node.node.name == "secret" and node.args and isinstance(node.args[0], nodes.Const):
+                self.secrets.add(str(node.args[0].value))
+        for child in node.iter_child_nodes():
+            self.visit(child)
+
+    def _read(self, name: str, accessors: list[Accessor]) -> None:
+        if name not in self.free:
+            return
+        keys = [key for _, key in accessors]
+        if name == "inputs" and keys:
+            if isinstance(keys[0], str):
+                self.inputs.add(keys[0])
+            else:
+                self.dynamic_inputs = True
+        elif name == "steps":
+            if not keys or not isinstance(keys[0], str):
+                self.dynamic_steps = True
+                return
+            attribute = keys[1] if len(keys) > 1 and isinstance(keys[1], str) else "output"
+            self.steps.setdefault(keys[0], set()).add(attribute)
+
+
+# ----------------------------------------------------------------------- error explanation
+
+
+def _explain(compiled: _Compiled, context: Mapping[str, Any], exc: UndefinedError) -> str | None:
+    """Re-walk the chains the template reads to say which path failed, in the author's words."""
+    jinja_message = exc.message or ""
+    first: str | None = None
+    free = meta.find_undeclared_variables(compiled.ast)
+    for node in compiled.ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        base, accessors, _ = _chain(node)
+        if not isinstance(base, nodes.Name) or base.name not in free:
+            continue
+        reason, failed_key = _walk_chain(base.name, accessors, context)
+        if reason is None:
+            continue
+        if f"'{failed_key}'" in jinja_message:
+            return reason
+        first = first or reason
+    return first
+
+
+def _walk_chain(
+    name: str, accessors: list[Accessor], context: Mapping[str, Any]
+) -> tuple[str | None, Any]:
+    if name not in context:
+        if name in _ENV.globals:
+            return None, None
+        return f"'{name}' is undefined{_suggest(name, [*context, *_ENV.globals])}", name
+    value: Any = context[name]
+    path = name
+    for kind, key in accessors:
+        if key is None:
+            return None, None
+        if isinstance(value, dict):
+            if key in value:
+                value = value[key]
+            else:
+                noun = "attribute" if kind == "attr" else "key"
+                keys = [k for k in value if isinstance(k, str)]
+                return f"'{path}' has no {noun} '{key}'{_suggest(str(key), keys)}", key
+        elif isinstance(value, list | tuple) and isinstance(key, int):
+            if -len(value) <= key < len(value):
+                value = value[key]
+            else:
+                return f"'{path}' has no item {key} (it has {len(value)})", key
+        elif value is None:
+            return f"'{path}' is null, so it has no attribute '{key}'", key
+        else:
+            found = _ENV.getattr(value, key) if kind == "attr" else _ENV.getitem(value, key)
+            if isinstance(found, Undefined):
+                kind_name = _kind(value)
+                return f"'{path}' ({kind_name}) has no attribute '{key}'", key
+            value = found
+        path += f".{key}" if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+    return None, None
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__

@@ -1,0 +1,142 @@
+"""A `Plan` is a validated `Spec` compiled for the engine: node versions resolved and pinned,
+the dependency graph explicit, meta-steps marked. It is the Temporal workflow's input, so it
+holds only plain data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from infra.errors import SpecError
+from orchestrator.spec import Spec
+from orchestrator.validate import dependencies, resolve_version, step_references
+
+MetaKind = Literal["delay", "switch"]
+META_NODES: dict[str, MetaKind] = {"core.delay": "delay", "core.switch": "switch"}
+
+
+class RetryPolicy(BaseModel):
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 30.0
+    non_retryable: list[str] = Field(default_factory=list)
+
+
+class PlannedStep(BaseModel):
+    id: str
+    node: str
+    version: str
+    """The exact version pinned for this run."""
+    meta: MetaKind | None = None
+    with_: dict[str, Any] = Field(default_factory=dict)
+    if_: Any = None
+    for_each: Any = None
+    concurrency: int | None = None
+    timeout: float = 300.0
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    continue_on_error: bool = False
+    needs: list[str] = Field(default_factory=list)
+    """Every step this one waits for."""
+    needs_output: list[str] = Field(default_factory=list)
+    """The subset whose skip or failure skips this step too (all but status-only reads)."""
+
+
+class Plan(BaseModel):
+    workflow: str
+    namespace: str = "default"
+    version: int | None = None
+    steps: list[PlannedStep]
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunInfo(BaseModel):
+    id: str
+    workflow: str
+    version: int | None = None
+
+
+class RunRequest(BaseModel):
+    run: RunInfo
+    plan: Plan
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+RunStatus = Literal["running", "completed", "failed", "cancelled"]
+
+
+class StepError(BaseModel):
+    class_: str = Field(alias="class")
+    message: str
+    retryable: bool = False
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = {"populate_by_name": True, "serialize_by_alias": True}
+
+
+class StepResult(BaseModel):
+    status: StepStatus = "pending"
+    attempts: int = 0
+    output: Any = None
+    error: StepError | None = None
+    node: str = ""
+    version: str = ""
+    started_at: float | None = None
+    """Workflow time (epoch seconds) the step was scheduled."""
+    finished_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class RunResult(BaseModel):
+    run_id: str
+    workflow: str
+    status: RunStatus
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    steps: dict[str, StepResult] = Field(default_factory=dict)
+    error: StepError | None = None
+    failed_step: str | None = None
+
+
+def build_plan(spec: Spec, available: dict[str, list[str]], version: int | None = None) -> Plan:
+    """Compile a validated spec: pin each node to the newest served version its spec allows."""
+    graph = dependencies(spec)
+    steps = []
+    for step in spec.steps:
+        pinned = resolve_version(step.node_version_spec, available.get(step.node_name, []))
+        if pinned is None:
+            raise SpecError([f"step {step.id}: no served version of {step.node} (validate first)"])
+        reads = step_references(step).steps
+        status_only = {sid for sid, attrs in reads.items() if attrs == {"status"}}
+        needs = sorted(graph[step.id])
+        steps.append(
+            PlannedStep(
+                id=step.id,
+                node=step.node_name,
+                version=pinned,
+                meta=META_NODES.get(step.node_name),
+                with_=step.with_,
+                if_=step.if_,
+                for_each=step.for_each,
+                concurrency=step.concurrency,
+                timeout=step.timeout,
+                retry=RetryPolicy(**step.retry.model_dump()),
+                continue_on_error=step.continue_on_error,
+                needs=needs,
+                needs_output=[sid for sid in needs if sid not in status_only],
+            )
+        )
+    return Plan(
+        workflow=spec.id,
+        namespace=spec.namespace,
+        version=version,
+        steps=steps,
+        outputs=spec.outputs,
+    )

@@ -1,0 +1,63 @@
+"""The Temporal worker: runs `DagWorkflow` and the step activity until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import nats
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from infra.settings import Settings
+from orchestrator.activities import StepActivities
+from orchestrator.runs import connect_temporal
+from orchestrator.workflow import DagWorkflow
+
+log = logging.getLogger("reflux.worker")
+
+# Our modules and the template engine are deterministic and side-effect free: share them with
+# the workflow sandbox instead of re-importing per run (which would also drop the template cache
+# and mix classes of two jinja2 copies).
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "jinja2", "markupsafe", "yaml", "infra", "nodes", "orchestrator"
+    )
+)
+
+
+async def run_worker(
+    settings: Settings, temporal_address: str, nats_url: str, on_ready: Callable[[], None] | None = None
+) -> None:
+    client = await connect_temporal(temporal_address, settings.temporal.namespace)
+    nc = await nats.connect(
+        nats_url, name="reflux-worker", error_cb=_log_nats_error, max_reconnect_attempts=-1
+    )
+    worker = Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[DagWorkflow],
+        workflow_runner=SANDBOX,
+        activities=[StepActivities(nc).call_node],
+        max_concurrent_activities=settings.temporal.max_concurrent_activities,
+        graceful_shutdown_timeout=settings.temporal.graceful_shutdown,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = asyncio.create_task(worker.run())
+    if on_ready is not None:
+        on_ready()
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([running, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if not running.done():
+        await worker.shutdown()
+    await running
+    await nc.drain()
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("nats: %s", exc)

@@ -1,0 +1,251 @@
+"""`DagWorkflow`: runs a `Plan` on Temporal.
+
+Steps whose dependencies are done run at once; each node call is one activity (so Temporal
+owns retries and timeouts); `core.delay`/`core.switch` run in the workflow itself. Templates
+are rendered here, deterministically, from inputs and earlier results. A failed step (without
+`continue_on_error`) fails the run: steps still running are cancelled, steps not started are
+marked cancelled, and the Temporal execution fails with the step's error class, carrying the
+whole `RunResult` as its detail so clients can show the step table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from infra.errors import ExpressionError
+    from nodes.builtin.core import SwitchParams, pick_branch
+    from orchestrator import expressions
+    from orchestrator.activities import STEP_ACTIVITY, StepCall, StepCallResult
+    from orchestrator.durations import parse_duration
+    from orchestrator.plan import (
+        PlannedStep,
+        RunRequest,
+        RunResult,
+        StepError,
+        StepResult,
+    )
+
+TERMINAL = {"completed", "failed", "skipped", "cancelled"}
+# Statuses of a dependency that skip a step reading its output.
+NO_OUTPUT = {"failed", "skipped", "cancelled"}
+
+
+class StepFailed(Exception):
+    def __init__(self, error: StepError, attempts: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempts = attempts
+
+
+@workflow.defn(name="reflux.dag")
+class DagWorkflow:
+    def __init__(self) -> None:
+        self.steps: dict[str, StepResult] = {}
+
+    @workflow.query(name="progress")
+    def progress(self) -> dict[str, StepResult]:
+        return self.steps
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        self.request = request
+        plan = request.plan
+        self.steps = {s.id: StepResult(node=s.node, version=s.version) for s in plan.steps}
+        pending = {s.id: s for s in plan.steps}
+        running: dict[asyncio.Task[None], str] = {}
+        failure: tuple[str, StepError] | None = None
+        try:
+            while pending or running:
+                for step in list(pending.values()):
+                    if failure is not None:
+                        break
+                    if not all(self.steps[d].status in TERMINAL for d in step.needs):
+                        continue
+                    del pending[step.id]
+                    blocked = [d for d in step.needs_output if self.steps[d].status in NO_OUTPUT]
+                    if blocked:
+                        self._finish(step.id, "skipped")
+                        continue
+                    running[asyncio.create_task(self._run_step(step))] = step.id
+                if not running:
+                    break
+                done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    step_id = running.pop(task)
+                    result = self.steps[step_id]
+                    step = next(s for s in plan.steps if s.id == step_id)
+                    if result.status == "failed" and not step.continue_on_error and not failure:
+                        assert result.error is not None
+                        failure = (step_id, result.error)
+                if failure is not None:
+                    await self._cancel(running, pending)
+                    break
+        except asyncio.CancelledError:
+            await self._cancel(running, pending)
+            raise
+        result = RunResult(
+            run_id=request.run.id, workflow=plan.workflow, status="completed", steps=self.steps
+        )
+        if failure is None:
+            try:
+                result.outputs = expressions.render(plan.outputs, self._context())
+            except ExpressionError as exc:
+                failure = ("outputs", StepError(class_="ExpressionError", message=str(exc)))
+        if failure is not None:
+            result.status = "failed"
+            result.failed_step, result.error = failure
+            raise ApplicationError(
+                f"step {failure[0]} failed: {failure[1].class_}: {failure[1].message}",
+                result.model_dump(mode="json", by_alias=True),
+                type=failure[1].class_,
+                non_retryable=True,
+            )
+        return result
+
+    async def _cancel(self, running: dict[asyncio.Task[None], str], pending: dict[str, Any]) -> None:
+        for task in running:
+            task.cancel()
+        if running:
+            await workflow.wait(list(running))
+        for step_id in list(running.values()) + list(pending):
+            if self.steps[step_id].status not in TERMINAL:
+                self._finish(step_id, "cancelled")
+        running.clear()
+        pending.clear()
+
+    def _finish(self, step_id: str, status: str) -> None:
+        result = self.steps[step_id]
+        result.status = status  # type: ignore[assignment]
+        result.finished_at = workflow.now().timestamp()
+        if result.started_at is None:
+            result.started_at = result.finished_at
+
+    def _context(self, **extra: Any) -> dict[str, Any]:
+        run = self.request.run
+        return {
+            "inputs": self.request.inputs,
+            "steps": {
+                sid: {"output": r.output, "status": r.status} for sid, r in self.steps.items()
+            },
+            "run": {"id": run.id, "workflow": run.workflow, "version": run.version},
+            **extra,
+        }
+
+    async def _run_step(self, step: PlannedStep) -> None:
+        result = self.steps[step.id]
+        result.status = "running"
+        result.started_at = workflow.now().timestamp()
+        try:
+            if step.if_ is not None and not expressions.is_truthy(
+                expressions.render(step.if_, self._context())
+            ):
+                self._finish(step.id, "skipped")
+                return
+            if step.for_each is not None:
+                result.output = await self._run_for_each(step)
+            else:
+                output, attempts = await self._run_once(step, self._context())
+                result.output = output
+                result.attempts = attempts
+            self._finish(step.id, "completed")
+        except StepFailed as exc:
+            result.error = exc.error
+            result.attempts += exc.attempts
+            self._finish(step.id, "failed")
+        except ExpressionError as exc:
+            result.error = StepError(class_="ExpressionError", message=str(exc))
+            self._finish(step.id, "failed")
+        except asyncio.CancelledError:
+            self._finish(step.id, "cancelled")
+            raise
+
+    async def _run_for_each(self, step: PlannedStep) -> list[Any]:
+        items = expressions.render(step.for_each, self._context())
+        if not isinstance(items, list):
+            raise ExpressionError(
+                f"for_each must give a list, got {type(items).__name__}: {str(items)[:80]}"
+            )
+        slots = asyncio.Semaphore(step.concurrency or max(len(items), 1))
+        outputs: list[Any] = [None] * len(items)
+        result = self.steps[step.id]
+
+        async def one(index: int, item: Any) -> None:
+            async with slots:
+                output, attempts = await self._run_once(
+                    step, self._context(item=item, index=index)
+                )
+                outputs[index] = output
+                result.attempts += attempts
+
+        tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(items)]
+        try:
+            for task in tasks:  # in input order: the first failing item is the one reported
+                await task
+        finally:
+            for task in tasks:
+                task.cancel()
+        return outputs
+
+    async def _run_once(self, step: PlannedStep, context: dict[str, Any]) -> tuple[Any, int]:
+        params = expressions.render(step.with_, context)
+        if step.meta == "delay":
+            seconds = parse_duration(params.get("duration", 0))
+            await workflow.sleep(seconds)
+            return {"waited_seconds": seconds}, 1
+        if step.meta == "switch":
+            return {"branch": pick_branch(SwitchParams.model_validate(params))}, 1
+        run = self.request.run
+        retry = step.retry
+        try:
+            done: StepCallResult = await workflow.execute_activity(
+                STEP_ACTIVITY,
+                StepCall(
+                    node=step.node,
+                    version=step.version,
+                    params=params,
+                    run_id=run.id,
+                    workflow_id=run.workflow,
+                    step_id=step.id,
+                    timeout=step.timeout,
+                ),
+                result_type=StepCallResult,
+                # The node call times out first with a clean NodeTimeoutError; this is the backstop.
+                start_to_close_timeout=timedelta(seconds=step.timeout + 5),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=retry.max_attempts,
+                    initial_interval=timedelta(seconds=retry.initial_interval),
+                    backoff_coefficient=retry.backoff,
+                    maximum_interval=timedelta(seconds=max(retry.max_interval, retry.initial_interval)),
+                    non_retryable_error_types=retry.non_retryable or None,
+                ),
+                cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
+                summary=f"{step.id}: {step.node}@{step.version}",
+            )
+        except ActivityError as exc:
+            raise StepFailed(*_step_error(exc)) from None
+        return done.output, done.attempt
+
+
+def _step_error(exc: ActivityError) -> tuple[StepError, int]:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        info = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+        return (
+            StepError(
+                class_=cause.type or "NodeError",
+                message=cause.message,
+                retryable=bool(info.get("retryable", not cause.non_retryable)),
+                details=info.get("details") or {},
+            ),
+            int(info.get("attempt", 1)),
+        )
+    if isinstance(cause, TimeoutError):
+        return StepError(class_="NodeTimeoutError", message=f"activity timed out: {cause}"), 1
+    return StepError(class_=type(cause or exc).__name__, message=str(cause or exc)), 1

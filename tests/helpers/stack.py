@@ -1,0 +1,118 @@
+"""A real embedded stack for a test session: Temporal, NATS, PostgreSQL, a worker and node
+services, each on its own free ports under its own home, so parallel sessions never clash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.settings import Settings
+from infra.stack import ProcessSpec, Stack, addresses
+from orchestrator.plan import RunResult
+from tests.helpers.ports import free_ports
+
+CLI = [sys.executable, "-m", "orchestrator.cli"]
+TEST_CATALOG = "tests.support.nodes:catalog"
+
+
+@dataclass
+class RunningStack:
+    home: Path
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return settings_from(self.env)
+
+    def cli(self, *args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kw
+        )
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """A foreground `reflux` process (e.g. an extra node replica) the test stops itself."""
+        log = open(self.home / f"spawn-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
+        return subprocess.Popen([*CLI, *args], env=self.env, stdout=log, stderr=log, text=True)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.home / "flows" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def run(self, text: str, inputs: dict[str, Any] | None = None, timeout: float = 120) -> RunResult:
+        """Run a workflow through `reflux run --json`, as a user would."""
+        path = self.write(f"flow-{time.monotonic_ns()}.yaml", text)
+        args = ["run", str(path), "--json"]
+        if inputs is not None:
+            args += ["--input", json.dumps(inputs)]
+        done = self.cli(*args, timeout=timeout)
+        if done.returncode not in (0, 1) or not done.stdout.strip():
+            raise AssertionError(f"reflux run exited {done.returncode}: {done.stderr}{done.stdout}")
+        body = json.loads(done.stdout)
+        return RunResult.model_validate(
+            {**body, "workflow": "", "error": body.get("error"), "failed_step": (body.get("error") or {}).get("step")}
+        )
+
+    def up(self, echo: Callable[[str], None] = lambda _: None) -> None:
+        asyncio.run(Stack(self.settings).up(echo, extra_processes=background(self.home)))
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def background(home: Path) -> list[ProcessSpec]:
+    groups = {
+        "worker": ["worker"],
+        "nodes-core": ["nodes", "serve", "--groups", "core"],
+        "nodes-http": ["nodes", "serve", "--groups", "http"],
+        "nodes-testing": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "testing"],
+        "nodes-versions": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "versions"],
+    }
+    return [
+        ProcessSpec(name=name, argv=[*CLI, *argv], ready_file=home / "run" / f"{name}.ready")
+        for name, argv in groups.items()
+    ]
+
+
+def start_test_stack(home: Path) -> RunningStack:
+    temporal, nats_port, monitor, pg = free_ports(4)
+    env = {
+        **os.environ,
+        "REFLUX_HOME": str(home),
+        "REFLUX_TEMPORAL_PORT": str(temporal),
+        "REFLUX_NATS_PORT": str(nats_port),
+        "REFLUX_NATS_MONITOR_PORT": str(monitor),
+        "REFLUX_DATABASE_PORT": str(pg),
+        "REFLUX_HTTP_ALLOW_NETWORKS": "127.0.0.1/32",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    for key in ("REFLUX_TEMPORAL_ADDRESS", "REFLUX_NATS_URL", "REFLUX_DATABASE_URL"):
+        env.pop(key, None)
+    stack = RunningStack(home=home, env=env)
+    stack.up()
+    return stack
+
+
+def stop_test_stack(stack: RunningStack) -> None:
+    asyncio.run(Stack(stack.settings).down(lambda _: None))
+
+
+def nats_url(stack: RunningStack) -> str:
+    return addresses(stack.settings).nats

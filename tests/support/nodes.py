@@ -1,0 +1,107 @@
+"""Node groups used only by the tests, served by real `reflux nodes serve --catalog` processes.
+
+Handlers that need to be observed from a test (how often they ran, when, in which process)
+write to files under a directory the test passes in params.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from infra.errors import NodeError
+from nodes.sdk import NodeCatalog, NodeContext, NodeGroup
+
+testing = NodeGroup("testing", "nodes for the engine tests")
+versions = NodeGroup("versions", "two majors of one node")
+
+
+def record(directory: str, event: dict[str, Any]) -> None:
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / "events.jsonl", "a") as f:
+        f.write(json.dumps(event) + "\n")
+
+
+def events(directory: str | Path) -> list[dict[str, Any]]:
+    path = Path(directory) / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+class SleepParams(BaseModel):
+    seconds: float = 0.0
+    label: str = ""
+    record_dir: str = ""
+
+
+class SleepOutput(BaseModel):
+    label: str
+    pid: int
+    started: float
+    finished: float
+
+
+@testing.node("test.sleep", "1.0.0", params=SleepParams, output=SleepOutput)
+async def sleep(params: SleepParams, ctx: NodeContext) -> SleepOutput:
+    """Sleep, then say when and where it ran."""
+    started = time.time()
+    await asyncio.sleep(params.seconds)
+    out = SleepOutput(label=params.label, pid=os.getpid(), started=started, finished=time.time())
+    if params.record_dir:
+        record(params.record_dir, {"step": ctx.step_id, **out.model_dump()})
+    return out
+
+
+class FlakyParams(BaseModel):
+    record_dir: str
+    failures: int = 2
+    error_class: str = "FlakyError"
+    retryable: bool = True
+
+
+class FlakyOutput(BaseModel):
+    calls: int
+
+
+@testing.node("test.flaky", "1.0.0", params=FlakyParams, output=FlakyOutput)
+async def flaky(params: FlakyParams, ctx: NodeContext) -> FlakyOutput:
+    """Fail the first `failures` calls (counted in record_dir), then succeed."""
+    record(params.record_dir, {"step": ctx.step_id, "attempt": ctx.attempt, "pid": os.getpid()})
+    calls = len(events(params.record_dir))
+    if calls <= params.failures:
+        raise NodeError(
+            f"failing on purpose, call {calls}",
+            retryable=params.retryable,
+            error_class=params.error_class,
+        )
+    return FlakyOutput(calls=calls)
+
+
+class EchoParams(BaseModel):
+    value: Any = None
+
+
+class EchoOutput(BaseModel):
+    value: Any = None
+    version: str
+
+
+def echo_node(version: str) -> None:
+    @versions.node("test.echo", version, params=EchoParams, output=EchoOutput)
+    async def echo(params: EchoParams, ctx: NodeContext) -> EchoOutput:
+        """Return the value and the version that answered."""
+        return EchoOutput(value=params.value, version=version)
+
+
+for _v in ("1.0.0", "1.1.0", "2.0.0"):
+    echo_node(_v)
+
+catalog = NodeCatalog([testing, versions])
