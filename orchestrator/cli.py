@@ -9,7 +9,8 @@
     reflux validate FILE...           check workflow files
     reflux run FILE [--input JSON]    run a workflow and show its steps
 
-Exit codes: 0 success; 1 a run failed or a service is unreachable; 2 invalid file or input.
+Exit codes: 0 success; 1 a run failed, `validate` found problems, or a service is
+unreachable; 2 `run` was given an invalid file or input.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     for path in args.files:
         _, problems = validate_file(Path(path), available)
         if problems:
-            code = EXIT_INVALID
+            code = EXIT_FAILED
             for problem in problems:
                 out(str(problem))
         else:

@@ -23,9 +23,14 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from temporalio import workflow
+
+# jinja2 makes a threading.Lock at import, which the workflow sandbox forbids: load it
+# passed through, so this module imports inside a workflow even when not passed through.
+with workflow.unsafe.imports_passed_through():
+    from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
+    from jinja2.exceptions import SecurityError, UndefinedError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from infra.errors import ExpressionError
 

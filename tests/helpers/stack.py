@@ -64,7 +64,7 @@ class RunningStack:
         )
 
     def up(self, echo: Callable[[str], None] = lambda _: None) -> None:
-        asyncio.run(Stack(self.settings).up(echo, extra_processes=background(self.home)))
+        asyncio.run(Stack(self.settings).up(echo, extra_processes=background(self.home, self.env)))
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -77,7 +77,7 @@ def settings_from(env: dict[str, str]) -> Settings:
         os.environ.update(saved)
 
 
-def background(home: Path) -> list[ProcessSpec]:
+def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
     groups = {
         "worker": ["worker"],
         "nodes-core": ["nodes", "serve", "--groups", "core"],
@@ -86,7 +86,7 @@ def background(home: Path) -> list[ProcessSpec]:
         "nodes-versions": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "versions"],
     }
     return [
-        ProcessSpec(name=name, argv=[*CLI, *argv], ready_file=home / "run" / f"{name}.ready")
+        ProcessSpec(name=name, argv=[*CLI, *argv], env=env, ready_file=home / "run" / f"{name}.ready")
         for name, argv in groups.items()
     ]
 

@@ -105,3 +105,26 @@ for _v in ("1.0.0", "1.1.0", "2.0.0"):
     echo_node(_v)
 
 catalog = NodeCatalog([testing, versions])
+
+
+replicas = NodeGroup("replicas", "served by replicas that tests start and kill")
+
+
+class WorkParams(BaseModel):
+    seconds: float = 0.05
+    n: int = 0
+
+
+class WorkOutput(BaseModel):
+    n: int
+    pid: int
+
+
+@replicas.node("test.work", "1.0.0", params=WorkParams, output=WorkOutput)
+async def work(params: WorkParams, ctx: NodeContext) -> WorkOutput:
+    """A little work that says which process did it."""
+    await asyncio.sleep(params.seconds)
+    return WorkOutput(n=params.n, pid=os.getpid())
+
+
+catalog.add(replicas)

@@ -1,0 +1,115 @@
+"""Node groups as separate services: replicas share a queue group; losing one loses no step."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+
+import nats
+import pytest
+
+from nodes.discovery import discover
+from tests.helpers.stack import CLI, TEST_CATALOG, RunningStack, nats_url
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def instances(stack: RunningStack, name: str) -> int:
+    async def ask() -> int:
+        nc = await nats.connect(nats_url(stack))
+        try:
+            return sum(len(n.instances) for n in await discover(nc) if n.name == name)
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_killing_one_of_two_replicas_loses_no_step(stack: RunningStack):
+    replicas = [
+        stack.spawn("nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "replicas")
+        for _ in range(2)
+    ]
+    try:
+        wait_for(lambda: instances(stack, "test.work") == 2, what="two replicas")
+        flow = stack.write(
+            "replicas.yaml",
+            """
+            id: replicas
+            inputs:
+              items: {type: array}
+            steps:
+              - id: work
+                node: test.work@1
+                for_each: "{{ inputs.items }}"
+                concurrency: 20
+                timeout: 3s
+                retry: {max_attempts: 5, initial_interval: 1s}
+                with: {n: "{{ item }}", seconds: 0.1}
+            """,
+        )
+        run = subprocess.Popen(
+            [*CLI, "run", str(flow), "--json", "--input",
+             json.dumps({"items": list(range(200))})],
+            env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        # Kill a replica while steps are in flight on it.
+        wait_for(lambda: in_flight(stack), timeout=60, what="steps in flight")
+        replicas[0].send_signal(signal.SIGKILL)
+        out, err = run.communicate(timeout=180)
+        assert run.returncode == 0, err
+        result = json.loads(out)
+        outputs = result["steps"]["work"]["output"]
+        assert [o["n"] for o in outputs] == list(range(200))
+        pids = {o["pid"] for o in outputs}
+        assert pids == {replicas[0].pid, replicas[1].pid}  # both shared the load
+        assert os.getpid() not in pids
+    finally:
+        for proc in replicas:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=30)
+
+
+def in_flight(stack: RunningStack) -> bool:
+    """True once the replicas have started answering (their $SRV.STATS count requests)."""
+
+    async def ask() -> bool:
+        nc = await nats.connect(nats_url(stack))
+        try:
+            msg_count = 0
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            await nc.publish("$SRV.STATS", b"", reply=inbox)
+            try:
+                while True:
+                    msg = await sub.next_msg(timeout=0.2)
+                    stats = json.loads(msg.data)
+                    if stats.get("metadata", {}).get("reflux.node") == "test.work":
+                        msg_count += sum(e["num_requests"] for e in stats["endpoints"])
+            except nats.errors.TimeoutError:
+                pass
+            return msg_count >= 40
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_node_groups_run_in_their_own_processes(stack: RunningStack):
+    result = stack.run(
+        """
+        id: where
+        steps:
+          - {id: s, node: test.sleep@1, with: {seconds: 0}}
+        """
+    )
+    assert result.status == "completed"
+    worker_pids = {r["pid"] for r in json.loads((stack.home / "stack.json").read_text())["processes"]
+                   if r["name"] == "worker"}
+    pid = result.steps["s"].output["pid"]
+    assert pid not in worker_pids and pid != os.getpid()

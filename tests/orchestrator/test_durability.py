@@ -1,0 +1,63 @@
+"""A run survives the Temporal dev server being SIGKILLed and restarted on the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import pytest
+
+from infra.stack import addresses
+from orchestrator.runs import connect_temporal, wait_run
+from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def record(stack: RunningStack, name: str) -> dict:
+    state = json.loads((stack.home / "stack.json").read_text())
+    return next(p for p in state["processes"] if p["name"] == name)
+
+
+def test_run_completes_after_temporal_is_killed_and_restarted(stack: RunningStack, tmp_path):
+    flow = stack.write(
+        "durable.yaml",
+        """
+        id: durable
+        steps:
+        """
+        + "".join(
+            f"""
+          - id: s{i}
+            node: test.sleep@1
+            with: {{seconds: 0.3, label: "{i}", record_dir: "{tmp_path}"}}
+            {"needs: [s" + str(i - 1) + "]" if i else ""}
+            """
+            for i in range(12)
+        ),
+    )
+    started = stack.cli("run", str(flow), "--no-wait")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    # Let a few steps finish, then kill the server without warning.
+    wait_for(lambda: (tmp_path / "events.jsonl").exists()
+             and len((tmp_path / "events.jsonl").read_text().splitlines()) >= 3, what="3 steps")
+    temporal = record(stack, "temporal")
+    os.kill(temporal["pid"], signal.SIGKILL)
+    stack.up()  # notices the dead server and restarts it on the same database file
+    assert record(stack, "temporal")["pid"] != temporal["pid"]
+
+    async def finish():
+        settings = stack.settings
+        client = await connect_temporal(addresses(settings).temporal)
+        return await wait_run(client.get_workflow_handle(run_id))
+
+    result = asyncio.run(finish())
+    assert result.status == "completed", result.error
+    assert [result.steps[f"s{i}"].output["label"] for i in range(12)] == [str(i) for i in range(12)]
+    labels = [json.loads(line)["label"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert sorted(set(labels), key=int) == [str(i) for i in range(12)]
