@@ -1,0 +1,1 @@
+"""Critic, Optimizer, Historian and Forge (built in the evolution issues)."""

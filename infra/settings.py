@@ -22,7 +22,7 @@ class TemporalSettings(BaseSettings):
     """An existing Temporal frontend (host:port). Unset: `reflux up` starts the dev server."""
     port: int = 7233
     http_port: int | None = None
-    """Dev server HTTP API port. Unset: the dev server picks a free one (no clash between stacks)."""
+    """Dev server HTTP API port. Unset: the dev server picks a free one (stacks never clash)."""
     metrics_port: int | None = None
     """Dev server /metrics port. Unset: the dev server picks a free one."""
     namespace: str = "default"

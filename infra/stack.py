@@ -98,9 +98,7 @@ class StackState:
     def records(self) -> list[ProcessRecord]:
         # Services first, then extra processes: `down` stops in the reverse order.
         items = list(self._records.values())
-        return [r for r in items if r.kind == "service"] + [
-            r for r in items if r.kind != "service"
-        ]
+        return [r for r in items if r.kind == "service"] + [r for r in items if r.kind != "service"]
 
     def get(self, name: str) -> ProcessRecord | None:
         return self._records.get(name)
@@ -389,4 +387,3 @@ def _process_status(record: ProcessRecord) -> ServiceStatus:
     detail = "running" if alive else f"not running (see {record.log})"
     pid = record.pid if alive else None
     return ServiceStatus(record.name, record.address, pid, "embedded", alive, detail)
-

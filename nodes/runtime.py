@@ -148,12 +148,13 @@ class NodeService:
 
     async def drain(self, grace: float = 30.0) -> None:
         """Stop taking requests, finish the ones in flight, then close the connection."""
+        # nats.micro's stop() unsubscribes endpoints, dropping requests already delivered to
+        # us; drain them ourselves first, then let stop() handle the $SRV subscriptions.
         for service in self._services:
-            for endpoint in service._endpoints:  # nats.micro has no public drain
-                sub = endpoint._subscription
-                if sub is not None:
-                    await sub.drain()
-                    endpoint._subscription = None
+            for endpoint in service._endpoints:
+                if endpoint._subscription is not None:
+                    await endpoint._subscription.drain()
+            service._endpoints = []
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=grace)
         for service in self._services:

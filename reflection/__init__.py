@@ -1,0 +1,1 @@
+"""Step traces to ClickHouse through JetStream, metrics, step result cache (built in the reflection issue)."""

@@ -1,0 +1,1 @@
+"""Node and workflow registry in PostgreSQL, artifact store (built in the registry issue)."""

@@ -1,0 +1,1 @@
+"""Isolated code execution with resource limits (built in the sandbox issue)."""

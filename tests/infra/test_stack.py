@@ -80,7 +80,9 @@ async def test_up_starts_every_service_healthy(running: tuple[Stack, list[str]])
         database=f"postgresql://reflux@127.0.0.1:{s.database.port}/reflux",
     )
     assert addresses(s) == expected
-    for name, address in zip(SERVICES, (expected.temporal, expected.nats, expected.database)):
+    for name, address in zip(
+        SERVICES, (expected.temporal, expected.nats, expected.database), strict=True
+    ):
         assert any(line.startswith(f"{name}: started at {address}") for line in lines), lines
 
     statuses = by_name(await stack.status())
@@ -272,3 +274,32 @@ async def test_lifecycle_stale_pid_restart_and_down(tmp_path: Path) -> None:
         bystander.kill()
         bystander.wait()
         await first.down()
+
+
+async def test_postgres_restarts_after_sigkill_with_its_lock_pid_reused(
+    running: tuple[Stack, list[str]], tmp_path: Path
+) -> None:
+    found = addresses(running[0].settings)
+    stack = Stack(make_settings(tmp_path / "home", temporal=found.temporal, nats=found.nats))
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        await stack.up()
+        old = by_name(await stack.status())["postgres"].pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        await wait_gone(old)
+        # After a crash the PID in postmaster.pid may belong to another program by now.
+        lock = stack.home / "postgres" / "data" / "postmaster.pid"
+        rest = lock.read_text().split("\n", 1)[1]
+        lock.write_text(f"{bystander.pid}\n{rest}")
+
+        lines: list[str] = []
+        await stack.up(lines.append)
+        assert any("stale" in line for line in lines), lines
+        status = by_name(await stack.status())["postgres"]
+        assert status.healthy and status.pid not in (None, old), status
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        await stack.down()

@@ -12,6 +12,7 @@ import nats
 import pytest
 
 from nodes.discovery import discover
+from nodes.protocol import NodeRequest, exact_subject
 from tests.helpers.stack import CLI, TEST_CATALOG, RunningStack, nats_url
 from tests.helpers.waiting import wait_for
 
@@ -113,3 +114,45 @@ def test_node_groups_run_in_their_own_processes(stack: RunningStack):
                    if r["name"] == "worker"}
     pid = result.steps["s"].output["pid"]
     assert pid not in worker_pids and pid != os.getpid()
+
+
+def test_sigterm_drains_requests_in_flight(stack: RunningStack):
+    replica = stack.spawn("nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "replicas")
+    try:
+        wait_for(lambda: instances(stack, "test.work") == 1, what="one replica")
+
+        async def call_then_terminate() -> dict:
+            nc = await nats.connect(nats_url(stack))
+            try:
+                request = NodeRequest(params={"seconds": 1.0, "n": 7}).model_dump_json().encode()
+                pending = asyncio.ensure_future(
+                    nc.request(exact_subject("test.work", "1.0.0"), request, timeout=10)
+                )
+                await asyncio.sleep(0.3)  # the request is in the handler now
+                replica.send_signal(signal.SIGTERM)
+                return json.loads((await pending).data)
+            finally:
+                await nc.close()
+
+        reply = asyncio.run(call_then_terminate())
+        assert reply["error"] is None
+        assert reply["output"] == {"n": 7, "pid": replica.pid}
+        assert replica.wait(timeout=30) == 0
+    finally:
+        if replica.poll() is None:
+            replica.kill()
+            replica.wait()
+
+
+def test_malformed_request_gets_a_structured_error(stack: RunningStack):
+    async def call() -> dict:
+        nc = await nats.connect(nats_url(stack))
+        try:
+            msg = await nc.request(exact_subject("test.echo", "1.0.0"), b"{not json", timeout=5)
+            return json.loads(msg.data)
+        finally:
+            await nc.close()
+
+    reply = asyncio.run(call())
+    assert reply["error"]["class"] == "ValidationError"
+    assert reply["error"]["retryable"] is False
