@@ -169,7 +169,16 @@ def spawn(
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     try:
-        pid = os.posix_spawn(exe, argv, env, file_actions=actions, setsid=True)
+        pid = os.posix_spawn(
+            exe,
+            argv,
+            env,
+            file_actions=actions,
+            setsid=True,
+            # Like Popen's restore_signals: Python ignores SIGPIPE/SIGXFSZ, a child must not.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setsigmask=(),
+        )
     except OSError as exc:
         raise ServiceError(f"{spec.name}: could not start {argv[0]}: {exc}") from exc
     stat = _stat(pid)

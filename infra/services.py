@@ -19,6 +19,7 @@ import pwd
 import shutil
 import signal
 import socket
+import time
 import subprocess
 from abc import ABC, abstractmethod
 from datetime import timedelta
@@ -82,8 +83,13 @@ class Service(ABC):
     async def probe(self, address: str) -> str:
         """One health check of the service at `address`: a short detail, or raises."""
 
-    def check_ports_free(self) -> None:
+    async def check_ports_free(self, wait: float = 0.0) -> None:
+        """Fail clearly if a port is taken; `wait` gives a just-killed process time to let go
+        (a multi-threaded process shows as dead before its last thread closes its sockets)."""
+        deadline = time.monotonic() + wait
         for port in self.ports():
+            while not port_is_free(port) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             if not port_is_free(port):
                 raise ServiceError(
                     f"{self.name} cannot start: port {port} on {LOOPBACK} is already in use "

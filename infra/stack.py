@@ -67,7 +67,7 @@ class ServiceStatus:
     address: str | None
     pid: int | None
     """Set only while the recorded process is alive and still ours."""
-    mode: Literal["embedded", "external"]
+    kind: Literal["embedded", "external"]
     healthy: bool
     detail: str
 
@@ -224,18 +224,21 @@ class Stack:
             try:
                 await wait_ready(check, record, deadline)
             except ServiceError as exc:
-                raise ServiceError(
-                    f"{exc}\n{service.name} is running (pid {record.pid}) but not healthy; "
-                    "`reflux down` then `reflux up` restarts it"
-                ) from None
-            echo(f"{service.name}: already running at {address} (pid {record.pid})")
-            return
+                if is_alive(record):
+                    raise ServiceError(
+                        f"{exc}\n{service.name} is running (pid {record.pid}) but not healthy; "
+                        "`reflux down` then `reflux up` restarts it"
+                    ) from None
+                # It was dying as we looked (e.g. just killed): restart it below.
+            else:
+                echo(f"{service.name}: already running at {address} (pid {record.pid})")
+                return
         if record is not None:
             echo(f"{service.name}: recorded pid {record.pid} is gone (stale record); restarting")
             await stop(record)  # signals nothing: only collects the exit status if ours
             state.remove(service.name)
             remove_pid_file(self.run_dir, service.name)
-        service.check_ports_free()
+        await service.check_ports_free(wait=5.0 if record is not None else 0.0)
         started = time.monotonic()
         await asyncio.to_thread(service.prepare)
         spec = service.process_spec()

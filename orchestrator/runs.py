@@ -43,6 +43,11 @@ async def start_run(client: Client, request: RunRequest, task_queue: str) -> Wor
     )
 
 
+def run_handle(client: Client, run_id: str) -> WorkflowHandle:
+    """A handle on an existing run (the Temporal workflow id is the run id)."""
+    return client.get_workflow_handle_for(DagWorkflow.run, run_id)
+
+
 async def wait_run(
     handle: WorkflowHandle, on_progress: ProgressCallback | None = None, every: float = 0.5
 ) -> RunResult:

@@ -89,7 +89,7 @@ async def test_up_starts_every_service_healthy(running: tuple[Stack, list[str]])
     assert list(statuses)[:3] == SERVICES
     for name in SERVICES:
         status = statuses[name]
-        assert (status.mode, status.healthy) == ("embedded", True), status
+        assert (status.kind, status.healthy) == ("embedded", True), status
         assert status.pid is not None and not gone(status.pid)
 
     state = json.loads((stack.home / "stack.json").read_text())
@@ -147,7 +147,7 @@ async def test_external_services_are_used_not_started(
     assert all(": external at " in line for line in lines) and len(lines) == 3, lines
     assert not stack.state_path.exists()  # nothing started, nothing recorded
     for status in await stack.status():
-        assert (status.mode, status.healthy, status.pid) == ("external", True, None), status
+        assert (status.kind, status.healthy, status.pid) == ("external", True, None), status
     assert addresses(settings) == found
 
     await stack.down(lines.append)
@@ -159,7 +159,7 @@ async def test_external_service_down_is_reported(tmp_path: Path) -> None:
     (port,) = free_ports(1)
     stack = Stack(make_settings(tmp_path, nats=f"nats://127.0.0.1:{port}"))
     status = by_name(await stack.status())["nats"]
-    assert (status.mode, status.healthy, status.pid) == ("external", False, None)
+    assert (status.kind, status.healthy, status.pid) == ("external", False, None)
     assert status.detail
 
 

@@ -10,11 +10,21 @@ import signal
 import pytest
 
 from infra.stack import addresses
-from orchestrator.runs import connect_temporal, wait_run
-from tests.helpers.stack import RunningStack
+from orchestrator.runs import connect_temporal, run_handle, wait_run
+from tests.helpers.stack import RunningStack, start_test_stack, stop_test_stack
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory):
+    """Its own stack: killing Temporal must not disturb the session's other tests."""
+    running = start_test_stack(tmp_path_factory.mktemp("durable-home"))
+    try:
+        yield running
+    finally:
+        stop_test_stack(running)
 
 
 def record(stack: RunningStack, name: str) -> dict:
@@ -22,7 +32,8 @@ def record(stack: RunningStack, name: str) -> dict:
     return next(p for p in state["processes"] if p["name"] == name)
 
 
-def test_run_completes_after_temporal_is_killed_and_restarted(stack: RunningStack, tmp_path):
+def test_run_completes_after_temporal_is_killed_and_restarted(own_stack: RunningStack, tmp_path):
+    stack = own_stack
     flow = stack.write(
         "durable.yaml",
         """
@@ -54,7 +65,7 @@ def test_run_completes_after_temporal_is_killed_and_restarted(stack: RunningStac
     async def finish():
         settings = stack.settings
         client = await connect_temporal(addresses(settings).temporal)
-        return await wait_run(client.get_workflow_handle(run_id))
+        return await wait_run(run_handle(client, run_id))
 
     result = asyncio.run(finish())
     assert result.status == "completed", result.error
