@@ -5,8 +5,8 @@
     ├── SpecError              a workflow file is invalid (carries every Problem found)
     ├── ServiceError           an embedded or external service failed to start or answer
     ├── ExpressionError        a template failed to compile or render
-    ├── NodeError              a node call failed; crosses the wire as {class, message, retryable, details}
-    │   ├── ValidationError    the node's params did not match its model (not retryable)
+    ├── NodeError              a node call failed; on the wire: {class, message, retryable, details}
+    │   ├── ValidationError    params did not match the node's model (not retryable)
     │   ├── NoRespondersError  nobody serves the node's subject (retryable)
     │   ├── NodeTimeoutError   the call exceeded the step's timeout (retryable)
     │   ├── HttpStatusError    http.request got a non-success status

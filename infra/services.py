@@ -19,8 +19,8 @@ import pwd
 import shutil
 import signal
 import socket
-import time
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from datetime import timedelta
 from pathlib import Path

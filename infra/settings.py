@@ -9,10 +9,21 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+T = TypeVar("T")
+CommaSeparated = Annotated[list[T], NoDecode, BeforeValidator(_split_commas)]
+"""A list setting written in the environment as `a,b,c`."""
 
 
 class TemporalSettings(BaseSettings):
@@ -52,35 +63,21 @@ class DatabaseSettings(BaseSettings):
 class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_HTTP_")
 
-    allow_networks: Annotated[
-        list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
-    ] = Field(default_factory=list)
+    allow_networks: CommaSeparated[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list
+    )
     """CIDRs that http.request may reach even though they are private or reserved."""
     max_response_bytes: int = 10 * 1024 * 1024
     default_timeout: float = 30.0
-
-    @field_validator("allow_networks", mode="before")
-    @classmethod
-    def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class NodesSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_NODES_")
 
-    filter: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    filter: CommaSeparated[str] = Field(default_factory=list)
     """Node groups a `reflux nodes serve` without --groups serves (empty: all built-in)."""
     max_concurrency: int = 64
     """Requests one node service process handles at once."""
-
-    @field_validator("filter", mode="before")
-    @classmethod
-    def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class Settings(BaseSettings):

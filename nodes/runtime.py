@@ -162,7 +162,9 @@ class NodeService:
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
 
-    async def serve_forever(self, nats_url: str, on_ready: Callable[[], None] | None = None) -> None:
+    async def serve_forever(
+        self, nats_url: str, on_ready: Callable[[], None] | None = None
+    ) -> None:
         """Serve until SIGTERM/SIGINT, then drain."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

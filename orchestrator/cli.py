@@ -82,19 +82,18 @@ async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from infra.stack import Stack
+    from orchestrator.report import table
 
-    rows = await Stack(settings).status()
-    if not rows:
+    statuses = await Stack(settings).status()
+    if not statuses:
         out("nothing is running (start it with `reflux up`)")
         return EXIT_OK
-    table = [("SERVICE", "KIND", "PID", "ADDRESS", "HEALTH")]
-    for s in rows:
+    rows = [("SERVICE", "KIND", "PID", "ADDRESS", "HEALTH")]
+    for s in statuses:
         health = "healthy" if s.healthy else f"DOWN {s.detail}".rstrip()
-        table.append((s.name, s.kind, str(s.pid or "-"), s.address or "-", health))
-    widths = [max(len(r[i]) for r in table) for i in range(5)]
-    for row in table:
-        out("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return EXIT_OK if all(s.healthy for s in rows) else EXIT_FAILED
+        rows.append((s.name, s.kind, str(s.pid or "-"), s.address or "-", health))
+    out(table(rows))
+    return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILED
 
 
 # --- services in the foreground -----------------------------------------------------------
@@ -105,7 +104,8 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from orchestrator.worker import run_worker
 
     where = addresses(settings)
-    err(f"worker: temporal {where.temporal}, nats {where.nats}, queue {settings.temporal.task_queue}")
+    queue = settings.temporal.task_queue
+    err(f"worker: temporal {where.temporal}, nats {where.nats}, queue {queue}")
     await run_worker(settings, where.temporal, where.nats, signal_ready)
     return EXIT_OK
 
@@ -146,7 +146,9 @@ async def served_versions(settings: Settings) -> dict[str, list[str]]:
 
     url = addresses(settings).nats
     try:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        nc = await nats.connect(
+            url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
+        )
     except Exception as exc:
         raise ServiceError(f"cannot reach NATS at {url}: {exc} (is `reflux up` running?)") from None
     try:
@@ -172,8 +174,10 @@ async def cmd_nodes_list(settings: Settings, args: argparse.Namespace) -> int:
     if not served:
         out("no node services are running (start them with `reflux up` or `reflux nodes serve`)")
     for node in served:
-        out(f"{node.name}@{node.version}  group={node.group}  replicas={len(node.instances)}  "
-            f"{node.manifest.get('description', '')}")
+        out(
+            f"{node.name}@{node.version}  group={node.group}  replicas={len(node.instances)}  "
+            f"{node.manifest.get('description', '')}"
+        )
     return EXIT_OK
 
 
@@ -218,7 +222,9 @@ def parse_inputs(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(source)
     except json.JSONDecodeError as exc:
-        raise SpecError([f"--input:{exc.lineno}:{exc.colno}: <input>: invalid JSON: {exc.msg}"]) from None
+        raise SpecError(
+            [f"--input:{exc.lineno}:{exc.colno}: <input>: invalid JSON: {exc.msg}"]
+        ) from None
     if not isinstance(value, dict):
         raise SpecError(["--input:1:1: <input>: must be a JSON object like '{\"x\": 5}'"])
     return value
@@ -275,16 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reflux", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="start the embedded stack, a worker and the built-in node groups")
-    up.add_argument("--services-only", action="store_true",
-                    help="start Temporal, NATS and PostgreSQL only")
+    up = sub.add_parser(
+        "up", help="start the embedded stack, a worker and the built-in node groups"
+    )
+    up.add_argument(
+        "--services-only", action="store_true", help="start Temporal, NATS and PostgreSQL only"
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `reflux up` started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="show each service with its health").set_defaults(func=cmd_status)
-    sub.add_parser("worker", help="run a Temporal worker in the foreground").set_defaults(func=cmd_worker)
+    sub.add_parser("worker", help="run a Temporal worker in the foreground").set_defaults(
+        func=cmd_worker
+    )
 
     nodes = sub.add_parser("nodes", help="node services").add_subparsers(
-        dest="nodes_command", required=True, metavar="ACTION")
+        dest="nodes_command", required=True, metavar="ACTION"
+    )
     serve = nodes.add_parser("serve", help="serve node groups in the foreground (SIGTERM drains)")
     serve.add_argument("--groups", help="comma-separated groups, e.g. http,core (default: all)")
     serve.add_argument("--catalog", help="MODULE[:ATTR] holding a NodeCatalog (default: built-in)")

@@ -48,16 +48,28 @@ def _duration(step: StepResult) -> str:
     return f"{d * 1000:.0f}ms" if d < 1 else f"{d:.2f}s"
 
 
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
 def run_table(result: RunResult) -> str:
     rows = [("STEP", "STATUS", "ATTEMPTS", "DURATION", "NODE")]
     for sid, s in result.steps.items():
         rows.append(
-            (sid, STATUS_MARK.get(s.status, s.status), str(s.attempts), _duration(s),
-             f"{s.node}@{s.version}")
+            (
+                sid,
+                STATUS_MARK.get(s.status, s.status),
+                str(s.attempts),
+                _duration(s),
+                f"{s.node}@{s.version}",
+            )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.append("")
+    lines = [table(rows), ""]
     lines.append(f"run {result.run_id}: {result.status}")
     if result.error is not None:
         where = f"step {result.failed_step}: " if result.failed_step else ""

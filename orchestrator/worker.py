@@ -29,7 +29,10 @@ SANDBOX = SandboxedWorkflowRunner(
 
 
 async def run_worker(
-    settings: Settings, temporal_address: str, nats_url: str, on_ready: Callable[[], None] | None = None
+    settings: Settings,
+    temporal_address: str,
+    nats_url: str,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     client = await connect_temporal(temporal_address, settings.temporal.namespace)
     nc = await nats.connect(

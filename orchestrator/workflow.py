@@ -58,30 +58,21 @@ class DagWorkflow:
         self.request = request
         plan = request.plan
         self.steps = {s.id: StepResult(node=s.node, version=s.version) for s in plan.steps}
-        pending = {s.id: s for s in plan.steps}
+        by_id = {s.id: s for s in plan.steps}
+        pending = dict(by_id)
         running: dict[asyncio.Task[None], str] = {}
         failure: tuple[str, StepError] | None = None
         try:
             while pending or running:
-                for step in list(pending.values()):
-                    if failure is not None:
-                        break
-                    if not all(self.steps[d].status in TERMINAL for d in step.needs):
-                        continue
-                    del pending[step.id]
-                    blocked = [d for d in step.needs_output if self.steps[d].status in NO_OUTPUT]
-                    if blocked:
-                        self._finish(step.id, "skipped")
-                        continue
-                    running[asyncio.create_task(self._run_step(step))] = step.id
+                self._schedule(pending, running)
                 if not running:
                     break
                 done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     step_id = running.pop(task)
                     result = self.steps[step_id]
-                    step = next(s for s in plan.steps if s.id == step_id)
-                    if result.status == "failed" and not step.continue_on_error and not failure:
+                    soft = by_id[step_id].continue_on_error
+                    if result.status == "failed" and not soft and not failure:
                         assert result.error is not None
                         failure = (step_id, result.error)
                 if failure is not None:
@@ -109,7 +100,27 @@ class DagWorkflow:
             )
         return result
 
-    async def _cancel(self, running: dict[asyncio.Task[None], str], pending: dict[str, Any]) -> None:
+    def _schedule(
+        self, pending: dict[str, PlannedStep], running: dict[asyncio.Task[None], str]
+    ) -> None:
+        """Start every step whose dependencies are done; skip those whose inputs never came.
+        A skip can make later-listed or earlier-listed steps ready, so repeat until stable."""
+        progressed = True
+        while progressed:
+            progressed = False
+            for step in list(pending.values()):
+                if not all(self.steps[d].status in TERMINAL for d in step.needs):
+                    continue
+                del pending[step.id]
+                progressed = True
+                if any(self.steps[d].status in NO_OUTPUT for d in step.needs_output):
+                    self._finish(step.id, "skipped")
+                else:
+                    running[asyncio.create_task(self._run_step(step))] = step.id
+
+    async def _cancel(
+        self, running: dict[asyncio.Task[None], str], pending: dict[str, Any]
+    ) -> None:
         for task in running:
             task.cancel()
         if running:
@@ -178,9 +189,7 @@ class DagWorkflow:
 
         async def one(index: int, item: Any) -> None:
             async with slots:
-                output, attempts = await self._run_once(
-                    step, self._context(item=item, index=index)
-                )
+                output, attempts = await self._run_once(step, self._context(item=item, index=index))
                 outputs[index] = output
                 result.attempts += attempts
 
@@ -222,7 +231,9 @@ class DagWorkflow:
                     maximum_attempts=retry.max_attempts,
                     initial_interval=timedelta(seconds=retry.initial_interval),
                     backoff_coefficient=retry.backoff,
-                    maximum_interval=timedelta(seconds=max(retry.max_interval, retry.initial_interval)),
+                    maximum_interval=timedelta(
+                        seconds=max(retry.max_interval, retry.initial_interval)
+                    ),
                     non_retryable_error_types=retry.non_retryable or None,
                 ),
                 cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,

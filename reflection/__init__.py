@@ -1,1 +1,1 @@
-"""Step traces to ClickHouse through JetStream, metrics, step result cache (built in the reflection issue)."""
+"""Step traces to ClickHouse through JetStream, metrics and a step result cache (a later issue)."""

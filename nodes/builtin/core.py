@@ -26,8 +26,9 @@ class TransformOutput(BaseModel):
     value: Any = None
 
 
-@group.node("core.transform", "1.0.0", params=TransformParams, output=TransformOutput,
-            tags=("data",))
+@group.node(
+    "core.transform", "1.0.0", params=TransformParams, output=TransformOutput, tags=("data",)
+)
 async def transform(params: TransformParams, ctx: NodeContext) -> TransformOutput:
     """Return `value` as given; templates in `with` compute it."""
     return TransformOutput(value=params.value)
@@ -55,7 +56,8 @@ async def delay(params: DelayParams, ctx: NodeContext) -> DelayOutput:
 class SwitchParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value: Any = Field(
-        default=True, description="compared with each case; default true, so cases can be conditions"
+        default=True,
+        description="compared with each case; default true, so cases can be conditions",
     )
     cases: dict[str, Any] = Field(
         default_factory=dict,

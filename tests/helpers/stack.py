@@ -49,7 +49,9 @@ class RunningStack:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def run(self, text: str, inputs: dict[str, Any] | None = None, timeout: float = 120) -> RunResult:
+    def run(
+        self, text: str, inputs: dict[str, Any] | None = None, timeout: float = 120
+    ) -> RunResult:
         """Run a workflow through `reflux run --json`, as a user would."""
         path = self.write(f"flow-{time.monotonic_ns()}.yaml", text)
         args = ["run", str(path), "--json"]
@@ -60,7 +62,12 @@ class RunningStack:
             raise AssertionError(f"reflux run exited {done.returncode}: {done.stderr}{done.stdout}")
         body = json.loads(done.stdout)
         return RunResult.model_validate(
-            {**body, "workflow": "", "error": body.get("error"), "failed_step": (body.get("error") or {}).get("step")}
+            {
+                **body,
+                "workflow": "",
+                "error": body.get("error"),
+                "failed_step": (body.get("error") or {}).get("step"),
+            }
         )
 
     def up(self, echo: Callable[[str], None] = lambda _: None) -> None:
@@ -86,7 +93,9 @@ def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
         "nodes-versions": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "versions"],
     }
     return [
-        ProcessSpec(name=name, argv=[*CLI, *argv], env=env, ready_file=home / "run" / f"{name}.ready")
+        ProcessSpec(
+            name=name, argv=[*CLI, *argv], env=env, ready_file=home / "run" / f"{name}.ready"
+        )
         for name, argv in groups.items()
     ]
 

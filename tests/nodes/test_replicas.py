@@ -54,9 +54,11 @@ def test_killing_one_of_two_replicas_loses_no_step(stack: RunningStack):
             """,
         )
         run = subprocess.Popen(
-            [*CLI, "run", str(flow), "--json", "--input",
-             json.dumps({"items": list(range(200))})],
-            env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [*CLI, "run", str(flow), "--json", "--input", json.dumps({"items": list(range(200))})],
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         # Kill a replica while steps are in flight on it.
         wait_for(lambda: in_flight(stack), timeout=60, what="steps in flight")
@@ -110,8 +112,11 @@ def test_node_groups_run_in_their_own_processes(stack: RunningStack):
         """
     )
     assert result.status == "completed"
-    worker_pids = {r["pid"] for r in json.loads((stack.home / "stack.json").read_text())["processes"]
-                   if r["name"] == "worker"}
+    worker_pids = {
+        r["pid"]
+        for r in json.loads((stack.home / "stack.json").read_text())["processes"]
+        if r["name"] == "worker"
+    }
     pid = result.steps["s"].output["pid"]
     assert pid not in worker_pids and pid != os.getpid()
 

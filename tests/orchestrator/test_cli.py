@@ -70,7 +70,9 @@ def test_run_json_prints_one_object_and_exit_code_follows_status(stack: RunningS
 
 
 def test_run_table_shows_steps_and_outputs(stack: RunningStack):
-    done = stack.cli("run", str(EXAMPLES / "hello.yaml"), "--input", '{"name": "Ada", "scores": [3, 9, 4]}')
+    done = stack.cli(
+        "run", str(EXAMPLES / "hello.yaml"), "--input", '{"name": "Ada", "scores": [3, 9, 4]}'
+    )
     assert done.returncode == 0, done.stderr
     assert "STEP" in done.stdout and "ATTEMPTS" in done.stdout
     assert "celebrate  ok" in done.stdout
@@ -112,7 +114,7 @@ def test_http_request_through_the_stack_and_ssrf_refusal(stack: RunningStack):
             steps:
               - id: get
                 node: http.request@1
-                with: {{url: "{server.url('/json')}"}}
+                with: {{url: "{server.url("/json")}"}}
               - id: private
                 node: http.request@1
                 continue_on_error: true
@@ -120,7 +122,7 @@ def test_http_request_through_the_stack_and_ssrf_refusal(stack: RunningStack):
               - id: missing
                 node: http.request@1
                 continue_on_error: true
-                with: {{url: "{server.url('/status/404')}"}}
+                with: {{url: "{server.url("/status/404")}"}}
             outputs:
               hello: "{{{{ steps.get.output.json.hello }}}}"
             """

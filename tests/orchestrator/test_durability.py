@@ -55,8 +55,13 @@ def test_run_completes_after_temporal_is_killed_and_restarted(own_stack: Running
     run_id = started.stdout.strip()
 
     # Let a few steps finish, then kill the server without warning.
-    wait_for(lambda: (tmp_path / "events.jsonl").exists()
-             and len((tmp_path / "events.jsonl").read_text().splitlines()) >= 3, what="3 steps")
+    wait_for(
+        lambda: (
+            (tmp_path / "events.jsonl").exists()
+            and len((tmp_path / "events.jsonl").read_text().splitlines()) >= 3
+        ),
+        what="3 steps",
+    )
     temporal = record(stack, "temporal")
     os.kill(temporal["pid"], signal.SIGKILL)
     stack.up()  # notices the dead server and restarts it on the same database file
@@ -70,5 +75,7 @@ def test_run_completes_after_temporal_is_killed_and_restarted(own_stack: Running
     result = asyncio.run(finish())
     assert result.status == "completed", result.error
     assert [result.steps[f"s{i}"].output["label"] for i in range(12)] == [str(i) for i in range(12)]
-    labels = [json.loads(line)["label"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    labels = [
+        json.loads(line)["label"] for line in (tmp_path / "events.jsonl").read_text().splitlines()
+    ]
     assert sorted(set(labels), key=int) == [str(i) for i in range(12)]

@@ -16,20 +16,20 @@ def overlaps(a: dict, b: dict) -> bool:
 
 def test_independent_steps_run_in_parallel_and_dependants_wait(stack: RunningStack, tmp_path):
     result = stack.run(
-        f"""
+        """
         id: parallel
         steps:
           - id: a
             node: test.sleep@1
-            with: {{seconds: 1.0, label: a}}
+            with: {seconds: 1.0, label: a}
           - id: b
             node: test.sleep@1
-            with: {{seconds: 1.0, label: b}}
+            with: {seconds: 1.0, label: b}
           - id: c
             node: test.sleep@1
-            with: {{seconds: 0.1, label: "{{{{ steps.a.output.label }}}}{{{{ steps.b.output.label }}}}"}}
+            with: {seconds: 0.1, label: "{{ steps.a.output.label }}{{ steps.b.output.label }}"}
         outputs:
-          label: "{{{{ steps.c.output.label }}}}"
+          label: "{{ steps.c.output.label }}"
         """
     )
     assert result.status == "completed", result
@@ -201,7 +201,9 @@ def test_versions_of_one_node_are_chosen_by_pin(stack: RunningStack):
     }
 
 
-def test_failure_cancels_pending_steps_and_continue_on_error_does_not(stack: RunningStack, tmp_path):
+def test_failure_cancels_pending_steps_and_continue_on_error_does_not(
+    stack: RunningStack, tmp_path
+):
     result = stack.run(
         f"""
         id: failing
@@ -210,7 +212,7 @@ def test_failure_cancels_pending_steps_and_continue_on_error_does_not(stack: Run
             node: test.flaky@1
             continue_on_error: true
             retry: {{max_attempts: 1}}
-            with: {{record_dir: "{tmp_path / 'soft'}", failures: 5}}
+            with: {{record_dir: "{tmp_path / "soft"}", failures: 5}}
           - id: after_soft
             node: core.transform@1
             with: {{value: "{{{{ steps.soft.status }}}}"}}
@@ -218,7 +220,7 @@ def test_failure_cancels_pending_steps_and_continue_on_error_does_not(stack: Run
             node: test.flaky@1
             needs: [after_soft]
             retry: {{max_attempts: 1}}
-            with: {{record_dir: "{tmp_path / 'hard'}", failures: 5, error_class: Boom}}
+            with: {{record_dir: "{tmp_path / "hard"}", failures: 5, error_class: Boom}}
           - id: never
             node: core.transform@1
             needs: [hard]
@@ -227,7 +229,12 @@ def test_failure_cancels_pending_steps_and_continue_on_error_does_not(stack: Run
     )
     assert result.status == "failed"
     statuses = {sid: s.status for sid, s in result.steps.items()}
-    assert statuses == {"soft": "failed", "after_soft": "completed", "hard": "failed", "never": "cancelled"}
+    assert statuses == {
+        "soft": "failed",
+        "after_soft": "completed",
+        "hard": "failed",
+        "never": "cancelled",
+    }
     assert result.steps["after_soft"].output == {"value": "failed"}
     assert result.error.class_ == "Boom"
 
@@ -246,3 +253,23 @@ def test_expression_error_at_run_time_fails_the_step(stack: RunningStack):
     )
     assert result.status == "failed"
     assert result.steps["divide"].error.class_ == "ExpressionError"
+
+
+def test_skips_propagate_whatever_the_order_steps_are_listed_in(stack: RunningStack):
+    result = stack.run(
+        """
+        id: listed-backwards
+        steps:
+          - {id: c, node: core.transform@1, with: {value: "{{ steps.b.output.value }}"}}
+          - {id: b, node: core.transform@1, with: {value: "{{ steps.a.output.value }}"}}
+          - {id: a, node: core.transform@1, if: false, with: {value: 1}}
+          - {id: d, node: core.transform@1, with: {value: "{{ steps.c.status }}"}}
+        """
+    )
+    assert result.status == "completed", result.error
+    assert {sid: s.status for sid, s in result.steps.items()} == {
+        "c": "skipped",
+        "b": "skipped",
+        "a": "skipped",
+        "d": "completed",
+    }
