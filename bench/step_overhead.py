@@ -1,0 +1,117 @@
+"""Per-step overhead: 40 sequential light steps through Reflux vs a plain Temporal chain.
+
+Both run in the same session on the same embedded Temporal server, so the ratio is what
+counts on a shared, noisy machine. Usage: python bench/step_overhead.py [--steps 40] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio import activity, workflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from infra.stack import addresses  # noqa: E402
+from orchestrator.runs import connect_temporal  # noqa: E402
+from tests.helpers.stack import start_test_stack, stop_test_stack  # noqa: E402
+
+
+@activity.defn(name="bench.noop")
+async def noop(value: int) -> int:
+    return value + 1
+
+
+@workflow.defn(name="bench.chain")
+class Chain:
+    @workflow.run
+    async def run(self, steps: int) -> int:
+        value = 0
+        for _ in range(steps):
+            value = await workflow.execute_activity(
+                "bench.noop", value, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return value
+
+
+def flow(steps: int) -> str:
+    lines = ["id: overhead", "steps:", "  - {id: s0, node: core.transform@1, with: {value: 0}}"]
+    for i in range(1, steps):
+        lines.append(
+            f"  - {{id: s{i}, node: core.transform@1,"
+            f" with: {{value: '{{{{ steps.s{i - 1}.output.value + 1 }}}}'}}}}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+async def plain_chain(address: str, steps: int, runs: int) -> list[float]:
+    client = await connect_temporal(address)
+    queue = f"bench-{uuid.uuid4().hex[:6]}"
+    times = []
+    # Unsandboxed: this module is not sandbox-importable (and it favours the baseline).
+    runner = UnsandboxedWorkflowRunner()
+    async with Worker(
+        client, task_queue=queue, workflows=[Chain], activities=[noop], workflow_runner=runner
+    ):
+        for _ in range(runs):
+            started = time.perf_counter()
+            await client.execute_workflow(
+                Chain.run, steps, id=f"bench-{uuid.uuid4().hex}", task_queue=queue
+            )
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def reflux_runs(stack, steps: int, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        result = stack.run(flow(steps))
+        assert result.status == "completed", result.error
+        first = min(s.started_at for s in result.steps.values())
+        last = max(s.finished_at for s in result.steps.values())
+        times.append(last - first)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    print("starting an embedded stack ...", file=sys.stderr)
+    stack = start_test_stack(Path(tempfile.mkdtemp(prefix="reflux-bench-")))
+    try:
+        address = addresses(stack.settings).temporal
+        plain = asyncio.run(plain_chain(address, args.steps, args.runs))
+        ours = reflux_runs(stack, args.steps, args.runs)
+    finally:
+        stop_test_stack(stack)
+    per_plain = statistics.median(plain) / args.steps * 1000
+    per_ours = statistics.median(ours) / args.steps * 1000
+    print(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "runs": args.runs,
+                "plain_temporal_ms_per_step": round(per_plain, 2),
+                "reflux_ms_per_step": round(per_ours, 2),
+                "reflux_vs_plain": round(per_ours / per_plain, 2),
+                "goal": "<= 5 ms per step and >= 5x faster than plain (DESIGN.md)",
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
