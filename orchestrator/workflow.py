@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from infra.errors import ExpressionError
@@ -240,6 +240,8 @@ class DagWorkflow:
                 summary=f"{step.id}: {step.node}@{step.version}",
             )
         except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):  # the run is being cancelled
+                raise asyncio.CancelledError() from None
             raise StepFailed(*_step_error(exc)) from None
         return done.output, done.attempt
 

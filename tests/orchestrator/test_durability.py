@@ -79,3 +79,31 @@ def test_run_completes_after_temporal_is_killed_and_restarted(own_stack: Running
         json.loads(line)["label"] for line in (tmp_path / "events.jsonl").read_text().splitlines()
     ]
     assert sorted(set(labels), key=int) == [str(i) for i in range(12)]
+
+
+def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack):
+    flow = own_stack.write(
+        "cancel.yaml",
+        """
+        id: cancel-me
+        steps:
+          - {id: slow, node: test.sleep@1, with: {seconds: 30}}
+          - {id: later, node: core.transform@1, needs: [slow], with: {value: 1}}
+        """,
+    )
+    started = own_stack.cli("run", str(flow), "--no-wait")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    async def cancel():
+        client = await connect_temporal(addresses(own_stack.settings).temporal)
+        handle = run_handle(client, run_id)
+        while (await handle.query("progress"))["slow"]["status"] != "running":
+            await asyncio.sleep(0.05)
+        await handle.cancel()
+        return await wait_run(handle)
+
+    result = asyncio.run(cancel())
+    assert result.status == "cancelled", result
+    assert result.steps["slow"].status == "cancelled"
+    assert result.steps["later"].status == "cancelled"
