@@ -137,37 +137,44 @@ async def cmd_nodes_serve(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def served_versions(settings: Settings) -> dict[str, list[str]]:
+async def served_nodes(settings: Settings) -> list[Any]:
+    """Node versions served right now, asked of the services over NATS."""
     import nats
 
     from infra.errors import ServiceError
     from infra.stack import addresses
-    from nodes.discovery import discover, versions_by_name
+    from nodes.discovery import discover
 
     url = addresses(settings).nats
+
+    async def quiet(_: Exception) -> None:
+        return None
+
     try:
-        nc = await nats.connect(
-            url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
+        # nats-py retries a refused server forever even without reconnects: bound it.
+        nc = await asyncio.wait_for(
+            nats.connect(url, allow_reconnect=False, connect_timeout=2, error_cb=quiet),
+            timeout=3,
         )
     except Exception as exc:
-        raise ServiceError(f"cannot reach NATS at {url}: {exc} (is `reflux up` running?)") from None
+        reason = "no answer" if isinstance(exc, TimeoutError) else str(exc)
+        raise ServiceError(
+            f"cannot reach NATS at {url}: {reason} (is `reflux up` running?)"
+        ) from None
     try:
-        return versions_by_name(await discover(nc))
+        return await discover(nc)
     finally:
         await nc.close()
+
+
+async def served_versions(settings: Settings) -> dict[str, list[str]]:
+    from nodes.discovery import versions_by_name
+
+    return versions_by_name(await served_nodes(settings))
 
 
 async def cmd_nodes_list(settings: Settings, args: argparse.Namespace) -> int:
-    import nats
-
-    from infra.stack import addresses
-    from nodes.discovery import discover
-
-    nc = await nats.connect(addresses(settings).nats, connect_timeout=2, allow_reconnect=False)
-    try:
-        served = await discover(nc)
-    finally:
-        await nc.close()
+    served = await served_nodes(settings)
     if args.json:
         out(json.dumps([n.__dict__ for n in served], default=str))
         return EXIT_OK

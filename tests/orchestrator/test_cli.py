@@ -134,3 +134,24 @@ def test_http_request_through_the_stack_and_ssrf_refusal(stack: RunningStack):
     assert private.attempts == 1
     missing = result.steps["missing"]
     assert missing.error.class_ == "HttpStatusError" and missing.attempts == 1
+
+
+def test_validate_without_a_stack_falls_back_to_the_builtin_catalog(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.ports import free_port
+
+    env = {**os.environ, "REFLUX_HOME": str(tmp_path), "REFLUX_NATS_PORT": str(free_port())}
+    env.pop("REFLUX_NATS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "validate", str(EXAMPLES / "hello.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("hello.yaml: ok")
+    assert "built-in catalog" in done.stderr and "Traceback" not in done.stderr
