@@ -22,7 +22,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.stack import addresses  # noqa: E402
+from infra.settings import Settings  # noqa: E402
 from orchestrator.runs import connect_temporal  # noqa: E402
 from tests.helpers.stack import start_test_stack, stop_test_stack  # noqa: E402
 
@@ -54,8 +54,8 @@ def flow(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def plain_chain(address: str, steps: int, runs: int) -> list[float]:
-    client = await connect_temporal(address)
+async def plain_chain(settings: Settings, steps: int, runs: int) -> list[float]:
+    client = await connect_temporal(settings)
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     times = []
     # Unsandboxed: this module is not sandbox-importable (and it favours the baseline).
@@ -91,8 +91,7 @@ def main() -> None:
     print("starting an embedded stack ...", file=sys.stderr)
     stack = start_test_stack(Path(tempfile.mkdtemp(prefix="reflux-bench-")))
     try:
-        address = addresses(stack.settings).temporal
-        plain = asyncio.run(plain_chain(address, args.steps, args.runs))
+        plain = asyncio.run(plain_chain(stack.settings, args.steps, args.runs))
         ours = reflux_runs(stack, args.steps, args.runs)
     finally:
         stop_test_stack(stack)

@@ -13,7 +13,13 @@
     │   ├── HttpConnectError   http.request could not connect (retryable)
     │   ├── SsrfError          http.request refused a private/reserved address (not retryable)
     │   └── ResponseTooLargeError
-    └── RunError               a run failed or could not be started
+    ├── RunError               a run failed or could not be started
+    ├── RegistryError          the registry refused a change or a lookup
+    │   ├── NotFoundError      no such node, version or workflow (with a did-you-mean)
+    │   ├── LifecycleError     a status change the lifecycle does not allow
+    │   ├── ManifestConflictError  a registered version's manifest changed under it
+    │   └── PinError           a node spec resolves to no usable version
+    └── ObjectStoreError       the object store could not store or return an object
 
 Errors that are stored or cross the wire carry a stable `code` (the class name) and a
 `retryable` flag.
@@ -126,3 +132,27 @@ class SsrfError(NodeError, PermissionError):
 
 class ResponseTooLargeError(NodeError):
     retryable = False
+
+
+class RegistryError(RefluxError):
+    pass
+
+
+class NotFoundError(RegistryError, LookupError):
+    pass
+
+
+class LifecycleError(RegistryError):
+    pass
+
+
+class ManifestConflictError(RegistryError):
+    pass
+
+
+class PinError(RegistryError):
+    pass
+
+
+class ObjectStoreError(RefluxError):
+    pass

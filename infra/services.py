@@ -362,12 +362,6 @@ class PostgresService(Service):
                 await conn.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await conn.close()
-        conn = await asyncpg.connect(self.default_address, timeout=PROBE_TIMEOUT)
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        finally:
-            await conn.close()
 
 
 def pg_bin_dir() -> Path:

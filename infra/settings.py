@@ -80,6 +80,21 @@ class NodesSettings(BaseSettings):
     """Requests one node service process handles at once."""
 
 
+class ObjectStoreSettings(BaseSettings):
+    """Where artifacts and large step values live: S3 (or any S3-compatible store) when a
+    bucket is set, else a local directory under `REFLUX_HOME`. Credentials and region come
+    from the usual AWS settings (`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, `AWS_REGION`, …)."""
+
+    model_config = SettingsConfigDict(env_prefix="REFLUX_S3_")
+
+    bucket: str | None = None
+    """Set: objects go to this S3 bucket (it must exist). Unset: `REFLUX_HOME/objects`."""
+    endpoint: str | None = None
+    """An S3-compatible endpoint URL (MinIO, Ceph, …). Unset: AWS S3."""
+    prefix: str = "reflux/"
+    """Key prefix inside the bucket."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_")
 
@@ -90,3 +105,18 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     nodes: NodesSettings = Field(default_factory=NodesSettings)
+    objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    inline_limit: int = 256 * 1024
+    """Values this size or larger (bytes, serialized) go to the object store and travel by
+    reference, in Temporal history and in node messages alike."""
+    user: str = Field(default_factory=lambda: _login_name())
+    """Who registry changes are recorded as (`REFLUX_USER`; default: the login name)."""
+
+
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (some containers)
+        return "unknown"

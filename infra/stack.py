@@ -181,10 +181,24 @@ class Stack:
                 else self._ensure_service(s, state, echo, deadline)
                 for s in self.services
             )  # fmt: skip
+            await self._migrate(echo)
             await self._gather(
                 self._ensure_process(spec, state, echo, deadline) for spec in extra_processes
             )
             return addresses(self.settings)
+
+    async def _migrate(self, echo: Echo) -> None:
+        """Bring the database schema up to date before anything that uses it starts."""
+        from infra.database import connect
+        from infra.migrations import load_migrations, migrate
+
+        conn = await connect(addresses(self.settings).database)
+        try:
+            applied = await migrate(conn, lambda line: echo(f"postgres: {line}"))
+        finally:
+            await conn.close()
+        if not applied:
+            echo(f"postgres: schema up to date (migration {len(load_migrations()):04d})")
 
     @staticmethod
     async def _gather(coroutines: Any) -> None:

@@ -1,10 +1,20 @@
-"""The wire format between the step activity and node services (JSON over NATS)."""
+"""The wire format between the step activity and node services (JSON over NATS).
+
+Params or an output whose JSON reaches the inline limit (256 KiB by default) do not travel
+in the message: they go to the object store and the message carries the key
+(`params_ref`/`output_ref`), so NATS's message size limit never bites and handlers still
+see whole values.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from registry.objects import ObjectStore
 
 SUBJECT_PREFIX = "reflux.node"
 MANIFEST_KEY = "reflux.manifest"
@@ -22,6 +32,8 @@ def exact_subject(name: str, version: str) -> str:
 
 class NodeRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
+    params_ref: str | None = None
+    """Set: the params are this object in the store (and `params` is empty)."""
     run_id: str = ""
     workflow_id: str = ""
     step_id: str = ""
@@ -40,6 +52,21 @@ class WireError(BaseModel):
 
 class NodeReply(BaseModel):
     output: Any = None
+    output_ref: str | None = None
+    """Set: the output is this object in the store (and `output` is None)."""
     error: WireError | None = None
     node: str = ""
     version: str = ""
+
+
+async def offload(value: Any, store: ObjectStore, limit: int) -> tuple[Any, str | None]:
+    """(value, None) when its JSON is smaller than `limit` bytes, else (None, its key)."""
+    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) < limit:
+        return value, None
+    return None, await store.put(data)
+
+
+async def fetch(value: Any, ref: str | None, store: ObjectStore) -> Any:
+    """The value a message carries, loaded from the store when it came by reference."""
+    return value if ref is None else json.loads(await store.get(ref))

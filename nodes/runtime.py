@@ -8,6 +8,10 @@ share load and majors coexist.
 nats-py runs a subscription's callback to completion before the next message, so the
 endpoint handler only starts a task; a semaphore bounds the work in flight. On SIGTERM
 the service stops taking requests, finishes those in flight, then closes.
+
+Before serving, the service registers its node versions in the registry: the built-in
+library's as production, any other's as drafts. A version whose manifest differs from the
+one registered under the same version is refused, and the service does not start.
 """
 
 from __future__ import annotations
@@ -26,10 +30,19 @@ from nats.aio.client import Client
 from nats.micro import Request, Service, add_service
 from nats.micro.service import EndpointConfig
 
-from infra.errors import NodeError, ValidationError
+from infra.errors import NodeError, ObjectStoreError, ValidationError
 from infra.settings import Settings
-from nodes.protocol import MANIFEST_KEY, NodeReply, NodeRequest, exact_subject, major_subject
+from nodes.protocol import (
+    MANIFEST_KEY,
+    NodeReply,
+    NodeRequest,
+    exact_subject,
+    fetch,
+    major_subject,
+    offload,
+)
 from nodes.sdk import NodeContext, NodeDefinition, NodeGroup
+from registry.objects import ObjectStore, object_store
 
 log = logging.getLogger("reflux.nodes")
 
@@ -77,9 +90,13 @@ async def call_handler(
 class NodeService:
     """Serves node groups on one NATS connection until stopped."""
 
-    def __init__(self, groups: list[NodeGroup], settings: Settings) -> None:
+    def __init__(
+        self, groups: list[NodeGroup], settings: Settings, *, builtin: bool = False
+    ) -> None:
         self.groups = groups
         self.settings = settings
+        self.builtin = builtin
+        self.store: ObjectStore = object_store(settings)
         self._nc: Client | None = None
         self._services: list[Service] = []
         self._inflight: set[asyncio.Task[None]] = set()
@@ -89,7 +106,24 @@ class NodeService:
     def nodes(self) -> list[NodeDefinition[Any, Any]]:
         return [node for group in self.groups for node in group.nodes]
 
+    async def register(self) -> None:
+        """Record this service's node versions in the registry (idempotent)."""
+        from infra.database import create_pool, database_url
+        from registry.nodes import NodeRegistry
+
+        pool = await create_pool(database_url(self.settings), min_size=1, max_size=1)
+        try:
+            registry = NodeRegistry(pool, self.settings.user)
+            status = "production" if self.builtin else "draft"
+            done = await registry.register([n.manifest() for n in self.nodes], status=status)
+        finally:
+            await pool.close()
+        for item in done:
+            if item.new:
+                log.info("registered %s@%s as %s", item.name, item.version, item.status)
+
     async def start(self, nats_url: str) -> None:
+        await self.register()
         self._nc = await nats.connect(
             nats_url,
             name=f"reflux-nodes-{','.join(g.name for g in self.groups)}-{os.getpid()}",
@@ -140,11 +174,26 @@ class NodeService:
                     f"malformed request to {node.ref}: {exc.errors()[0]['msg']}"
                 ).to_wire()  # type: ignore[assignment]
             else:
-                reply = await call_handler(node, call, self.settings)
+                reply = await self._call(node, call)
             try:
                 await request.respond(reply.model_dump_json(by_alias=True).encode())
             except Exception:  # the caller is gone or the connection closed: nothing to do
                 log.warning("could not reply to a %s request", node.ref)
+
+    async def _call(self, node: NodeDefinition[Any, Any], call: NodeRequest) -> NodeReply:
+        """`call_handler` with large params and outputs moved through the object store."""
+        limit = self.settings.inline_limit
+        try:
+            call.params = await fetch(call.params, call.params_ref, self.store)
+            reply = await call_handler(node, call, self.settings)
+            if reply.error is None:
+                reply.output, reply.output_ref = await offload(reply.output, self.store, limit)
+        except ObjectStoreError as exc:
+            reply = NodeReply(node=node.name, version=node.version)
+            reply.error = NodeError(  # type: ignore[assignment]
+                str(exc), retryable=True, error_class=exc.code
+            ).to_wire()
+        return reply
 
     async def drain(self, grace: float = 30.0) -> None:
         """Stop taking requests, finish the ones in flight, then close the connection."""

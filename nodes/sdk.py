@@ -113,9 +113,14 @@ class NodeGroup:
 
 
 class NodeCatalog:
-    """Named node groups; `select` picks the ones a service process should serve."""
+    """Named node groups; `select` picks the ones a service process should serve.
 
-    def __init__(self, groups: Iterable[NodeGroup] = ()) -> None:
+    `builtin` marks the platform's own library: its versions register as production. Any
+    other catalog's new versions register as drafts, for a person to review and promote.
+    """
+
+    def __init__(self, groups: Iterable[NodeGroup] = (), *, builtin: bool = False) -> None:
+        self.builtin = builtin
         self.groups: dict[str, NodeGroup] = {}
         for group in groups:
             self.add(group)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from infra.errors import SpecError
 from orchestrator.spec import Spec
-from orchestrator.validate import dependencies, resolve_version, step_references
+from orchestrator.validate import dependencies, step_references
+from registry.versions import Catalog
 
 MetaKind = Literal["delay", "switch"]
 META_NODES: dict[str, MetaKind] = {"core.delay": "delay", "core.switch": "switch"}
@@ -105,14 +106,22 @@ class RunResult(BaseModel):
     failed_step: str | None = None
 
 
-def build_plan(spec: Spec, available: dict[str, list[str]], version: int | None = None) -> Plan:
-    """Compile a validated spec: pin each node to the newest served version its spec allows."""
+def resolve_pins(spec: Spec, catalog: Catalog, run_id: str) -> dict[str, str]:
+    """Step id -> the exact node version it runs in run `run_id` (rollouts included)."""
+    return {
+        step.id: catalog.resolve(step.node_name, step.node_version_spec, run_id)
+        for step in spec.steps
+    }
+
+
+def build_plan(spec: Spec, pins: dict[str, str], version: int | None = None) -> Plan:
+    """Compile a validated spec with every step's node version pinned (`resolve_pins`)."""
     graph = dependencies(spec)
     steps = []
     for step in spec.steps:
-        pinned = resolve_version(step.node_version_spec, available.get(step.node_name, []))
+        pinned = pins.get(step.id)
         if pinned is None:
-            raise SpecError([f"step {step.id}: no served version of {step.node} (validate first)"])
+            raise SpecError([f"step {step.id}: no version pinned for {step.node}"])
         reads = step_references(step).steps
         status_only = {sid for sid, attrs in reads.items() if attrs == {"status"}}
         needs = sorted(graph[step.id])

@@ -1,26 +1,52 @@
-"""Start runs and wait for them: the client side of `DagWorkflow`."""
+"""Start runs and wait for them: the client side of `DagWorkflow`.
+
+A run starts here: node versions are pinned against one registry snapshot, the run is
+recorded in the registry with its pins, then the Temporal workflow starts. The worker
+records how it ended.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
+import asyncpg
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
 from infra.errors import ServiceError
-from orchestrator.plan import RunRequest, RunResult, StepError, StepResult
+from infra.settings import Settings
+from orchestrator.payloads import data_converter
+from orchestrator.plan import (
+    RunInfo,
+    RunRequest,
+    RunResult,
+    StepError,
+    StepResult,
+    build_plan,
+    resolve_pins,
+)
+from orchestrator.spec import Spec
 from orchestrator.workflow import DagWorkflow
+from registry import runs as ledger
+from registry.objects import object_store
+from registry.versions import Catalog
 
 ProgressCallback = Callable[[dict[str, StepResult]], None]
 
 
-async def connect_temporal(address: str, namespace: str = "default") -> Client:
+async def connect_temporal(settings: Settings) -> Client:
+    """A client whose payloads of `inline_limit` bytes or more go to the object store."""
+    from infra.stack import addresses
+
+    address = addresses(settings).temporal
     try:
         return await Client.connect(
-            address, namespace=namespace, data_converter=pydantic_data_converter
+            address,
+            namespace=settings.temporal.namespace,
+            data_converter=data_converter(object_store(settings), settings.inline_limit),
         )
     except RuntimeError as exc:
         raise ServiceError(
@@ -41,6 +67,33 @@ async def start_run(client: Client, request: RunRequest, task_queue: str) -> Wor
         result_type=RunResult,
         static_summary=f"{request.plan.workflow}: {len(request.plan.steps)} steps",
     )
+
+
+async def submit(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    spec: Spec,
+    catalog: Catalog,
+    inputs: dict[str, Any],
+    workflow_version: int | None = None,
+) -> WorkflowHandle:
+    """Start a run of a validated spec: pin its nodes, record it, start the workflow."""
+    run_id = new_run_id(spec.id)
+    pins = resolve_pins(spec, catalog, run_id)
+    request = RunRequest(
+        run=RunInfo(id=run_id, workflow=spec.id, version=workflow_version),
+        plan=build_plan(spec, pins, workflow_version),
+        inputs=inputs,
+    )
+    recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
+    await ledger.record_start(pool, run_id, spec.id, workflow_version, recorded, settings.user)
+    try:
+        return await start_run(client, request, settings.temporal.task_queue)
+    except BaseException as exc:
+        error = {"class": "RunError", "message": f"the workflow did not start: {exc}"}
+        await ledger.record_end(pool, run_id, "failed", error)
+        raise
 
 
 def run_handle(client: Client, run_id: str) -> WorkflowHandle:

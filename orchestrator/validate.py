@@ -18,22 +18,21 @@ import difflib
 import os
 import re
 from collections import deque
-from collections.abc import Iterable
 from typing import Any
 
 import pydantic
 
-from infra.errors import ExpressionError, SpecError
+from infra.errors import ExpressionError, NotFoundError, PinError, SpecError
 from orchestrator import expressions
 from orchestrator.spec import CacheSpec, InputSpec, RetrySpec, Spec, StepSpec, describe_value
 from orchestrator.yamlsource import Path, Problem, Source, load_source
+from registry.versions import Catalog
 
 __all__ = [
     "META_NODES",
     "Problem",
     "dependencies",
     "parse_spec",
-    "resolve_version",
     "step_references",
     "validate_file",
     "validate_text",
@@ -43,16 +42,16 @@ META_NODES: dict[str, list[str]] = {"core.delay": ["1.0.0"], "core.switch": ["1.
 """Nodes the engine runs in the workflow itself, and the versions it implements."""
 
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_VERSION = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 _PLAIN_BOOLS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 _TEMPLATED_FIELDS = ("with", "if", "for_each")
 
 
 def validate_text(
-    text: str, filename: str = "<string>", available: dict[str, list[str]] | None = None
+    text: str, filename: str = "<string>", catalog: Catalog | None = None
 ) -> tuple[Spec | None, list[Problem]]:
-    """Parse and check a workflow. `available` maps node name -> served versions; None skips
-    node checks. Returns (spec, []) when valid, else (None, problems sorted by position)."""
+    """Parse and check a workflow. Node references are resolved against `catalog` (the
+    registry's versions); None skips node checks. Returns (spec, []) when valid, else
+    (None, problems sorted by position)."""
     source = load_source(text, filename)
     if not source.syntax_ok:
         return None, sorted(source.problems)
@@ -61,14 +60,14 @@ def validate_text(
     if not isinstance(source.data, dict):
         got = describe_value(source.data)
         return None, [source.problem((), f"expected a mapping with id and steps, got {got}")]
-    checker = _Checker(source, available)
+    checker = _Checker(source, catalog)
     spec = checker.run(source.data)
     problems = sorted(set(source.problems + checker.problems))
     return (None if problems else spec), problems
 
 
 def validate_file(
-    path: str | os.PathLike[str], available: dict[str, list[str]] | None = None
+    path: str | os.PathLike[str], catalog: Catalog | None = None
 ) -> tuple[Spec | None, list[Problem]]:
     """`validate_text` on a file; an unreadable file is a problem too, not an exception."""
     filename = os.fspath(path)
@@ -79,34 +78,15 @@ def validate_file(
         return None, [Problem(filename, 0, 0, "<root>", f"cannot read file: {exc.strerror}")]
     except UnicodeDecodeError as exc:
         return None, [Problem(filename, 0, 0, "<root>", f"not UTF-8 text: {exc.reason}")]
-    return validate_text(text, filename, available)
+    return validate_text(text, filename, catalog)
 
 
-def parse_spec(
-    text: str, filename: str = "<string>", available: dict[str, list[str]] | None = None
-) -> Spec:
+def parse_spec(text: str, filename: str = "<string>", catalog: Catalog | None = None) -> Spec:
     """The raising form of `validate_text`: a valid `Spec`, or SpecError with every problem."""
-    spec, problems = validate_text(text, filename, available)
+    spec, problems = validate_text(text, filename, catalog)
     if spec is None:
         raise SpecError(problems)
     return spec
-
-
-def resolve_version(spec: str | None, versions: Iterable[str]) -> str | None:
-    """Newest of `versions` matching `spec` ("1" -> newest 1.x, "1.2" -> newest 1.2.x,
-    "1.2.3" exact, None -> newest); pre-releases are never picked. None when nothing matches."""
-    wanted = tuple(int(part) for part in spec.split(".")) if spec else ()
-    best: tuple[tuple[int, int, int], str] | None = None
-    for version in versions:
-        match = _VERSION.fullmatch(version.strip())
-        if not match or match.group(4):
-            continue
-        key = tuple(int(part or 0) for part in match.group(1, 2, 3))
-        if key[: len(wanted)] != wanted:
-            continue
-        if best is None or key > best[0]:
-            best = (key, version)  # type: ignore[assignment]
-    return best[1] if best else None
 
 
 def step_references(step: StepSpec) -> expressions.References:
@@ -125,9 +105,9 @@ def dependencies(spec: Spec) -> dict[str, set[str]]:
 
 
 class _Checker:
-    def __init__(self, source: Source, available: dict[str, list[str]] | None) -> None:
+    def __init__(self, source: Source, catalog: Catalog | None) -> None:
         self.source = source
-        self.available = None if available is None else {**META_NODES, **available}
+        self.catalog = None if catalog is None else catalog.with_defaults(META_NODES)
         self.problems: list[Problem] = []
         self.input_names: set[str] = set()
         self.step_ids: list[str] = []
@@ -270,17 +250,12 @@ class _Checker:
             self._check_templates((*path, field), value, step, field)
 
     def _check_node(self, path: Path, step: StepSpec) -> None:
-        if self.available is None:
+        if self.catalog is None:
             return
-        name, spec = step.node_name, step.node_version_spec
-        versions = self.available.get(name)
-        where = (*path, "node")
-        if versions is None:
-            self.add(where, f"unknown node '{name}'{_hint(name, list(self.available))}")
-        elif resolve_version(spec, versions) is None:
-            served = ", ".join(sorted(versions, key=_version_key)) or "none"
-            wanted = f"'{name}@{spec}'" if spec else f"any release of '{name}'"
-            self.add(where, f"no served version matches {wanted} (served: {served})")
+        try:
+            self.catalog.resolve(step.node_name, step.node_version_spec)
+        except (NotFoundError, PinError) as exc:
+            self.add((*path, "node"), str(exc))
 
     # -------------------------------------------------------------------------- templates
 
@@ -479,7 +454,3 @@ def _suggest(word: str, candidates: list[str]) -> tuple[str, str] | None:
 def _hint(word: str, candidates: list[str]) -> str:
     found = _suggest(word, candidates)
     return f"; did you mean '{found[1]}'?" if found else ""
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])

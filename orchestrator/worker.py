@@ -11,10 +11,13 @@ import nats
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from infra.database import create_pool, database_url
 from infra.settings import Settings
-from orchestrator.activities import StepActivities
+from infra.stack import addresses
+from orchestrator.activities import RunActivities, StepActivities
 from orchestrator.runs import connect_temporal
 from orchestrator.workflow import DagWorkflow
+from registry.objects import object_store
 
 log = logging.getLogger("reflux.worker")
 
@@ -28,22 +31,22 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-async def run_worker(
-    settings: Settings,
-    temporal_address: str,
-    nats_url: str,
-    on_ready: Callable[[], None] | None = None,
-) -> None:
-    client = await connect_temporal(temporal_address, settings.temporal.namespace)
+async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    client = await connect_temporal(settings)
+    pool = await create_pool(database_url(settings), min_size=1, max_size=4)
     nc = await nats.connect(
-        nats_url, name="reflux-worker", error_cb=_log_nats_error, max_reconnect_attempts=-1
+        addresses(settings).nats,
+        name="reflux-worker",
+        error_cb=_log_nats_error,
+        max_reconnect_attempts=-1,
     )
+    steps = StepActivities(nc, object_store(settings), settings.inline_limit)
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[DagWorkflow],
         workflow_runner=SANDBOX,
-        activities=[StepActivities(nc).call_node],
+        activities=[steps.call_node, RunActivities(pool).record_end],
         max_concurrent_activities=settings.temporal.max_concurrent_activities,
         graceful_shutdown_timeout=settings.temporal.graceful_shutdown,
     )
@@ -60,6 +63,7 @@ async def run_worker(
         await worker.shutdown()
     await running
     await nc.drain()
+    await pool.close()
 
 
 async def _log_nats_error(exc: Exception) -> None:

@@ -22,7 +22,13 @@ with workflow.unsafe.imports_passed_through():
     from infra.errors import ExpressionError
     from nodes.builtin.core import SwitchParams, pick_branch
     from orchestrator import expressions
-    from orchestrator.activities import STEP_ACTIVITY, StepCall, StepCallResult
+    from orchestrator.activities import (
+        RUN_END_ACTIVITY,
+        STEP_ACTIVITY,
+        RunEnd,
+        StepCall,
+        StepCallResult,
+    )
     from orchestrator.durations import parse_duration
     from orchestrator.plan import (
         PlannedStep,
@@ -80,6 +86,7 @@ class DagWorkflow:
                     break
         except asyncio.CancelledError:
             await self._cancel(running, pending)
+            await self._record_end("cancelled")
             raise
         result = RunResult(
             run_id=request.run.id, workflow=plan.workflow, status="completed", steps=self.steps
@@ -89,9 +96,12 @@ class DagWorkflow:
                 result.outputs = expressions.render(plan.outputs, self._context())
             except ExpressionError as exc:
                 failure = ("outputs", StepError(class_="ExpressionError", message=str(exc)))
-        if failure is not None:
+        if failure is None:
+            await self._record_end("completed")
+        else:
             result.status = "failed"
             result.failed_step, result.error = failure
+            await self._record_end("failed", {"step": failure[0], **failure[1].model_dump()})
             raise ApplicationError(
                 f"step {failure[0]} failed: {failure[1].class_}: {failure[1].message}",
                 result.model_dump(mode="json", by_alias=True),
@@ -99,6 +109,23 @@ class DagWorkflow:
                 non_retryable=True,
             )
         return result
+
+    async def _record_end(self, status: str, error: dict[str, Any] | None = None) -> None:
+        """Tell the registry's run ledger how the run ended. Retried for up to ten minutes;
+        a ledger that stays unreachable is logged, never fails the run."""
+        try:
+            await workflow.execute_activity(
+                RUN_END_ACTIVITY,
+                RunEnd(run_id=self.request.run.id, status=status, error=error),
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=timedelta(minutes=10),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                summary=f"run ended: {status}",
+            )
+        except ActivityError as exc:
+            workflow.logger.warning(
+                "could not record the end of run %s: %s", self.request.run.id, exc
+            )
 
     def _schedule(
         self, pending: dict[str, PlannedStep], running: dict[asyncio.Task[None], str]

@@ -5,7 +5,7 @@ from nodes.sdk import NodeCatalog
 
 
 def builtin_catalog() -> NodeCatalog:
-    return NodeCatalog([core.group, http.group])
+    return NodeCatalog([core.group, http.group], builtin=True)
 
 
 __all__ = ["builtin_catalog"]

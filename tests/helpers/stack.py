@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.database import pool_for
 from infra.settings import Settings
 from infra.stack import ProcessSpec, Stack, addresses
 from orchestrator.plan import RunResult
+from registry.nodes import NodeRegistry
 from tests.helpers.ports import free_ports
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
@@ -72,6 +74,19 @@ class RunningStack:
 
     def up(self, echo: Callable[[str], None] = lambda _: None) -> None:
         asyncio.run(Stack(self.settings).up(echo, extra_processes=background(self.home, self.env)))
+        asyncio.run(promote_test_nodes(self.settings))
+
+
+async def promote_test_nodes(settings: Settings) -> None:
+    """The test catalog's nodes register as drafts, as any new node would; tests use them as
+    released nodes, so move every draft to production the way a reviewer would."""
+    async with pool_for(settings) as pool:
+        registry = NodeRegistry(pool, "tests")
+        for node in await registry.list():
+            for v in node.versions:
+                if v.status == "draft":
+                    await registry.promote(v.name, v.version, "staging")
+                    await registry.promote(v.name, v.version, "production")
 
 
 def settings_from(env: dict[str, str]) -> Settings:

@@ -13,7 +13,7 @@ import pytest
 
 from nodes.discovery import discover
 from nodes.protocol import NodeRequest, exact_subject
-from tests.helpers.stack import CLI, TEST_CATALOG, RunningStack, nats_url
+from tests.helpers.stack import CLI, TEST_CATALOG, RunningStack, nats_url, promote_test_nodes
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -37,6 +37,7 @@ def test_killing_one_of_two_replicas_loses_no_step(stack: RunningStack):
     ]
     try:
         wait_for(lambda: instances(stack, "test.work") == 2, what="two replicas")
+        asyncio.run(promote_test_nodes(stack.settings))  # they registered as drafts
         flow = stack.write(
             "replicas.yaml",
             """

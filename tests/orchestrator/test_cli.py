@@ -143,8 +143,8 @@ def test_validate_without_a_stack_falls_back_to_the_builtin_catalog(tmp_path):
 
     from tests.helpers.ports import free_port
 
-    env = {**os.environ, "REFLUX_HOME": str(tmp_path), "REFLUX_NATS_PORT": str(free_port())}
-    env.pop("REFLUX_NATS_URL", None)
+    env = {**os.environ, "REFLUX_HOME": str(tmp_path), "REFLUX_DATABASE_PORT": str(free_port())}
+    env.pop("REFLUX_DATABASE_URL", None)
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "validate", str(EXAMPLES / "hello.yaml")],
         env=env,
@@ -154,4 +154,5 @@ def test_validate_without_a_stack_falls_back_to_the_builtin_catalog(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("hello.yaml: ok")
-    assert "built-in catalog" in done.stderr and "Traceback" not in done.stderr
+    assert "cannot reach PostgreSQL" in done.stderr and "built-in library" in done.stderr
+    assert "Traceback" not in done.stderr

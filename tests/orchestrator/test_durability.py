@@ -9,7 +9,6 @@ import signal
 
 import pytest
 
-from infra.stack import addresses
 from orchestrator.runs import connect_temporal, run_handle, wait_run
 from tests.helpers.stack import RunningStack, start_test_stack, stop_test_stack
 from tests.helpers.waiting import wait_for
@@ -69,7 +68,7 @@ def test_run_completes_after_temporal_is_killed_and_restarted(own_stack: Running
 
     async def finish():
         settings = stack.settings
-        client = await connect_temporal(addresses(settings).temporal)
+        client = await connect_temporal(settings)
         return await wait_run(run_handle(client, run_id))
 
     result = asyncio.run(finish())
@@ -96,7 +95,7 @@ def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack):
     run_id = started.stdout.strip()
 
     async def cancel():
-        client = await connect_temporal(addresses(own_stack.settings).temporal)
+        client = await connect_temporal(own_stack.settings)
         handle = run_handle(client, run_id)
         while (await handle.query("progress"))["slow"]["status"] != "running":
             await asyncio.sleep(0.05)

@@ -1,5 +1,5 @@
 """`validate`: the invalid corpus (each file says where its problem is), valid examples, and
-the helpers the engine uses (`resolve_version`, `dependencies`)."""
+the helpers the engine uses (`dependencies`)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from infra.errors import SpecError
 from orchestrator.validate import (
     dependencies,
     parse_spec,
-    resolve_version,
     step_references,
     validate_file,
     validate_text,
 )
+from registry.versions import Catalog
 
 HERE = Path(__file__).parent
 INVALID = sorted((HERE / "invalid").glob("*.yaml"))
 VALID = sorted((HERE / "valid").glob("*.yaml"))
-AVAILABLE = {"http.request": ["1.0.0", "1.2.0"], "core.transform": ["1.0.0"]}
+AVAILABLE = Catalog.of({"http.request": ["1.0.0", "1.2.0"], "core.transform": ["1.0.0"]})
 EXPECT = re.compile(r"#\s*expect:\s*(\d+):(\d+):\s*(.+)")
 
 
@@ -76,8 +76,8 @@ def test_problem_format_and_order():
         "flows/w.yaml:4:11: steps[0].node: unknown node 'htp.request'; "
         "did you mean 'http.request'?",
         "flows/w.yaml:5:5: steps[0].neds: unknown key 'neds'; did you mean 'needs'?",
-        "flows/w.yaml:7:11: steps[1].node: no served version matches 'core.transform@3' "
-        "(served: 1.0.0)",
+        "flows/w.yaml:7:11: steps[1].node: no version of core.transform matches "
+        "'core.transform@3' (known: 1.0.0)",
     ]
 
 
@@ -164,24 +164,6 @@ def test_parse_spec_raises_with_every_problem():
     assert "w.yaml:2:8: steps: a workflow needs at least one step" in str(info.value)
     spec = parse_spec((HERE / "valid" / "minimal.yaml").read_text())
     assert spec.id == "hello"
-
-
-@pytest.mark.parametrize(
-    ("spec", "versions", "expected"),
-    [
-        ("1", ["1.9.0", "1.10.0", "2.0.0"], "1.10.0"),
-        ("1.2", ["1.2.9", "1.2.10", "1.3.0"], "1.2.10"),
-        ("1.2.3", ["1.2.3", "1.2.4"], "1.2.3"),
-        (None, ["0.9.0", "10.0.0", "9.0.0"], "10.0.0"),
-        ("1", ["1.0.0", "1.1.0-rc.1"], "1.0.0"),
-        ("2", ["1.0.0"], None),
-        ("1.2.3", ["1.2.30"], None),
-        (None, [], None),
-        ("1", ["garbage", "1.0.0"], "1.0.0"),
-    ],
-)
-def test_resolve_version(spec, versions, expected):
-    assert resolve_version(spec, versions) == expected
 
 
 def test_dependencies_join_needs_and_template_reads():

@@ -1,0 +1,135 @@
+"""`reflux validate` and `reflux run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from infra.errors import SpecError
+from infra.settings import Settings
+from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, database, err, out
+from registry.versions import Catalog
+
+
+def builtin_versions() -> Catalog:
+    """What the built-in node library serves, all as production: for checks with no registry."""
+    from nodes.builtin import builtin_catalog
+
+    served: dict[str, list[str]] = {}
+    for node in builtin_catalog().nodes():
+        served.setdefault(node.name, []).append(node.version)
+    return Catalog.of(served)
+
+
+async def registry_catalog(settings: Settings) -> Catalog:
+    from registry.nodes import NodeRegistry
+
+    async with database(settings) as pool:
+        return await NodeRegistry(pool, settings.user).catalog()
+
+
+async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.errors import ServiceError
+    from orchestrator.validate import validate_file
+
+    try:
+        catalog = await registry_catalog(settings)
+    except ServiceError as exc:
+        err(f"note: {exc}; checking nodes against the built-in library")
+        catalog = builtin_versions()
+    code = EXIT_OK
+    for path in args.files:
+        _, problems = validate_file(Path(path), catalog)
+        if problems:
+            code = EXIT_FAILED
+            for problem in problems:
+                out(str(problem))
+        else:
+            out(f"{path}: ok")
+    return code
+
+
+def parse_inputs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    source = Path(text[1:]).read_text() if text.startswith("@") else text
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            [f"--input:{exc.lineno}:{exc.colno}: <input>: invalid JSON: {exc.msg}"]
+        ) from None
+    if not isinstance(value, dict):
+        raise SpecError(["--input:1:1: <input>: must be a JSON object like '{\"x\": 5}'"])
+    return value
+
+
+def looks_like_file(target: str) -> bool:
+    return Path(target).exists() or target.endswith((".yaml", ".yml")) or "/" in target
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.report import progress_line, run_json, run_table
+    from orchestrator.runs import connect_temporal, submit, wait_run
+    from orchestrator.validate import validate_file, validate_text
+    from registry.nodes import NodeRegistry
+    from registry.workflows import WorkflowRegistry, parse_ref
+
+    inputs = parse_inputs(args.input)
+    async with database(settings) as pool:
+        catalog = await NodeRegistry(pool, settings.user).catalog()
+        version = None
+        if looks_like_file(args.target):
+            spec, problems = validate_file(Path(args.target), catalog)
+        else:
+            workflow_id, wanted = parse_ref(args.target)
+            stored = await WorkflowRegistry(pool, settings.user).get(workflow_id, wanted)
+            version = stored.version
+            spec, problems = validate_text(stored.source, stored.ref, catalog)
+        if problems or spec is None:
+            raise SpecError(problems)
+        client = await connect_temporal(settings)
+        handle = await submit(
+            client, pool, settings, spec, catalog, spec.bind_inputs(inputs), version
+        )
+    if args.no_wait:
+        out(json.dumps({"run_id": handle.id, "status": "running"}) if args.json else handle.id)
+        return EXIT_OK
+    show = None
+    if not args.json:
+        err(f"run {handle.id} started")
+        last = [""]
+
+        def show(steps: dict[str, Any]) -> None:
+            line = progress_line(steps)
+            if line != last[0]:
+                last[0] = line
+                if sys.stderr.isatty():
+                    sys.stderr.write("\r\033[K" + line)
+                    sys.stderr.flush()
+                else:
+                    err(line)
+
+    result = await wait_run(handle, show)
+    if show is not None and sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    out(run_json(result) if args.json else run_table(result))
+    return EXIT_OK if result.status == "completed" else EXIT_FAILED
+
+
+def add_parsers(sub: Any) -> None:
+    validate = sub.add_parser("validate", help="check workflow files; one line per problem")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+
+    run = sub.add_parser("run", help="run a workflow file or stored version and wait for it")
+    run.add_argument(
+        "target", metavar="FILE|ID[@N]", help="a YAML file, or a stored workflow (latest or @N)"
+    )
+    run.add_argument("--input", help="inputs as a JSON object, or @file.json")
+    run.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    run.add_argument("--no-wait", action="store_true", help="print the run id and return")
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,130 @@
+"""`reflux workflows …`: workflow definitions stored as numbered versions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from infra.settings import Settings
+from orchestrator.cli.output import EXIT_INVALID, EXIT_OK, database, out, out_json
+
+
+async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.validate import validate_file
+    from registry.nodes import NodeRegistry
+    from registry.workflows import WorkflowRegistry
+
+    code = EXIT_OK
+    async with database(settings) as pool:
+        catalog = await NodeRegistry(pool, settings.user).catalog()
+        registry = WorkflowRegistry(pool, settings.user)
+        for path in args.files:
+            spec, problems = validate_file(Path(path), catalog)
+            if spec is None:
+                for problem in problems:
+                    out(str(problem))
+                code = EXIT_INVALID
+                continue
+            pushed = await registry.push(spec, Path(path).read_text(encoding="utf-8-sig"))
+            ref = pushed.version.ref
+            out(f"{path}: stored as {ref}" if pushed.created else f"{path}: unchanged ({ref})")
+    return code
+
+
+async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.report import table
+    from registry.workflows import WorkflowRegistry
+
+    async with database(settings) as pool:
+        found = await WorkflowRegistry(pool, settings.user).list()
+    if args.json:
+        out_json([w.__dict__ for w in found])
+        return EXIT_OK
+    if not found:
+        out("no workflows stored yet (store one with `reflux workflows push FILE`)")
+        return EXIT_OK
+    rows = [("WORKFLOW", "LATEST", "NAMESPACE", "UPDATED", "DESCRIPTION")]
+    for w in found:
+        rows.append(
+            (
+                w.id,
+                str(w.latest_version),
+                w.namespace,
+                f"{w.updated_at:%Y-%m-%d %H:%M}",
+                w.description.strip().split("\n", 1)[0][:60],
+            )
+        )
+    out(table(rows))
+    return EXIT_OK
+
+
+async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.report import table
+    from registry.workflows import WorkflowRegistry
+
+    async with database(settings) as pool:
+        versions = await WorkflowRegistry(pool, settings.user).versions(args.id)
+    if args.json:
+        out_json([{k: v for k, v in w.__dict__.items() if k != "source"} for w in versions])
+        return EXIT_OK
+    rows = [("VERSION", "CREATED", "BY", "SPEC HASH")]
+    for w in versions:
+        rows.append(
+            (str(w.version), f"{w.created_at:%Y-%m-%d %H:%M:%S}", w.created_by, w.spec_hash[:12])
+        )
+    out(table(rows))
+    return EXIT_OK
+
+
+async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    from registry.workflows import WorkflowRegistry, parse_ref
+
+    workflow_id, version = parse_ref(args.ref)
+    async with database(settings) as pool:
+        found = await WorkflowRegistry(pool, settings.user).get(workflow_id, version)
+    if args.json:
+        out_json(found.__dict__)
+    else:
+        out(found.source.rstrip("\n"))
+    return EXIT_OK
+
+
+async def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
+    from registry.workflows import WorkflowRegistry
+
+    async with database(settings) as pool:
+        diff = await WorkflowRegistry(pool, settings.user).diff(args.id, args.old, args.new)
+    out(diff.rstrip("\n") if diff else f"{args.id}@{args.old} and @{args.new} are the same text")
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    workflows = sub.add_parser("workflows", help="stored workflow versions").add_subparsers(
+        dest="workflows_command", required=True, metavar="ACTION"
+    )
+    push = workflows.add_parser(
+        "push", help="validate and store files; a new version only when the content changed"
+    )
+    push.add_argument("files", nargs="+", metavar="FILE")
+    push.set_defaults(func=cmd_push)
+
+    listing = workflows.add_parser("list", help="stored workflows and their latest versions")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_list)
+
+    versions = workflows.add_parser("versions", help="every version of one workflow")
+    versions.add_argument("id")
+    versions.add_argument("--json", action="store_true")
+    versions.set_defaults(func=cmd_versions)
+
+    show = workflows.add_parser("show", help="print a stored version's YAML (default: latest)")
+    show.add_argument("ref", metavar="ID[@N]")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    diff = workflows.add_parser("diff", help="unified diff between two versions")
+    diff.add_argument("id")
+    diff.add_argument("old", type=int, metavar="N")
+    diff.add_argument("new", type=int, metavar="M")
+    diff.set_defaults(func=cmd_diff)

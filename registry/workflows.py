@@ -1,0 +1,163 @@
+"""Workflow definitions as numbered versions: the YAML source as pushed, its parsed spec and
+a hash of that spec, so pushing unchanged content (comments and layout aside) makes no new
+version. Pushes of one workflow are serialised by a row lock, so versions never collide."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from infra.errors import NotFoundError, RegistryError
+from orchestrator.spec import Spec
+from registry.versions import did_you_mean
+
+_REF = re.compile(r"(?P<id>[a-z0-9][a-z0-9._-]*)(?:@(?P<version>\d+))?")
+
+
+def spec_hash(spec: Spec) -> str:
+    data = spec.model_dump(mode="json", by_alias=True)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_ref(text: str) -> tuple[str, int | None]:
+    """ "order-sync" -> ("order-sync", None); "order-sync@3" -> ("order-sync", 3)."""
+    match = _REF.fullmatch(text.strip())
+    if not match:
+        raise RegistryError(f"'{text}' is not a workflow reference like my-flow or my-flow@3")
+    version = match["version"]
+    return match["id"], int(version) if version else None
+
+
+@dataclass(frozen=True)
+class WorkflowVersion:
+    workflow_id: str
+    version: int
+    source: str
+    spec_hash: str
+    created_at: datetime
+    created_by: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.workflow_id}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Workflow:
+    id: str
+    namespace: str
+    description: str
+    latest_version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Push:
+    version: WorkflowVersion
+    created: bool
+    """False: the content matched the latest version, which is returned instead."""
+
+
+class WorkflowRegistry:
+    def __init__(self, pool: asyncpg.Pool, actor: str) -> None:
+        self.pool = pool
+        self.actor = actor
+
+    async def push(self, spec: Spec, source: str) -> Push:
+        """Store `source` (already validated into `spec`) as the next version of its workflow,
+        unless the latest version has the same spec."""
+        digest = spec_hash(spec)
+        data = spec.model_dump(mode="json", by_alias=True)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO workflows (id, namespace, description, latest_version, created_by)"
+                " VALUES ($1, $2, $3, 0, $4) ON CONFLICT (id) DO NOTHING",
+                spec.id, spec.namespace, spec.description, self.actor,
+            )  # fmt: skip
+            latest = await conn.fetchval(
+                "SELECT latest_version FROM workflows WHERE id = $1 FOR UPDATE", spec.id
+            )
+            if latest:
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS} FROM workflow_versions"
+                    " WHERE workflow_id = $1 AND version = $2",
+                    spec.id, latest,
+                )  # fmt: skip
+                if row["spec_hash"] == digest:
+                    return Push(_version(row), created=False)
+            row = await conn.fetchrow(
+                "INSERT INTO workflow_versions"
+                " (workflow_id, version, source, spec, spec_hash, created_by)"
+                f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+                spec.id, latest + 1, source, data, digest, self.actor,
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE workflows SET latest_version = $2, namespace = $3, description = $4,"
+                " updated_at = now() WHERE id = $1",
+                spec.id, latest + 1, spec.namespace, spec.description,
+            )  # fmt: skip
+        return Push(_version(row), created=True)
+
+    async def list(self) -> list[Workflow]:
+        rows = await self.pool.fetch(
+            "SELECT id, namespace, description, latest_version, updated_at FROM workflows"
+            " WHERE latest_version > 0 ORDER BY id"
+        )
+        return [Workflow(**row) for row in rows]
+
+    async def versions(self, workflow_id: str) -> list[WorkflowVersion]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM workflow_versions WHERE workflow_id = $1 ORDER BY version",
+            workflow_id,
+        )
+        if not rows:
+            raise await self._unknown(workflow_id)
+        return [_version(row) for row in rows]
+
+    async def get(self, workflow_id: str, version: int | None = None) -> WorkflowVersion:
+        """One version; None: the latest."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM workflow_versions WHERE workflow_id = $1"
+            " AND version = coalesce($2, (SELECT latest_version FROM workflows WHERE id = $1))",
+            workflow_id, version,
+        )  # fmt: skip
+        if row is None:
+            latest = await self.pool.fetchval(
+                "SELECT latest_version FROM workflows WHERE id = $1", workflow_id
+            )
+            if not latest:
+                raise await self._unknown(workflow_id)
+            raise NotFoundError(
+                f"workflow {workflow_id} has no version {version} (versions 1 to {latest})"
+            )
+        return _version(row)
+
+    async def diff(self, workflow_id: str, old: int, new: int) -> str:
+        """A unified diff of two versions' sources ('' when they are the same text)."""
+        a, b = await self.get(workflow_id, old), await self.get(workflow_id, new)
+        return "".join(
+            difflib.unified_diff(
+                a.source.splitlines(keepends=True),
+                b.source.splitlines(keepends=True),
+                fromfile=a.ref,
+                tofile=b.ref,
+            )
+        )
+
+    async def _unknown(self, workflow_id: str) -> NotFoundError:
+        ids = [r["id"] for r in await self.pool.fetch("SELECT id FROM workflows")]
+        return NotFoundError(f"unknown workflow '{workflow_id}'{did_you_mean(workflow_id, ids)}")
+
+
+_COLUMNS = "workflow_id, version, source, spec_hash, created_at, created_by"
+
+
+def _version(row: asyncpg.Record) -> WorkflowVersion:
+    return WorkflowVersion(**row)
