@@ -61,6 +61,10 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         if not match:
             raise ConfigError(f"{path}: migration files are named NNNN_name.sql")
         found.append(Migration(int(match[1]), match[2], path.read_text()))
+    numbers = [m.version for m in found]
+    twice = sorted({n for n in numbers if numbers.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{directory}: two migration files share number {twice[0]:04d}")
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
             raise ConfigError(
@@ -110,12 +114,14 @@ async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
 async def schema_status(
     conn: asyncpg.Connection, migrations: list[Migration] | None = None
 ) -> list[MigrationState]:
-    """Every known migration with when it was applied (None: pending)."""
+    """Every known migration with when it was applied (None: pending). A database this code
+    cannot migrate (newer, or an applied file changed) raises ConfigError, as `migrate` does."""
     migrations = load_migrations() if migrations is None else migrations
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     when: dict[int, datetime] = {}
     if exists:
-        rows = await conn.fetch("SELECT version, applied_at FROM schema_migrations")
+        rows = await conn.fetch("SELECT version, checksum, applied_at FROM schema_migrations")
+        _check(migrations, {row["version"]: row["checksum"] for row in rows})
         when = {row["version"]: row["applied_at"] for row in rows}
     return [MigrationState(m, when.get(m.version)) for m in migrations]
 

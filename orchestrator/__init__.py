@@ -1,7 +1,22 @@
 """Workflow specs, plans, and running them on Temporal."""
 
-from orchestrator.plan import Plan, PlannedStep, RunRequest, RunResult, StepResult, build_plan
-from orchestrator.runs import connect_temporal, new_run_id, run_handle, start_run, wait_run
+from orchestrator.plan import (
+    Plan,
+    PlannedStep,
+    RunRequest,
+    RunResult,
+    StepResult,
+    build_plan,
+    resolve_pins,
+)
+from orchestrator.runs import (
+    connect_temporal,
+    new_run_id,
+    run_handle,
+    start_run,
+    submit,
+    wait_run,
+)
 from orchestrator.spec import Spec, StepSpec
 from orchestrator.validate import validate_file, validate_text
 from orchestrator.yamlsource import Problem
@@ -18,8 +33,10 @@ __all__ = [
     "build_plan",
     "connect_temporal",
     "new_run_id",
+    "resolve_pins",
     "run_handle",
     "start_run",
+    "submit",
     "validate_file",
     "validate_text",
     "wait_run",

@@ -114,13 +114,16 @@ class NodeRegistry:
         """Record node versions announced by a service. Idempotent: a version registered with
         the same manifest is left as it is (status included); a different manifest under a
         registered version raises ManifestConflictError and registers nothing."""
-        done = []
+        done: dict[int, Registration] = {}
+        # Nodes are locked in name order whatever the batch's order, so two services
+        # registering the same nodes at once wait for each other instead of deadlocking.
+        order = sorted(range(len(manifests)), key=lambda i: str(manifests[i]["name"]))
         async with self.pool.acquire() as conn, conn.transaction():
-            for manifest in manifests:
-                done.append(
-                    await self._register_one(conn, manifest, status, artifact_uri, changelog)
+            for i in order:
+                done[i] = await self._register_one(
+                    conn, manifests[i], status, artifact_uri, changelog
                 )
-        return done
+        return [done[i] for i in range(len(manifests))]
 
     async def _register_one(
         self,
@@ -140,6 +143,9 @@ class NodeRegistry:
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
             name, description, tags, _search_text(name, description, tags), self.actor,
         )  # fmt: skip
+        # Registrations of one node take turns, so the newest version seen below includes
+        # any registered concurrently and an older one never overwrites the description.
+        await conn.execute("SELECT 1 FROM nodes WHERE name = $1 FOR UPDATE", name)
         inserted = await conn.fetchval(
             "INSERT INTO node_versions (name, version, major, minor, patch, status, manifest,"
             " manifest_hash, artifact_uri, changelog, created_by, updated_by)"

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["infra", "nodes", "orchestrator"]
+PACKAGES = ["infra", "nodes", "orchestrator", "registry"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

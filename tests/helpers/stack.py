@@ -115,7 +115,9 @@ def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
     ]
 
 
-def start_test_stack(home: Path) -> RunningStack:
+def start_test_stack(home: Path, **settings: str) -> RunningStack:
+    """Start a stack under `home` on free ports; `settings` are extra REFLUX_… variables
+    (e.g. REFLUX_DATABASE_URL to use an existing database instead of starting one)."""
     temporal, nats_port, monitor, pg = free_ports(4)
     env = {
         **os.environ,
@@ -129,6 +131,7 @@ def start_test_stack(home: Path) -> RunningStack:
     }
     for key in ("REFLUX_TEMPORAL_ADDRESS", "REFLUX_NATS_URL", "REFLUX_DATABASE_URL"):
         env.pop(key, None)
+    env.update(settings)
     stack = RunningStack(home=home, env=env)
     stack.up()
     return stack

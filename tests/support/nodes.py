@@ -7,6 +7,7 @@ write to files under a directory the test passes in params.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -104,7 +105,56 @@ def echo_node(version: str) -> None:
 for _v in ("1.0.0", "1.1.0", "2.0.0"):
     echo_node(_v)
 
+
+class BlobParams(BaseModel):
+    size: int
+    char: str = "x"
+
+
+class BlobOutput(BaseModel):
+    data: str
+    status: str = "made"
+
+
+@testing.node("test.blob", "1.0.0", params=BlobParams, output=BlobOutput)
+async def blob(params: BlobParams, ctx: NodeContext) -> BlobOutput:
+    """A string of `size` characters: a large output."""
+    return BlobOutput(data=params.char * params.size)
+
+
+class DigestParams(BaseModel):
+    data: str
+
+
+class DigestOutput(BaseModel):
+    length: int
+    sha256: str
+
+
+@testing.node("test.digest", "1.0.0", params=DigestParams, output=DigestOutput)
+async def digest(params: DigestParams, ctx: NodeContext) -> DigestOutput:
+    """The length and sha256 of a string: proves a large input arrived whole."""
+    return DigestOutput(
+        length=len(params.data), sha256=hashlib.sha256(params.data.encode()).hexdigest()
+    )
+
+
 catalog = NodeCatalog([testing, versions])
+
+staged = NodeGroup("staged", "two minors a test promotes, deprecates and rolls out itself")
+
+
+def pick_node(version: str) -> None:
+    @staged.node("test.pick", version, params=EchoParams, output=EchoOutput, tags=["testing"])
+    async def pick(params: EchoParams, ctx: NodeContext) -> EchoOutput:
+        """Say which version answered."""
+        return EchoOutput(value=params.value, version=version)
+
+
+for _v in ("1.0.0", "1.1.0"):
+    pick_node(_v)
+
+catalog.add(staged)
 
 
 replicas = NodeGroup("replicas", "served by replicas that tests start and kill")

@@ -1,0 +1,88 @@
+"""A 5 MB value passes between two steps while Temporal history and NATS messages hold only
+references: every payload in the run's history is checked to be under 256 KiB."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
+
+from orchestrator.runs import connect_temporal, run_handle
+from tests.helpers.stack import RunningStack
+
+pytestmark = pytest.mark.timeout(180)
+
+LIMIT = 256 * 1024
+SIZE = 5_000_000
+
+
+def payloads(message: Message) -> Iterator[Payload]:
+    """Every Payload anywhere inside a protobuf message."""
+    if isinstance(message, Payload):
+        yield message
+        return
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        if isinstance(value, Message):
+            yield from payloads(value)
+            continue
+        items = value.values() if hasattr(value, "values") else value  # map or repeated
+        for item in items:
+            if isinstance(item, Message):
+                yield from payloads(item)
+
+
+async def history_payload_sizes(stack: RunningStack, run_id: str) -> list[int]:
+    client = await connect_temporal(stack.settings)
+    history = await run_handle(client, run_id).fetch_history()
+    return [p.ByteSize() for event in history.events for p in payloads(event)]
+
+
+def test_a_5mb_output_passes_between_steps_by_reference(stack: RunningStack):
+    result = stack.run(
+        f"""
+        id: big-values
+        steps:
+          - id: make
+            node: test.blob@1
+            with: {{size: {SIZE}}}
+          - id: check
+            node: test.digest@1
+            with: {{data: "{{{{ steps.make.output.data }}}}"}}
+        outputs:
+          length: "{{{{ steps.check.output.length }}}}"
+          sha256: "{{{{ steps.check.output.sha256 }}}}"
+          head: "{{{{ steps.make.output.data[:3] }}}}"
+          status: "{{{{ steps.make.output.status }}}}"
+        """
+    )
+    assert result.status == "completed", result.error
+    expected = hashlib.sha256(b"x" * SIZE).hexdigest()
+    assert result.outputs == {"length": SIZE, "sha256": expected, "head": "xxx", "status": "made"}
+    assert len(result.steps["make"].output["data"]) == SIZE
+
+    sizes = asyncio.run(history_payload_sizes(stack, result.run_id))
+    assert sizes, "the history has payloads"
+    assert max(sizes) < LIMIT, f"largest payload in history: {max(sizes)} bytes"
+    objects = list((stack.home / "objects").rglob("*"))
+    assert sum(p.stat().st_size for p in objects if p.is_file()) >= SIZE  # they went somewhere
+
+
+def test_small_values_stay_inline(stack: RunningStack, tmp_path: Any):
+    before = {p for p in (stack.home / "objects").rglob("*") if p.is_file()}
+    result = stack.run(
+        """
+        id: small-values
+        steps:
+          - {id: a, node: test.blob@1, with: {size: 1000, char: "y"}}
+        """
+    )
+    assert result.status == "completed", result.error
+    after = {p for p in (stack.home / "objects").rglob("*") if p.is_file()}
+    assert after == before
