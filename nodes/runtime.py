@@ -114,8 +114,10 @@ class NodeService:
         pool = await create_pool(database_url(self.settings), min_size=1, max_size=1)
         try:
             registry = NodeRegistry(pool, self.settings.user)
-            status = "production" if self.builtin else "draft"
-            done = await registry.register([n.manifest() for n in self.nodes], status=status)
+            done = await registry.register(
+                [n.manifest() for n in self.nodes],
+                status="production" if self.builtin else "draft",
+            )
         finally:
             await pool.close()
         for item in done:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.plan import RunResult, StepResult
@@ -48,7 +49,7 @@ def _duration(step: StepResult) -> str:
     return f"{d * 1000:.0f}ms" if d < 1 else f"{d:.2f}s"
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[Sequence[str]]) -> str:
     """Rows as left-aligned columns; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(

@@ -194,7 +194,7 @@ class NodeRegistry:
             catalog.rollouts[row["name"]] = Rollout(row["version"], row["percent"])
         return catalog
 
-    async def list(self) -> list[Node]:
+    async def nodes(self) -> list[Node]:
         async with self.pool.acquire() as conn:
             nodes = await conn.fetch("SELECT name, description, tags FROM nodes ORDER BY name")
             versions = await conn.fetch(
@@ -238,13 +238,16 @@ class NodeRegistry:
     async def search(self, text: str, limit: int = 20) -> list[SearchHit]:
         """Nodes whose name, description or tags resemble `text` (trigram word similarity),
         or contain it, best first."""
-        rows = await self.pool.fetch(
-            "SELECT name, description, tags, word_similarity($1, search_text) AS score"
-            " FROM nodes"
-            " WHERE $1 <% search_text OR strpos(lower(search_text), lower($1)) > 0"
-            " ORDER BY score DESC, name LIMIT $2",
-            text, limit,
-        )  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            # pg_trgm's default (0.6) misses one-letter typos in short words ("reqest").
+            await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {SEARCH_THRESHOLD}")
+            rows = await conn.fetch(
+                "SELECT name, description, tags, word_similarity($1, search_text) AS score"
+                " FROM nodes"
+                " WHERE $1 <% search_text OR strpos(lower(search_text), lower($1)) > 0"
+                " ORDER BY score DESC, name LIMIT $2",
+                text, limit,
+            )  # fmt: skip
         return [SearchHit(r["name"], r["description"], r["tags"], r["score"]) for r in rows]
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -365,6 +368,8 @@ class NodeRegistry:
             name, version, action, before, after, detail or {}, self.actor,
         )  # fmt: skip
 
+
+SEARCH_THRESHOLD = 0.45
 
 _VERSION_COLUMNS = (
     "name, version, status, manifest, artifact_uri, changelog,"

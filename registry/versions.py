@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, get_args
 
@@ -64,6 +64,8 @@ def check_transition(current: Status, target: Status, *, force: bool = False) ->
     """Raise LifecycleError unless `current -> target` is allowed. Promotions go one step at a
     time (draft -> staging -> production); any live version may be deprecated; a deprecated
     version comes back only to production, and only with force."""
+    if target not in STATUSES:
+        raise LifecycleError(f"unknown status '{target}' (one of {', '.join(STATUSES)})")
     if target == current:
         return
     if target == "deprecated" or _PROMOTIONS.get(current) == target:
@@ -112,11 +114,11 @@ class Catalog:
     rollouts: dict[str, Rollout] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, served: dict[str, Iterable[str]], status: Status = "production") -> Catalog:
+    def of(cls, served: Mapping[str, Iterable[str]], status: Status = "production") -> Catalog:
         """Every listed version with one status (the built-in catalog when no registry)."""
         return cls({name: [VersionInfo(v, status) for v in vs] for name, vs in served.items()})
 
-    def with_defaults(self, defaults: dict[str, Iterable[str]]) -> Catalog:
+    def with_defaults(self, defaults: Mapping[str, Iterable[str]]) -> Catalog:
         """This catalog plus production `defaults` for node names it does not know."""
         extra = Catalog.of({n: vs for n, vs in defaults.items() if n not in self.versions})
         return Catalog({**self.versions, **extra.versions}, dict(self.rollouts))

@@ -105,7 +105,7 @@ class WorkflowRegistry:
             )  # fmt: skip
         return Push(_version(row), created=True)
 
-    async def list(self) -> list[Workflow]:
+    async def workflows(self) -> list[Workflow]:
         rows = await self.pool.fetch(
             "SELECT id, namespace, description, latest_version, updated_at FROM workflows"
             " WHERE latest_version > 0 ORDER BY id"

@@ -91,7 +91,7 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     from registry.nodes import NodeRegistry
 
     async with database(settings) as pool:
-        nodes = await NodeRegistry(pool, settings.user).list()
+        nodes = await NodeRegistry(pool, settings.user).nodes()
     served = await _served_or_none(settings)
     if args.json:
         out_json(

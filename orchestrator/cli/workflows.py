@@ -37,7 +37,7 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     from registry.workflows import WorkflowRegistry
 
     async with database(settings) as pool:
-        found = await WorkflowRegistry(pool, settings.user).list()
+        found = await WorkflowRegistry(pool, settings.user).workflows()
     if args.json:
         out_json([w.__dict__ for w in found])
         return EXIT_OK

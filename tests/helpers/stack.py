@@ -82,7 +82,7 @@ async def promote_test_nodes(settings: Settings) -> None:
     released nodes, so move every draft to production the way a reviewer would."""
     async with pool_for(settings) as pool:
         registry = NodeRegistry(pool, "tests")
-        for node in await registry.list():
+        for node in await registry.nodes():
             for v in node.versions:
                 if v.status == "draft":
                     await registry.promote(v.name, v.version, "staging")

@@ -87,7 +87,7 @@ async def test_versions_are_made_only_by_real_changes(registry: WorkflowRegistry
     assert "+      url: https://shop.example/orders?status=new" in lines
     assert await registry.diff("order-sync", 2, 2) == ""
 
-    [listed] = await registry.list()
+    [listed] = await registry.workflows()
     assert (listed.id, listed.namespace, listed.latest_version) == ("order-sync", "shop", 2)
     assert listed.description == "Copy new orders to the warehouse."
 
@@ -101,10 +101,10 @@ async def test_going_back_to_older_content_is_a_new_version(registry: WorkflowRe
 
 
 async def test_list_holds_every_workflow_in_order(registry: WorkflowRegistry):
-    assert await registry.list() == []
+    assert await registry.workflows() == []
     await push(registry, ORDER_SYNC)
     await push(registry, ORDER_SYNC.replace("id: order-sync", "id: billing"), "billing.yaml")
-    assert [w.id for w in await registry.list()] == ["billing", "order-sync"]
+    assert [w.id for w in await registry.workflows()] == ["billing", "order-sync"]
 
 
 async def test_unknown_workflow_suggests_a_close_name(registry: WorkflowRegistry):
@@ -139,7 +139,7 @@ async def test_concurrent_pushes_number_versions_without_gaps(registry: Workflow
     stored = await registry.versions("order-sync")
     assert [v.version for v in stored] == list(range(1, 11))
     assert sorted(v.source for v in stored) == sorted(sources)
-    [listed] = await registry.list()
+    [listed] = await registry.workflows()
     assert listed.latest_version == 10
 
 
