@@ -161,6 +161,17 @@ def test_every_command_works_against_an_external_database(external_db_stack: Run
     assert ok(stack, "workflows", "show", "ext@1") == V1.format(id="ext")
     result = json.loads(ok(stack, "run", "ext", "--json"))
     assert result["outputs"] == {"said": "v1 Ada"}
+    path.write_text(V1.format(id="ext").replace("v1 ", "v2 "))
+    assert "stored as ext@2" in ok(stack, "workflows", "push", str(path))
+    assert versions_of(stack, "ext") == [1, 2]
+    assert "+++ ext@2" in ok(stack, "workflows", "diff", "ext", "1", "2")
+
+    assert "test.echo@1.0.0: production -> deprecated" in ok(
+        stack, "nodes", "deprecate", "test.echo", "1.0.0"
+    )
+    ok(stack, "nodes", "rollout", "test.echo", "1.1.0", "--percent", "20")
+    shown = ok(stack, "nodes", "show", "test.echo")
+    assert "production -> deprecated" in shown and "1.1.0 takes 20% of new runs" in shown
 
     async def ledger() -> str:
         async with pool_for(stack.settings) as pool:
