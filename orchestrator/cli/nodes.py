@@ -93,43 +93,40 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     async with database(settings) as pool:
         nodes = await NodeRegistry(pool, settings.user).nodes()
     served = await _served_or_none(settings)
+    versions = [
+        {
+            "name": v.name,
+            "version": v.version,
+            "status": v.status,
+            "rollout": node.rollout.percent
+            if node.rollout and node.rollout.version == v.version
+            else 0,
+            "replicas": len(served[(v.name, v.version)].instances)
+            if served and (v.name, v.version) in served
+            else 0,
+            "description": v.manifest.get("description", ""),
+        }
+        for node in nodes
+        for v in node.versions
+    ]
     if args.json:
-        out_json(
-            [
-                {
-                    "name": v.name,
-                    "version": v.version,
-                    "status": v.status,
-                    "rollout": node.rollout.percent
-                    if node.rollout and node.rollout.version == v.version
-                    else 0,
-                    "replicas": len(served[(v.name, v.version)].instances)
-                    if served and (v.name, v.version) in served
-                    else 0,
-                    "description": v.manifest.get("description", ""),
-                }
-                for node in nodes
-                for v in node.versions
-            ]
-        )
+        out_json(versions)
         return EXIT_OK
-    if not nodes:
+    if not versions:
         out("no nodes registered yet (node services register theirs when they start)")
         return EXIT_OK
     rows = [("NODE", "VERSION", "STATUS", "ROLLOUT", "SERVED", "DESCRIPTION")]
-    for node in nodes:
-        for v in node.versions:
-            rolling = node.rollout and node.rollout.version == v.version
-            rows.append(
-                (
-                    v.name,
-                    v.version,
-                    v.status,
-                    f"{node.rollout.percent}%" if rolling and node.rollout else "-",
-                    _served_text(served, v.name, v.version),
-                    _first_line(v.manifest.get("description", "")),
-                )
+    for v in versions:
+        rows.append(
+            (
+                v["name"],
+                v["version"],
+                v["status"],
+                f"{v['rollout']}%" if v["rollout"] else "-",
+                _served_text(served, v["name"], v["version"]),
+                _first_line(v["description"]),
             )
+        )
     out(table(rows))
     return EXIT_OK
 
