@@ -86,3 +86,21 @@ def test_small_values_stay_inline(stack: RunningStack, tmp_path: Any):
     assert result.status == "completed", result.error
     after = {p for p in (stack.home / "objects").rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_failed_run_with_large_outputs_keeps_its_history_small(stack: RunningStack, tmp_path):
+    result = stack.run(
+        f"""
+        id: big-then-fail
+        steps:
+          - {{id: make, node: test.blob@1, with: {{size: {SIZE}}}}}
+          - id: boom
+            node: test.flaky@1
+            needs: [make]
+            with: {{record_dir: "{tmp_path}", failures: 9, retryable: false}}
+        """
+    )
+    assert result.status == "failed" and result.failed_step == "boom"
+    assert len(result.steps["make"].output["data"]) == SIZE  # the step table came back whole
+    sizes = asyncio.run(history_payload_sizes(stack, result.run_id))
+    assert max(sizes) < LIMIT, f"largest payload in history: {max(sizes)} bytes"
