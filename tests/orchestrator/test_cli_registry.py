@@ -172,6 +172,9 @@ def test_every_command_works_against_an_external_database(external_db_stack: Run
     ok(stack, "nodes", "rollout", "test.echo", "1.1.0", "--percent", "20")
     shown = ok(stack, "nodes", "show", "test.echo")
     assert "production -> deprecated" in shown and "1.1.0 takes 20% of new runs" in shown
+    assert "deprecated -> production" in ok(
+        stack, "nodes", "promote", "test.echo", "1.0.0", "--to", "production", "--force"
+    )
 
     async def ledger() -> str:
         async with pool_for(stack.settings) as pool:
