@@ -50,13 +50,15 @@ def _files(directory: Path) -> list[Path]:
 
 
 def unpack(data: bytes, destination: Path) -> list[Path]:
-    """Extract a package into `destination`; return the files written."""
+    """Extract a package into `destination`; return the files written. Members are written
+    one by one (no `extractall`): only plain files and folders, only inside `destination`,
+    modes reduced to 0644/0755."""
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
-    except (tarfile.TarError, OSError) as exc:
+        members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise ObjectStoreError(f"not a node package (tar.gz): {exc}") from None
     with tar:
-        members = tar.getmembers()
         for member in members:
             if not member.isfile() and not member.isdir():
                 raise ObjectStoreError(f"package member {member.name!r} is not a plain file")
@@ -64,11 +66,19 @@ def unpack(data: bytes, destination: Path) -> list[Path]:
                 raise ObjectStoreError(f"package refused: {member.name!r} points outside it")
         if sum(m.size for m in members) > MAX_UNPACKED_BYTES:
             raise ObjectStoreError(f"package unpacks to more than {MAX_UNPACKED_BYTES} bytes")
-        try:
-            tar.extractall(destination, filter="data")
-        except tarfile.FilterError as exc:
-            raise ObjectStoreError(f"package refused: {exc}") from None
-    return [destination / m.name for m in members if m.isfile()]
+        written = []
+        for member in members:
+            target = destination.joinpath(*PurePosixPath(member.name).parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            source = tar.extractfile(member)
+            assert source is not None  # a regular file always has content
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+            target.chmod(0o755 if member.mode & 0o111 else 0o644)
+            written.append(target)
+    return written
 
 
 async def publish(store: ObjectStore, directory: Path) -> str:

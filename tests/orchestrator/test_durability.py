@@ -9,7 +9,9 @@ import signal
 
 import pytest
 
+from infra.database import pool_for
 from orchestrator.runs import connect_temporal, run_handle, wait_run
+from registry.runs import get_run
 from tests.helpers.stack import RunningStack, start_test_stack, stop_test_stack
 from tests.helpers.waiting import wait_for
 
@@ -106,3 +108,9 @@ def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack):
     assert result.status == "cancelled", result
     assert result.steps["slow"].status == "cancelled"
     assert result.steps["later"].status == "cancelled"
+
+    async def ledger() -> str:
+        async with pool_for(own_stack.settings) as pool:
+            return (await get_run(pool, run_id)).status
+
+    assert wait_for(lambda: asyncio.run(ledger()) == "cancelled", what="the ledger's end")

@@ -12,7 +12,9 @@ import pytest
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 
+from infra.database import pool_for
 from orchestrator.runs import connect_temporal, run_handle
+from registry.runs import RunRecord, get_run
 from tests.helpers.stack import RunningStack
 
 pytestmark = pytest.mark.timeout(180)
@@ -36,6 +38,11 @@ def payloads(message: Message) -> Iterator[Payload]:
         for item in items:
             if isinstance(item, Message):
                 yield from payloads(item)
+
+
+async def ledger(stack: RunningStack, run_id: str) -> RunRecord:
+    async with pool_for(stack.settings) as pool:
+        return await get_run(pool, run_id)
 
 
 async def history_payload_sizes(stack: RunningStack, run_id: str) -> list[int]:
@@ -101,6 +108,9 @@ def test_a_failed_run_with_large_outputs_keeps_its_history_small(stack: RunningS
         """
     )
     assert result.status == "failed" and result.failed_step == "boom"
+    ended = asyncio.run(ledger(stack, result.run_id))
+    assert ended.status == "failed" and ended.error["step"] == "boom"
+    assert ended.error["class"] == "FlakyError" and ended.ended_at is not None
     assert len(result.steps["make"].output["data"]) == SIZE  # the step table came back whole
     sizes = asyncio.run(history_payload_sizes(stack, result.run_id))
     assert max(sizes) < LIMIT, f"largest payload in history: {max(sizes)} bytes"
