@@ -95,6 +95,26 @@ class ObjectStoreSettings(BaseSettings):
     """Key prefix inside the bucket."""
 
 
+class ClickHouseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_CLICKHOUSE_")
+
+    url: str | None = None
+    """A ClickHouse server over HTTP (http://user:pass@host:8123/db). Unset: the embedded
+    chdb engine under `REFLUX_HOME/clickhouse`, owned by the trace sink."""
+
+
+class TracesSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_TRACES_")
+
+    buffer: int = 100_000
+    """Events a process keeps in memory while NATS is unreachable; beyond, they are dropped
+    (and counted)."""
+    batch: int = 5_000
+    """Events the sink inserts at once."""
+    max_age: timedelta = timedelta(days=7)
+    """How long the JetStream stream keeps events the sink has not taken yet."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_")
 
@@ -106,6 +126,8 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     nodes: NodesSettings = Field(default_factory=NodesSettings)
     objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    traces: TracesSettings = Field(default_factory=TracesSettings)
     inline_limit: int = 256 * 1024
     """Values this size or larger (bytes, serialized) go to the object store and travel by
     reference, in Temporal history and in node messages alike."""
