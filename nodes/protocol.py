@@ -54,6 +54,8 @@ class NodeReply(BaseModel):
     output: Any = None
     output_ref: str | None = None
     """Set: the output is this object in the store (and `output` is None)."""
+    replica: str = ""
+    """The service instance that answered (host:pid), for traces."""
     error: WireError | None = None
     node: str = ""
     version: str = ""

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,7 @@ class NodeService:
         self.settings = settings
         self.builtin = builtin
         self.store: ObjectStore = object_store(settings)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self._nc: Client | None = None
         self._services: list[Service] = []
         self._inflight: set[asyncio.Task[None]] = set()
@@ -177,6 +179,7 @@ class NodeService:
                 ).to_wire()  # type: ignore[assignment]
             else:
                 reply = await self._call(node, call)
+            reply.replica = self.replica
             try:
                 await request.respond(reply.model_dump_json(by_alias=True).encode())
             except Exception:  # the caller is gone or the connection closed: nothing to do

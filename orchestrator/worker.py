@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable
 
 import nats
@@ -17,6 +19,7 @@ from infra.stack import addresses
 from orchestrator.activities import RunActivities, StepActivities
 from orchestrator.runs import connect_temporal
 from orchestrator.workflow import DagWorkflow
+from reflection.publisher import TracePublisher
 from registry.objects import object_store
 
 log = logging.getLogger("reflux.worker")
@@ -26,7 +29,7 @@ log = logging.getLogger("reflux.worker")
 # and mix classes of two jinja2 copies).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "jinja2", "markupsafe", "yaml", "infra", "nodes", "orchestrator"
+        "jinja2", "markupsafe", "yaml", "infra", "nodes", "orchestrator", "reflection", "registry"
     )
 )
 
@@ -40,13 +43,15 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
         error_cb=_log_nats_error,
         max_reconnect_attempts=-1,
     )
-    steps = StepActivities(nc, object_store(settings), settings.inline_limit)
+    traces = TracePublisher(nc, settings, name=f"worker {socket.gethostname()}:{os.getpid()}")
+    await traces.start()
+    steps = StepActivities(nc, object_store(settings), settings.inline_limit, traces)
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[DagWorkflow],
         workflow_runner=SANDBOX,
-        activities=[steps.call_node, RunActivities(pool).record_end],
+        activities=[steps.call_node, RunActivities(pool, traces).record_end],
         max_concurrent_activities=settings.temporal.max_concurrent_activities,
         graceful_shutdown_timeout=settings.temporal.graceful_shutdown,
     )
@@ -62,6 +67,7 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     if not running.done():
         await worker.shutdown()
     await running
+    await traces.close()
     await nc.drain()
     await pool.close()
 

@@ -11,7 +11,7 @@ whole `RunResult` as its detail so clients can show the step table.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         StepError,
         StepResult,
     )
+    from reflection.events import TraceEvent, TraceStatus
 
 TERMINAL = {"completed", "failed", "skipped", "cancelled"}
 # Statuses of a dependency that skip a step reading its output.
@@ -64,7 +65,8 @@ class DagWorkflow:
         self.request = request
         plan = request.plan
         self.steps = {s.id: StepResult(node=s.node, version=s.version) for s in plan.steps}
-        by_id = {s.id: s for s in plan.steps}
+        self.events: list[TraceEvent] = []
+        by_id = self.by_id = {s.id: s for s in plan.steps}
         pending = dict(by_id)
         running: dict[asyncio.Task[None], str] = {}
         failure: tuple[str, StepError] | None = None
@@ -116,7 +118,7 @@ class DagWorkflow:
         try:
             await workflow.execute_activity(
                 RUN_END_ACTIVITY,
-                RunEnd(run_id=self.request.run.id, status=status, error=error),
+                RunEnd(run_id=self.request.run.id, status=status, error=error, events=self.events),
                 start_to_close_timeout=timedelta(seconds=10),
                 schedule_to_close_timeout=timedelta(minutes=10),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
@@ -142,6 +144,7 @@ class DagWorkflow:
                 progressed = True
                 if any(self.steps[d].status in NO_OUTPUT for d in step.needs_output):
                     self._finish(step.id, "skipped")
+                    self._trace(step, "skipped")
                 else:
                     running[asyncio.create_task(self._run_step(step))] = step.id
 
@@ -155,8 +158,31 @@ class DagWorkflow:
         for step_id in list(running.values()) + list(pending):
             if self.steps[step_id].status not in TERMINAL:
                 self._finish(step_id, "cancelled")
+            # In-flight node calls trace their own cancellation; these never made one.
+            if step_id in pending or self.by_id[step_id].meta is not None:
+                self._trace(self.by_id[step_id], "cancelled")
         running.clear()
         pending.clear()
+
+    def _trace(self, step: PlannedStep, status: TraceStatus, start: float | None = None) -> None:
+        """A trace event for what the workflow decided itself (it has no node call)."""
+        run, now = self.request.run, workflow.now()
+        began = datetime.fromtimestamp(start, UTC) if start is not None else now
+        self.events.append(
+            TraceEvent.timed(
+                began,
+                now,
+                run_id=run.id,
+                step_id=step.id,
+                node=step.node,
+                node_version=step.version,
+                status=status,
+                workflow_id=run.workflow,
+                workflow_version=run.version,
+                namespace=self.request.plan.namespace,
+                replica="workflow",
+            )
+        )
 
     def _finish(self, step_id: str, status: str) -> None:
         result = self.steps[step_id]
@@ -185,6 +211,7 @@ class DagWorkflow:
                 expressions.render(step.if_, self._context())
             ):
                 self._finish(step.id, "skipped")
+                self._trace(step, "skipped")
                 return
             if step.for_each is not None:
                 result.output = await self._run_for_each(step)
@@ -216,7 +243,8 @@ class DagWorkflow:
 
         async def one(index: int, item: Any) -> None:
             async with slots:
-                output, attempts = await self._run_once(step, self._context(item=item, index=index))
+                context = self._context(item=item, index=index)
+                output, attempts = await self._run_once(step, context, index)
                 outputs[index] = output
                 result.attempts += attempts
 
@@ -229,14 +257,20 @@ class DagWorkflow:
                 task.cancel()
         return outputs
 
-    async def _run_once(self, step: PlannedStep, context: dict[str, Any]) -> tuple[Any, int]:
+    async def _run_once(
+        self, step: PlannedStep, context: dict[str, Any], item: int = -1
+    ) -> tuple[Any, int]:
         params = expressions.render(step.with_, context)
         if step.meta == "delay":
+            started = workflow.now().timestamp()
             seconds = parse_duration(params.get("duration", 0))
             await workflow.sleep(seconds)
+            self._trace(step, "ok", started)
             return {"waited_seconds": seconds}, 1
         if step.meta == "switch":
-            return {"branch": pick_branch(SwitchParams.model_validate(params))}, 1
+            branch = pick_branch(SwitchParams.model_validate(params))
+            self._trace(step, "ok")
+            return {"branch": branch}, 1
         run = self.request.run
         retry = step.retry
         try:
@@ -248,7 +282,10 @@ class DagWorkflow:
                     params=params,
                     run_id=run.id,
                     workflow_id=run.workflow,
+                    workflow_version=run.version,
+                    namespace=self.request.plan.namespace,
                     step_id=step.id,
+                    item=item,
                     timeout=step.timeout,
                 ),
                 result_type=StepCallResult,

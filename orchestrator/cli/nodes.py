@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 from typing import Any
 
 from infra.errors import ServiceError
 from infra.settings import Settings
-from orchestrator.cli.output import EXIT_OK, database, err, out, out_json
+from orchestrator.cli.output import EXIT_OK, database, err, nats_connection, out, out_json
 from orchestrator.cli.stack import signal_ready
 
 
@@ -43,31 +42,10 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def served_nodes(settings: Settings) -> list[Any]:
     """Node versions served right now, asked of the services over NATS."""
-    import nats
-
-    from infra.stack import addresses
     from nodes.discovery import discover
 
-    url = addresses(settings).nats
-
-    async def quiet(_: Exception) -> None:
-        return None
-
-    try:
-        # nats-py retries a refused server forever even without reconnects: bound it.
-        nc = await asyncio.wait_for(
-            nats.connect(url, allow_reconnect=False, connect_timeout=2, error_cb=quiet),
-            timeout=3,
-        )
-    except Exception as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else str(exc)
-        raise ServiceError(
-            f"cannot reach NATS at {url}: {reason} (is `reflux up` running?)"
-        ) from None
-    try:
+    async with nats_connection(settings) as nc:
         return await discover(nc)
-    finally:
-        await nc.close()
 
 
 async def _served_or_none(settings: Settings) -> dict[tuple[str, str], Any] | None:

@@ -28,6 +28,38 @@ def out_json(value: Any) -> None:
 
 
 @asynccontextmanager
+async def nats_connection(settings: Settings) -> AsyncIterator[Any]:
+    """A NATS connection for one command; unreachable: a one-line ServiceError in ~3 s."""
+    import asyncio
+
+    import nats
+
+    from infra.errors import ServiceError
+    from infra.stack import addresses
+
+    url = addresses(settings).nats
+
+    async def quiet(_: Exception) -> None:
+        return None
+
+    try:
+        # nats-py retries a refused server forever even without reconnects: bound it.
+        nc = await asyncio.wait_for(
+            nats.connect(url, allow_reconnect=False, connect_timeout=2, error_cb=quiet),
+            timeout=3,
+        )
+    except Exception as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else str(exc)
+        raise ServiceError(
+            f"cannot reach NATS at {url}: {reason} (is `reflux up` running?)"
+        ) from None
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+@asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A small pool on the registry database for one command."""
     from infra.database import pool_for

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
-from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, err, out
+from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, err, nats_connection, out
 
 
 def background_processes(settings: Settings) -> list[Any]:
@@ -63,7 +63,31 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         health = "healthy" if s.healthy else f"DOWN {s.detail}".rstrip()
         rows.append((s.name, s.kind, str(s.pid or "-"), s.address or "-", health))
     out(table(rows))
+    await _show_tracing(settings)
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILED
+
+
+async def _show_tracing(settings: Settings) -> None:
+    """One line on trace publishing across every process that publishes (best effort)."""
+    from infra.errors import ServiceError
+    from reflection.publisher import publisher_stats
+
+    try:
+        async with nats_connection(settings) as nc:
+            found = await publisher_stats(nc)
+    except ServiceError:
+        return
+    if not found:
+        return
+    total = {k: sum(p[k] for p in found) for k in ("published", "buffered", "dropped")}
+    line = (
+        f"traces: {total['published']} published, {total['buffered']} buffered, "
+        f"{total['dropped']} dropped ({len(found)} publishers)"
+    )
+    if total["dropped"]:
+        lossy = ", ".join(f"{p['publisher']}: {p['dropped']}" for p in found if p["dropped"])
+        line += f"; DROPPED by {lossy} (buffer full while NATS was unreachable)"
+    out(line)
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

