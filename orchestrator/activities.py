@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from infra.errors import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
 from nodes.protocol import NodeReply, NodeRequest, exact_subject, fetch, offload
+from reflection.cache import StepCache
 from reflection.events import TraceEvent, TraceStatus, inputs_hash
 from reflection.publisher import TracePublisher
 from registry import runs as ledger
@@ -41,11 +42,14 @@ class StepCall(BaseModel):
     item: int = -1
     """The `for_each` index, or -1."""
     timeout: float = 300.0
+    cache_ttl: float | None = None
+    """Set: an identical earlier call's result (same node version and params) may answer."""
 
 
 class StepCallResult(BaseModel):
     output: Any = None
     attempt: int = 1
+    cache_hit: bool = False
 
 
 class RunEnd(BaseModel):
@@ -59,17 +63,28 @@ class RunEnd(BaseModel):
 
 class StepActivities:
     def __init__(
-        self, nc: Client, store: ObjectStore, inline_limit: int, traces: TracePublisher
+        self,
+        nc: Client,
+        store: ObjectStore,
+        inline_limit: int,
+        traces: TracePublisher,
+        cache: StepCache,
     ) -> None:
         self.nc = nc
         self.store = store
         self.inline_limit = inline_limit
         self.traces = traces
+        self.cache = cache
 
     @activity.defn(name=STEP_ACTIVITY)
     async def call_node(self, call: StepCall) -> StepCallResult:
         attempt = activity.info().attempt
         start = datetime.now(UTC)
+        if call.cache_ttl:
+            hit = await self.cache.get(call.node, call.version, call.params)
+            if hit is not None:
+                self._trace(call, attempt, start, "ok", "cache", cache_hit=True)
+                return StepCallResult(output=hit.output, attempt=attempt, cache_hit=True)
         replica = [""]
         try:
             output = await self.request(call, attempt, replica)
@@ -89,6 +104,8 @@ class StepActivities:
             self._trace(call, attempt, start, "cancelled", replica[0])
             raise
         self._trace(call, attempt, start, "ok", replica[0])
+        if call.cache_ttl:
+            await self.cache.put(call.node, call.version, call.params, output, call.cache_ttl)
         return StepCallResult(output=output, attempt=attempt)
 
     def _trace(
@@ -100,6 +117,8 @@ class StepActivities:
         replica: str,
         error_class: str | None = None,
         error: str | None = None,
+        *,
+        cache_hit: bool = False,
     ) -> None:
         self.traces.emit(
             TraceEvent.timed(
@@ -114,6 +133,7 @@ class StepActivities:
                 inputs_hash=inputs_hash(call.node, call.version, call.params),
                 error=error,
                 error_class=error_class,
+                cache_hit=cache_hit,
                 workflow_id=call.workflow_id,
                 workflow_version=call.workflow_version,
                 namespace=call.namespace,

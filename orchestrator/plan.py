@@ -39,6 +39,8 @@ class PlannedStep(BaseModel):
     timeout: float = 300.0
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     continue_on_error: bool = False
+    cache_ttl: float | None = None
+    """Seconds a result may be reused by an identical call; None: never cached."""
     needs: list[str] = Field(default_factory=list)
     """Every step this one waits for."""
     needs_output: list[str] = Field(default_factory=list)
@@ -81,6 +83,8 @@ class StepError(BaseModel):
 class StepResult(BaseModel):
     status: StepStatus = "pending"
     attempts: int = 0
+    cache_hits: int = 0
+    """Calls answered from the step cache (for `for_each`, one per cached item)."""
     output: Any = None
     error: StepError | None = None
     node: str = ""
@@ -122,7 +126,10 @@ def build_plan(spec: Spec, pins: dict[str, str], version: int | None = None) -> 
         pinned = pins.get(step.id)
         if pinned is None:
             raise SpecError([f"step {step.id}: no version pinned for {step.node}"])
-        reads = step_references(step).steps
+        refs = step_references(step)
+        reads = refs.steps
+        cache = step.cache
+        cacheable = cache is not None and (cache.allow_secrets or not refs.secrets)
         status_only = {sid for sid, attrs in reads.items() if attrs == {"status"}}
         needs = sorted(graph[step.id])
         steps.append(
@@ -138,6 +145,7 @@ def build_plan(spec: Spec, pins: dict[str, str], version: int | None = None) -> 
                 timeout=step.timeout,
                 retry=RetryPolicy(**step.retry.model_dump()),
                 continue_on_error=step.continue_on_error,
+                cache_ttl=cache.ttl if cache is not None and cacheable else None,
                 needs=needs,
                 needs_output=[sid for sid in needs if sid not in status_only],
             )

@@ -23,6 +23,7 @@ def run_json(result: RunResult) -> str:
         sid: {
             "status": s.status,
             "attempts": s.attempts,
+            "cache_hits": s.cache_hits,
             "output": s.output,
             "error": s.error.model_dump(by_alias=True) if s.error else None,
             "node": f"{s.node}@{s.version}",
@@ -64,7 +65,7 @@ def run_table(result: RunResult) -> str:
         rows.append(
             (
                 sid,
-                STATUS_MARK.get(s.status, s.status),
+                STATUS_MARK.get(s.status, s.status) + (" (cached)" if s.cache_hits else ""),
                 str(s.attempts),
                 _duration(s),
                 f"{s.node}@{s.version}",

@@ -100,6 +100,8 @@ class RetrySpec(_Model):
 
 class CacheSpec(_Model):
     ttl: Duration
+    allow_secrets: bool = False
+    """A step whose templates read `secret(...)` is cached only when this is true."""
 
 
 class StepSpec(_Model):

@@ -19,6 +19,7 @@ from infra.stack import addresses
 from orchestrator.activities import RunActivities, StepActivities
 from orchestrator.runs import connect_temporal
 from orchestrator.workflow import DagWorkflow
+from reflection.cache import StepCache
 from reflection.publisher import TracePublisher
 from registry.objects import object_store
 
@@ -45,7 +46,9 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     )
     traces = TracePublisher(nc, settings, name=f"worker {socket.gethostname()}:{os.getpid()}")
     await traces.start()
-    steps = StepActivities(nc, object_store(settings), settings.inline_limit, traces)
+    store = object_store(settings)
+    cache = await StepCache.open(nc, store, settings.inline_limit)
+    steps = StepActivities(nc, store, settings.inline_limit, traces, cache)
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,

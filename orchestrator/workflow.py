@@ -287,6 +287,7 @@ class DagWorkflow:
                     step_id=step.id,
                     item=item,
                     timeout=step.timeout,
+                    cache_ttl=step.cache_ttl,
                 ),
                 result_type=StepCallResult,
                 # The node call times out first with a clean NodeTimeoutError; this is the backstop.
@@ -307,6 +308,8 @@ class DagWorkflow:
             if isinstance(exc.cause, CancelledError):  # the run is being cancelled
                 raise asyncio.CancelledError() from None
             raise StepFailed(*_step_error(exc)) from None
+        if done.cache_hit:
+            self.steps[step.id].cache_hits += 1
         return done.output, done.attempt
 
 

@@ -19,6 +19,7 @@
 
     reflux validate FILE...              check workflow files
     reflux run FILE|ID[@N] [--input J]   run a workflow and show its steps
+    reflux cache clear [--node NAME]     forget cached step results
 
 Exit codes: 0 success; 1 a run failed, `validate` found problems, the registry refused a
 change, or a service is unreachable; 2 invalid input (a workflow file, --input, arguments).
@@ -34,7 +35,7 @@ import sys
 
 from infra.errors import RefluxError, SpecError
 from infra.settings import Settings
-from orchestrator.cli import nodes, runs, stack, workflows
+from orchestrator.cli import nodes, reflection, runs, stack, workflows
 from orchestrator.cli.output import EXIT_FAILED, EXIT_INVALID, err
 
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, nodes, workflows, runs):
+    for module in (stack, nodes, workflows, runs, reflection):
         module.add_parsers(sub)
     return parser
 
