@@ -58,7 +58,7 @@ async def stream_events(url: str, run_id: str) -> list[TraceEvent]:
         while True:
             try:
                 batch = await sub.fetch(1000, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises both its own and asyncio's
                 break
             for msg in batch:
                 event = TraceEvent.model_validate_json(msg.data)
