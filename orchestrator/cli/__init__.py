@@ -19,7 +19,11 @@
 
     reflux validate FILE...              check workflow files
     reflux run FILE|ID[@N] [--input J]   run a workflow and show its steps
+    reflux stats [--node N] [--workflow W] [--since 1h]   figures from the traces
+    reflux runs show RUN_ID              a run's step timeline
+    reflux traces RUN_ID                 a run's trace events as JSON
     reflux cache clear [--node NAME]     forget cached step results
+    reflux reflection sink               consume traces into ClickHouse (foreground)
 
 Exit codes: 0 success; 1 a run failed, `validate` found problems, the registry refused a
 change, or a service is unreachable; 2 invalid input (a workflow file, --input, arguments).

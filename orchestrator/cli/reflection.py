@@ -1,12 +1,139 @@
-"""`reflux cache …`: the step result cache (and, as they land, the trace commands)."""
+"""`reflux stats | runs show | traces | cache | reflection sink`: what the traces say."""
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 from infra.settings import Settings
-from orchestrator.cli.output import EXIT_OK, nats_connection, out
+from orchestrator.cli.output import EXIT_OK, err, nats_connection, out, out_json
+from orchestrator.cli.stack import signal_ready
+
+
+async def cmd_sink(settings: Settings, args: argparse.Namespace) -> int:
+    from reflection.sink import run_sink
+
+    err("trace sink: consuming reflux.traces.> into ClickHouse")
+    await run_sink(settings, signal_ready)
+    return EXIT_OK
+
+
+def _ms(value: Any) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    return f"{value:.0f}ms" if value < 10_000 else f"{value / 1000:.1f}s"
+
+
+def _pct(value: Any) -> str:
+    return f"{float(value) * 100:.1f}%"
+
+
+async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.durations import parse_duration
+    from orchestrator.report import table
+    from reflection import stats
+    from reflection.query import query
+
+    since = parse_duration(args.since)
+    scope = (since, args.node, args.workflow)
+    nodes = (await query(settings, *stats.node_stats(*scope))).records()
+    flows = (await query(settings, *stats.workflow_stats(*scope))).records()
+    failing = (await query(settings, *stats.failing_steps(*scope))).records()
+    if args.json:
+        out_json({"nodes": nodes, "workflows": flows, "failing_steps": failing})
+        return EXIT_OK
+    if not nodes and not flows:
+        out(f"no traces in the last {args.since}")
+        return EXIT_OK
+    rows = [
+        ("NODE", "VERSION", "COUNT", "ERRORS", "P50", "P95", "P99", "RETRIES", "CACHE",
+         "TOKENS", "TOP ERRORS"),
+    ]  # fmt: skip
+    for n in nodes:
+        rows.append(
+            (
+                n["node"],
+                n["node_version"],
+                str(n["count"]),
+                _pct(n["error_rate"]),
+                _ms(n["p50_ms"]),
+                _ms(n["p95_ms"]),
+                _ms(n["p99_ms"]),
+                _pct(n["retry_rate"]),
+                _pct(n["cache_hit_rate"]),
+                str(n["cost_tokens"]),
+                ", ".join(n["top_errors"]) or "-",
+            )
+        )
+    out(table(rows))
+    out("")
+    rows = [("WORKFLOW", "RUNS", "P50", "P95", "FAILING STEPS (failed/attempts)")]
+    for f in flows:
+        worst = [s for s in failing if s["workflow_id"] == f["workflow_id"]]
+        shown = ", ".join(f"{s['step_id']} {s['failures']}/{s['attempts']}" for s in worst)
+        rows.append(
+            (f["workflow_id"], str(f["runs"]), _ms(f["p50_ms"]), _ms(f["p95_ms"]), shown or "-")
+        )
+    out(table(rows))
+    return EXIT_OK
+
+
+async def _run_events(settings: Settings, run_id: str) -> list[dict[str, Any]]:
+    from reflection import stats
+    from reflection.query import query
+
+    return (await query(settings, *stats.run_traces(run_id))).records()
+
+
+async def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.errors import NotFoundError, ServiceError
+    from orchestrator.cli.output import database
+    from orchestrator.report import table
+    from registry.runs import get_run
+
+    events = await _run_events(settings, args.run_id)
+    record = None
+    try:
+        async with database(settings) as pool:
+            record = await get_run(pool, args.run_id)
+    except (NotFoundError, ServiceError) as exc:
+        err(f"note: {exc}")
+    if args.json:
+        out_json({"run": record.__dict__ if record else None, "events": events})
+        return EXIT_OK
+    if record is not None:
+        version = f"@{record.workflow_version}" if record.workflow_version else " (from a file)"
+        out(f"run {record.id}: {record.workflow_id}{version}, {record.status}")
+    if not events:
+        out("no trace events for this run (yet: the sink inserts in batches)")
+        return EXIT_OK
+    begin = min(datetime.fromisoformat(e["start"]) for e in events)
+    rows = [("AT", "STEP", "ATTEMPT", "STATUS", "TOOK", "NODE", "ERROR")]
+    for e in events:
+        at = (datetime.fromisoformat(e["start"]) - begin).total_seconds() * 1000
+        step = e["step_id"] + (f"[{e['item']}]" if e["item"] >= 0 else "")
+        status = e["status"] + (" (cache)" if e["cache_hit"] else "")
+        error = f"{e['error_class']}: {e['error']}" if e["error_class"] else ""
+        rows.append(
+            (
+                f"+{_ms(at)}",
+                step,
+                str(e["attempt"]),
+                status,
+                _ms(e["latency_ms"]),
+                f"{e['node']}@{e['node_version']}",
+                error[:80],
+            )
+        )
+    out(table(rows))
+    return EXIT_OK
+
+
+async def cmd_traces(settings: Settings, args: argparse.Namespace) -> int:
+    out_json(await _run_events(settings, args.run_id))
+    return EXIT_OK
 
 
 async def cmd_cache_clear(settings: Settings, args: argparse.Namespace) -> int:
@@ -22,9 +149,36 @@ async def cmd_cache_clear(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    stats = sub.add_parser("stats", help="per node version and per workflow, from the traces")
+    stats.add_argument("--node", help="only this node, e.g. http.request")
+    stats.add_argument("--workflow", help="only this workflow id")
+    stats.add_argument("--since", default="1h", help="how far back, e.g. 15m, 24h (default 1h)")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+
+    runs = sub.add_parser("runs", help="runs and their traces").add_subparsers(
+        dest="runs_command", required=True, metavar="ACTION"
+    )
+    show = runs.add_parser("show", help="a run's step timeline: attempts, durations, errors")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_runs_show)
+
+    traces = sub.add_parser("traces", help="a run's trace events as JSON")
+    traces.add_argument("run_id")
+    traces.add_argument("--json", action="store_true", help="the default (and only) format")
+    traces.set_defaults(func=cmd_traces)
+
     cache = sub.add_parser("cache", help="the step result cache").add_subparsers(
         dest="cache_command", required=True, metavar="ACTION"
     )
     clear = cache.add_parser("clear", help="forget cached step results (all, or one node's)")
     clear.add_argument("--node", help="only this node's results, e.g. http.request")
     clear.set_defaults(func=cmd_cache_clear)
+
+    reflection = sub.add_parser("reflection", help="the reflection services").add_subparsers(
+        dest="reflection_command", required=True, metavar="ACTION"
+    )
+    reflection.add_parser(
+        "sink", help="consume trace events into ClickHouse in the foreground (SIGTERM drains)"
+    ).set_defaults(func=cmd_sink)
