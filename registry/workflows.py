@@ -10,12 +10,15 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from infra.errors import NotFoundError, RegistryError
-from orchestrator.spec import Spec
 from registry.versions import did_you_mean
+
+if TYPE_CHECKING:  # at run time only its methods are used; importing it would be a cycle
+    from orchestrator.spec import Spec
 
 _REF = re.compile(r"(?P<id>[a-z0-9][a-z0-9._-]*)(?:@(?P<version>\d+))?")
 

