@@ -335,5 +335,15 @@ async def run_sink(
         await sink.close()
 
 
+async def sink_backlog(nc: NATS, consumer: str = CONSUMER) -> int | None:
+    """Events in the stream the sink has not stored yet (undelivered plus unacknowledged),
+    or None when the sink never ran here."""
+    try:
+        info = await nc.jetstream().consumer_info(STREAM, consumer, timeout=2)
+    except Exception:  # no stream, no consumer, or JetStream unavailable: nothing to say
+        return None
+    return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+
 async def _log_nats_error(exc: Exception) -> None:
     log.warning("nats: %s", exc)

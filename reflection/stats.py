@@ -106,7 +106,7 @@ def failing_steps(
 def run_traces(run_id: str) -> Query:
     return (
         """
-        SELECT step_id, item, attempt, node, node_version, status, start, `end`, latency_ms,
+        SELECT run_id, step_id, item, attempt, node, node_version, status, start, `end`, latency_ms,
                cache_hit, error_class, error, replica, inputs_hash, workflow_id,
                workflow_version, namespace, retry_count, cost_tokens, metrics, context
         FROM traces

@@ -13,13 +13,14 @@ from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, err, nats_connection, 
 
 
 def background_processes(settings: Settings) -> list[Any]:
-    """The single-machine mode: a worker and one process per built-in node group."""
+    """The single-machine mode: a worker, the trace sink and one process per built-in node
+    group."""
     from infra.stack import ProcessSpec, stack_home
     from nodes.builtin import builtin_catalog
 
     me = [sys.executable, "-m", "orchestrator.cli"]
     groups = settings.nodes.filter or list(builtin_catalog().groups)
-    commands = {"worker": ["worker"]}
+    commands = {"worker": ["worker"], "sink": ["reflection", "sink"]}
     commands.update({f"nodes-{g}": ["nodes", "serve", "--groups", g] for g in groups})
     run_dir = stack_home(settings) / "run"
     return [
@@ -71,23 +72,26 @@ async def _show_tracing(settings: Settings) -> None:
     """One line on trace publishing across every process that publishes (best effort)."""
     from infra.errors import ServiceError
     from reflection.publisher import publisher_stats
+    from reflection.sink import sink_backlog
 
     try:
         async with nats_connection(settings) as nc:
             found = await publisher_stats(nc)
+            backlog = await sink_backlog(nc)
     except ServiceError:
         return
-    if not found:
-        return
-    total = {k: sum(p[k] for p in found) for k in ("published", "buffered", "dropped")}
-    line = (
-        f"traces: {total['published']} published, {total['buffered']} buffered, "
-        f"{total['dropped']} dropped ({len(found)} publishers)"
-    )
-    if total["dropped"]:
-        lossy = ", ".join(f"{p['publisher']}: {p['dropped']}" for p in found if p["dropped"])
-        line += f"; DROPPED by {lossy} (buffer full while NATS was unreachable)"
-    out(line)
+    if found:
+        total = {k: sum(p[k] for p in found) for k in ("published", "buffered", "dropped")}
+        line = (
+            f"traces: {total['published']} published, {total['buffered']} buffered, "
+            f"{total['dropped']} dropped ({len(found)} publisher{'s' if len(found) > 1 else ''})"
+        )
+        if total["dropped"]:
+            lossy = ", ".join(f"{p['publisher']}: {p['dropped']}" for p in found if p["dropped"])
+            line += f"; DROPPED by {lossy} (buffer full while NATS was unreachable)"
+        out(line)
+    if backlog is not None:
+        out(f"trace sink: {backlog} event{'s' if backlog != 1 else ''} not yet in ClickHouse")
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

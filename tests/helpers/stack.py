@@ -102,6 +102,7 @@ def settings_from(env: dict[str, str]) -> Settings:
 def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
     groups = {
         "worker": ["worker"],
+        "sink": ["reflection", "sink"],
         "nodes-core": ["nodes", "serve", "--groups", "core"],
         "nodes-http": ["nodes", "serve", "--groups", "http"],
         "nodes-testing": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "testing"],

@@ -19,12 +19,15 @@ def test_status_lists_every_service_healthy(stack: RunningStack):
     done = stack.cli("status")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith("traces:")}
-    assert {"temporal", "nats", "postgres", "worker", "nodes-core", "nodes-http"} <= set(rows)
+    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith("trace")}
+    assert {"temporal", "nats", "postgres", "worker", "sink", "nodes-core", "nodes-http"} <= set(
+        rows
+    )
     assert all("healthy" in row for row in rows.values())
     assert "127.0.0.1" in rows["temporal"]
     traces = [line for line in lines if line.startswith("traces:")]
     assert traces and "0 dropped" in traces[0], lines  # the worker publishes traces
+    assert any(line.startswith("trace sink: ") for line in lines), lines
 
 
 def test_second_up_is_a_no_op_that_says_what_runs(stack: RunningStack):

@@ -1,16 +1,21 @@
-"""Every attempt of every step is traced to the JetStream stream exactly once: retried
-failures, the success after them, each `for_each` item, skips and engine meta-steps."""
+"""Every attempt of every step is traced exactly once: retried failures, the success after
+them, each `for_each` item, a cache hit, skips and engine meta-steps. Checked twice: on the
+JetStream stream as published, and in ClickHouse after the stack's trace sink, through the
+commands a user runs (`reflux traces`, `reflux runs show`, `reflux stats`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections import Counter
+from pathlib import Path
 
 import nats
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
 
+from orchestrator.plan import RunResult
 from reflection.events import TraceEvent
 from reflection.publisher import publisher_stats
 from reflection.stream import STREAM, SUBJECT
@@ -42,10 +47,35 @@ steps:
   - id: pick
     node: core.switch@1
     with: {cases: {a: true}}
+  - id: warm
+    node: core.transform@1
+    cache: {ttl: 10m}
+    with: {value: "{{ inputs.dir }}"}
+  - id: hit
+    node: core.transform@1
+    needs: [warm]
+    cache: {ttl: 10m}
+    with: {value: "{{ inputs.dir }}"}
 """
+
+EXPECTED = {
+    ("flaky", -1, 1),
+    ("flaky", -1, 2),
+    ("flaky", -1, 3),
+    ("fan", 0, 1),
+    ("fan", 1, 1),
+    ("fan", 2, 1),
+    ("never", -1, 1),
+    ("after-never", -1, 1),
+    ("pick", -1, 1),
+    ("warm", -1, 1),
+    ("hit", -1, 1),
+}
 
 
 async def stream_events(url: str, run_id: str) -> list[TraceEvent]:
+    """This run's events as they sit in the stream (anything else there is skipped,
+    including messages other tests published malformed on purpose)."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -61,7 +91,10 @@ async def stream_events(url: str, run_id: str) -> list[TraceEvent]:
             except TimeoutError:  # nats-py raises both its own and asyncio's
                 break
             for msg in batch:
-                event = TraceEvent.model_validate_json(msg.data)
+                try:
+                    event = TraceEvent.model_validate_json(msg.data)
+                except ValidationError:
+                    continue
                 if event.run_id == run_id:
                     found.append(event)
         await sub.unsubscribe()
@@ -70,29 +103,26 @@ async def stream_events(url: str, run_id: str) -> list[TraceEvent]:
         await nc.close()
 
 
-def test_every_attempt_is_traced_once(stack: RunningStack, tmp_path):
-    result = stack.run(FLOW, {"dir": str(tmp_path)})
+@pytest.fixture(scope="module")
+def traced(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    directory: Path = tmp_path_factory.mktemp("traced")
+    result = stack.run(FLOW, {"dir": str(directory)})
     assert result.status == "completed", result.error
+    assert result.steps["hit"].cache_hits == 1
+    return result
+
+
+def test_every_attempt_is_published_once(stack: RunningStack, traced: RunResult):
     url = nats_url(stack)
 
     def events() -> list[TraceEvent]:
-        return asyncio.run(stream_events(url, result.run_id))
+        return asyncio.run(stream_events(url, traced.run_id))
 
-    found = wait_for(lambda: (e := events()) and len(e) >= 9 and e, what="9 trace events")
+    found = wait_for(lambda: (e := events()) and len(e) >= len(EXPECTED) and e, what="events")
     keys = Counter((e.step_id, e.item, e.attempt) for e in found)
     assert all(n == 1 for n in keys.values()), keys
+    assert set(keys) == EXPECTED
     by_key = {(e.step_id, e.item, e.attempt): e for e in found}
-    assert set(by_key) == {
-        ("flaky", -1, 1),
-        ("flaky", -1, 2),
-        ("flaky", -1, 3),
-        ("fan", 0, 1),
-        ("fan", 1, 1),
-        ("fan", 2, 1),
-        ("never", -1, 1),
-        ("after-never", -1, 1),
-        ("pick", -1, 1),
-    }
     flaky = [by_key[("flaky", -1, n)] for n in (1, 2, 3)]
     assert [e.status for e in flaky] == ["error", "error", "ok"]
     assert [e.retry_count for e in flaky] == [0, 1, 2]
@@ -101,6 +131,8 @@ def test_every_attempt_is_traced_once(stack: RunningStack, tmp_path):
     assert by_key[("never", -1, 1)].status == "skipped"
     assert by_key[("after-never", -1, 1)].status == "skipped"
     assert by_key[("pick", -1, 1)].status == "ok" and by_key[("pick", -1, 1)].replica == "workflow"
+    assert [by_key[(s, -1, 1)].cache_hit for s in ("warm", "hit")] == [False, True]
+    assert by_key[("warm", -1, 1)].inputs_hash == by_key[("hit", -1, 1)].inputs_hash
     assert len({e.inputs_hash for e in found if e.step_id == "fan"}) == 3  # one per item
     for event in found:
         assert event.workflow_id == "traced" and event.namespace == "default"
@@ -114,5 +146,59 @@ def test_every_attempt_is_traced_once(stack: RunningStack, tmp_path):
             await nc.close()
 
     workers = [s for s in asyncio.run(stats()) if s["publisher"].startswith("worker")]
-    assert workers and workers[0]["published"] >= 9 and workers[0]["dropped"] == 0
+    assert workers and workers[0]["published"] >= len(EXPECTED) and workers[0]["dropped"] == 0
     json.dumps(workers)  # plain JSON, as `reflux status` shows it
+
+
+def stored(stack: RunningStack, run_id: str) -> list[dict]:
+    """`reflux traces RUN_ID --json` once the sink has stored the whole run."""
+
+    def ask() -> list[dict] | None:
+        done = stack.cli("traces", run_id, "--json")
+        assert done.returncode == 0, done.stderr
+        events = json.loads(done.stdout)
+        return events if len(events) >= len(EXPECTED) else None
+
+    found = wait_for(ask, timeout=60, every=0.3, what="the run's traces in ClickHouse")
+    assert found is not None
+    return found
+
+
+def test_the_sink_stores_every_attempt_once(stack: RunningStack, traced: RunResult):
+    events = stored(stack, traced.run_id)
+    keys = Counter((e["step_id"], e["item"], e["attempt"]) for e in events)
+    assert all(n == 1 for n in keys.values()) and set(keys) == EXPECTED, keys
+    assert {e["run_id"] for e in events} == {traced.run_id}
+    hit = next(e for e in events if e["step_id"] == "hit")
+    assert hit["cache_hit"] is True and hit["status"] == "ok"
+
+    shown = stack.cli("runs", "show", traced.run_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"run {traced.run_id}: traced (from a file), completed")
+    assert sum("flaky" in line for line in lines) == 3
+    assert any("hit" in line and "ok (cache)" in line for line in lines)
+    assert any("FlakyError: " in line for line in lines)
+
+
+def test_stats_count_what_the_run_did(stack: RunningStack, traced: RunResult):
+    stored(stack, traced.run_id)
+    done = stack.cli("stats", "--workflow", "traced", "--json")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    nodes = {(n["node"], n["node_version"]): n for n in body["nodes"]}
+    flaky = nodes[("test.flaky", "1.0.0")]
+    assert flaky["count"] == 3 and flaky["retry_rate"] == pytest.approx(2 / 3)
+    assert flaky["error_rate"] == pytest.approx(2 / 3) and flaky["top_errors"] == ["FlakyError"]
+    transform = nodes[("core.transform", "1.0.0")]  # 3 items + warm + hit; skips not counted
+    assert transform["count"] == 5 and transform["cache_hit_rate"] == pytest.approx(1 / 5)
+    assert transform["error_rate"] == 0
+    [flow] = body["workflows"]
+    assert flow["workflow_id"] == "traced" and flow["runs"] == 1
+    assert body["failing_steps"] == [
+        {"workflow_id": "traced", "step_id": "flaky", "failures": 2, "attempts": 3}
+    ]
+
+    table = stack.cli("stats", "--node", "test.flaky")
+    assert table.returncode == 0, table.stderr
+    assert "test.flaky" in table.stdout and "66.7%" in table.stdout
