@@ -110,7 +110,10 @@ class TracesSettings(BaseSettings):
     """Events a process keeps in memory while NATS is unreachable; beyond, they are dropped
     (and counted)."""
     batch: int = 5_000
-    """Events the sink inserts at once."""
+    """Messages the sink takes per insert (a message holds one event, or up to 500 when a
+    publisher is busy)..."""
+    batch_bytes: int = 8 * 1024 * 1024
+    """...and at most about this many bytes of them."""
     max_age: timedelta = timedelta(days=7)
     """How long the JetStream stream keeps events the sink has not taken yet."""
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 TraceStatus = Literal["ok", "error", "timeout", "cancelled", "skipped"]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""What ClickHouse stores; a larger number makes the event invalid rather than a batch."""
+
+ERROR_CHARS = 4000
+MAP_ENTRIES = 64
+CONTEXT_CHARS = 1000
+"""Limits that keep one event far below a NATS message (errors and context values are cut,
+not refused: tracing never fails a step)."""
 
 
 def inputs_hash(node: str, version: str, params: Any) -> str:
@@ -27,9 +35,9 @@ def inputs_hash(node: str, version: str, params: Any) -> str:
 class TraceEvent(BaseModel):
     run_id: str
     step_id: str
-    item: int = -1
+    item: Int64 = -1
     """The `for_each` index, or -1 for a plain step."""
-    attempt: int = 1
+    attempt: Int64 = 1
     node: str
     node_version: str
     status: TraceStatus
@@ -40,16 +48,31 @@ class TraceEvent(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
     error_class: str | None = None
-    retry_count: int = 0
+    retry_count: Int64 = 0
     """Attempts before this one (attempt - 1)."""
     cache_hit: bool = False
-    cost_tokens: int | None = None
+    cost_tokens: Int64 | None = None
     context: dict[str, str] = Field(default_factory=dict)
     workflow_id: str = ""
-    workflow_version: int | None = None
+    workflow_version: Int64 | None = None
     namespace: str = "default"
     replica: str = ""
     """The node service instance that answered (empty when none did)."""
+
+    @field_validator("error")
+    @classmethod
+    def _cut_error(cls, value: str | None) -> str | None:
+        return value if value is None or len(value) <= ERROR_CHARS else value[:ERROR_CHARS] + "…"
+
+    @field_validator("metrics", "context")
+    @classmethod
+    def _cut_map(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) <= MAP_ENTRIES and not any(_long(k) or _long(v) for k, v in value.items()):
+            return value
+        return {
+            k[:CONTEXT_CHARS]: v[:CONTEXT_CHARS] if isinstance(v, str) else v
+            for k, v in list(value.items())[:MAP_ENTRIES]
+        }
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -63,3 +86,7 @@ class TraceEvent(BaseModel):
         attempt = int(fields.get("attempt", 1))
         fields.setdefault("retry_count", max(attempt - 1, 0))
         return cls(start=start, end=end, latency_ms=round(latency, 3), **fields)
+
+
+def _long(value: Any) -> bool:
+    return isinstance(value, str) and len(value) > CONTEXT_CHARS

@@ -1,10 +1,12 @@
 """Publishing trace events to JetStream without ever holding up a step.
 
-`emit` only appends to an in-memory buffer; a background task publishes in concurrent
-batches and waits for JetStream's acks. While NATS is unreachable events stay buffered (up
-to `REFLUX_TRACES_BUFFER`); beyond that new events are dropped and counted. An event is
-removed from the buffer only once JetStream acknowledged it, and a re-published event is
-stored once (`Nats-Msg-Id`), so a NATS restart loses nothing that was acknowledged.
+`emit` only appends to an in-memory buffer; a background task publishes what waits there,
+packed into messages of many events under load (`reflection.stream.encode`), several
+messages in flight at once, and waits for JetStream's acks. While NATS is unreachable
+events stay buffered (up to `REFLUX_TRACES_BUFFER`); beyond that new events are dropped
+and counted. An event leaves the buffer only once JetStream acknowledged it, and a
+re-published message is stored once (`Nats-Msg-Id`), so a NATS restart loses nothing that
+was acknowledged.
 
 Every publisher answers `reflux.reflection.publishers` with its counters, which is how
 `reflux status` reports drops across processes and hosts.
@@ -26,12 +28,15 @@ from nats.aio.msg import Msg
 
 from infra.settings import Settings
 from reflection.events import TraceEvent
-from reflection.stream import ensure_stream, message_id, subject_for
+from reflection.stream import MESSAGE_EVENTS, encode, ensure_stream
 
 log = logging.getLogger("reflux.traces")
 
 STATS_SUBJECT = "reflux.reflection.publishers"
-BATCH = 256
+IN_FLIGHT = 8
+"""Messages awaiting JetStream's ack at once."""
+ROUND = IN_FLIGHT * MESSAGE_EVENTS
+"""Events taken from the buffer per round."""
 MAX_BACKOFF = 5.0
 
 
@@ -95,9 +100,9 @@ class TracePublisher:
             await self._wake.wait()
             self._wake.clear()
             while self.buffer:
-                batch = [self.buffer[i] for i in range(min(len(self.buffer), BATCH))]
+                batch = [self.buffer[i] for i in range(min(len(self.buffer), ROUND))]
                 try:
-                    await asyncio.gather(*(self._publish(event) for event in batch))
+                    await asyncio.gather(*(self._publish(*m) for m in encode(batch)))
                 except Exception as exc:  # NATS down or slow: keep the events, retry later
                     log.warning("trace publish failed (%d buffered): %s", len(self.buffer), exc)
                     await asyncio.sleep(backoff)
@@ -108,13 +113,8 @@ class TracePublisher:
                     self.buffer.popleft()
                 self.published += len(batch)
 
-    async def _publish(self, event: TraceEvent) -> None:
-        await self.js.publish(
-            subject_for(event.namespace),
-            event.model_dump_json().encode(),
-            timeout=5,
-            headers={"Nats-Msg-Id": message_id(*event.key)},
-        )
+    async def _publish(self, subject: str, msg_id: str, payload: bytes) -> None:
+        await self.js.publish(subject, payload, timeout=5, headers={"Nats-Msg-Id": msg_id})
 
     async def _answer_stats(self, msg: Msg) -> None:
         if msg.reply:

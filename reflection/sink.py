@@ -3,8 +3,9 @@
 Acknowledge only after the insert: a crash between fetch and insert leaves the batch
 unacknowledged, JetStream redelivers it, and the ReplacingMergeTree folds the second copy
 into the first (see `reflection.warehouse`), so every event is stored exactly once as far
-as any query can tell. A message that is not a valid event is logged and terminated, so it
-never comes back and never holds up the stream.
+as any query can tell. A line of a message that is not a valid event is logged and
+skipped; a message with no valid event is terminated, so it never comes back and never
+holds up the stream.
 
 The sink owns the embedded engine (chdb allows one process per directory), so it also
 answers read-only SQL on `QUERY_SUBJECT` for everyone else; `reflection.query` is the client.
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import nats
@@ -30,9 +32,8 @@ from pydantic import BaseModel, ValidationError
 from infra.errors import RefluxError
 from infra.settings import Settings
 from infra.stack import addresses
-from reflection.events import TraceEvent
-from reflection.stream import QUERY_SUBJECT, STREAM, SUBJECT, ensure_stream
-from reflection.warehouse import Warehouse, open_warehouse, storable
+from reflection.stream import QUERY_SUBJECT, STREAM, SUBJECT, decode, ensure_stream
+from reflection.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger("reflux.sink")
 
@@ -71,7 +72,7 @@ class TraceSink:
         self.stored = 0
         """Events inserted (redeliveries included)."""
         self.rejected = 0
-        """Messages terminated as malformed."""
+        """Malformed events (message lines) skipped."""
         self._warehouse: Warehouse | None = None
         self._nc: NATS | None = None
         self._pull: BatchPull | None = None
@@ -102,7 +103,9 @@ class TraceSink:
             filter_subject=f"{SUBJECT}.>",
         )
         await js.add_consumer(STREAM, config)
-        self._pull = await BatchPull.start(self._nc, STREAM, self.consumer)
+        # At least one whole message fits in a pull, or a large one would stall the stream.
+        max_bytes = max(self.settings.traces.batch_bytes, self._nc.max_payload + 4096)
+        self._pull = await BatchPull.start(self._nc, STREAM, self.consumer, max_bytes)
         self._query_sub = await self._nc.subscribe(
             self.query_subject, queue=CONSUMER, cb=self._on_query
         )
@@ -132,18 +135,18 @@ class TraceSink:
         log.info("sink stopped: %d stored, %d rejected", self.stored, self.rejected)
 
     async def _store(self, messages: list[Msg], stop: asyncio.Event) -> None:
-        events, good, bad = [], [], []
+        events: list[Mapping[str, Any]] = []
+        good: list[Msg] = []
+        bad: list[Msg] = []
         for msg in messages:
-            event, problem = _parse(msg.data)
-            if event is None:
+            found, problems = decode(msg.data)
+            for problem in problems:
                 log.warning("dropping a malformed trace on %s: %s", msg.subject, problem)
-                bad.append(msg)
-            else:
-                events.append(event)
-                good.append(msg)
+            self.rejected += len(problems)
+            events.extend(found)
+            (good if found else bad).append(msg)
         for msg in bad:
             await msg.term()
-        self.rejected += len(bad)
         if not events:
             return
         assert self._warehouse is not None
@@ -212,14 +215,16 @@ class BatchPull:
     IDLE = 1.0
     """Seconds one pull request waits on the server when nothing comes."""
 
-    def __init__(self, nc: NATS, stream: str, consumer: str) -> None:
+    def __init__(self, nc: NATS, stream: str, consumer: str, max_bytes: int) -> None:
         self._nc = nc
+        self._max_bytes = max_bytes
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._buffer: list[Msg] = []
         self._wanted = 0
         self._request = ""
-        self._request_over = False
+        self._request_over = True
+        """Whether the current pull request has ended (none is open at first)."""
         self._open: dict[str, float] = {}
         """Requests that may still deliver: reply subject → when the server drops it."""
         self._wake = asyncio.Event()
@@ -227,24 +232,17 @@ class BatchPull:
         self._count = 0
 
     @classmethod
-    async def start(cls, nc: NATS, stream: str, consumer: str) -> BatchPull:
-        pull = cls(nc, stream, consumer)
+    async def start(cls, nc: NATS, stream: str, consumer: str, max_bytes: int) -> BatchPull:
+        pull = cls(nc, stream, consumer, max_bytes)
         pull._sub = await nc.subscribe(f"{pull._inbox}.*", cb=pull._on_message)
         return pull
 
     async def fetch(self, batch: int, stop: asyncio.Event) -> list[Msg]:
-        """Up to `batch` messages: what is waiting, plus what comes within LINGER of the
-        first; empty after IDLE seconds of nothing."""
-        if len(self._buffer) < batch:
-            self._count += 1
-            self._request = f"{self._inbox}.{self._count}"
-            self._request_over = False
-            self._wanted = batch
-            now = asyncio.get_running_loop().time()
-            self._open = {r: t for r, t in self._open.items() if t > now}
-            self._open[self._request] = now + self.IDLE
-            ask = {"batch": batch - len(self._buffer), "expires": int(self.IDLE * 1e9)}
-            await self._nc.publish(self._next, json.dumps(ask).encode(), reply=self._request)
+        """Up to `batch` messages (and about `max_bytes`): what is waiting, plus what comes
+        within LINGER of the first; empty after IDLE seconds of nothing. Once a batch is
+        taken the next is asked for at once, so it arrives while this one is stored."""
+        if len(self._buffer) < batch and self._request_over:
+            await self._ask(batch)
         loop = asyncio.get_running_loop()
         idle_until = loop.time() + self.IDLE + 0.1
         first = loop.time() if self._buffer else None
@@ -257,7 +255,25 @@ class BatchPull:
             self._wake.clear()
             await _first_of(self._wake, stop, timeout=left)
         taken, self._buffer = self._buffer[:batch], self._buffer[batch:]
+        if taken and self._request_over and not stop.is_set():
+            await self._ask(batch)
         return taken
+
+    async def _ask(self, batch: int) -> None:
+        """Send a pull request for what the buffer lacks; it becomes the current one."""
+        self._count += 1
+        self._request = f"{self._inbox}.{self._count}"
+        self._request_over = False
+        self._wanted = batch
+        now = asyncio.get_running_loop().time()
+        self._open = {r: t for r, t in self._open.items() if t > now}
+        self._open[self._request] = now + self.IDLE
+        ask = {
+            "batch": max(1, batch - len(self._buffer)),
+            "max_bytes": self._max_bytes,
+            "expires": int(self.IDLE * 1e9),
+        }
+        await self._nc.publish(self._next, json.dumps(ask).encode(), reply=self._request)
 
     async def close(self) -> None:
         """Stop pulling and hand back what was delivered but not taken."""
@@ -281,8 +297,10 @@ class BatchPull:
         elif status != "100":
             self._open.pop(msg.subject, None)
             if msg.subject == self._request:
-                if status == "409":  # e.g. the consumer was deleted or changed under us
-                    log.warning("pull request ended: %s", headers.get("Description", status))
+                description = headers.get("Description", "")
+                if status == "409" and "MaxBytes" not in description:  # not a full batch:
+                    # e.g. the consumer was deleted or changed under us
+                    log.warning("pull request ended: %s", description or status)
                 self._request_over = True
                 self._wake.set()
 
@@ -295,15 +313,6 @@ async def _first_of(*events: asyncio.Event, timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def _parse(data: bytes) -> tuple[TraceEvent | None, str]:
-    try:
-        event = TraceEvent.model_validate_json(data)
-    except ValidationError as exc:
-        return None, _first_error(exc)
-    problem = storable(event)
-    return (None, problem) if problem else (event, "")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -321,6 +330,12 @@ async def run_sink(
     ack_wait: float = ACK_WAIT,
 ) -> None:
     """Run a sink until SIGTERM or SIGINT; `on_ready` is called once it consumes and answers."""
+    # A batch allocates ~20 objects per event and keeps none past its insert; at the default
+    # threshold (700) the cyclic collector runs every few dozen events and took ~45% of the
+    # decoding time (bench/trace_ingest.py). Collect far less often, and never rescan what
+    # start-up created.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     sink = TraceSink(settings, consumer=consumer, query_subject=query_subject, ack_wait=ack_wait)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ import pytest
 from infra.settings import Settings, TracesSettings
 from reflection.events import TraceEvent
 from reflection.publisher import TracePublisher
-from reflection.stream import STREAM
+from reflection.stream import STREAM, SUBJECT, decode
 from tests.helpers.natsserver import start_nats, stop_nats
 from tests.helpers.ports import free_port
 
@@ -35,9 +35,24 @@ def event(run_id: str, n: int) -> TraceEvent:
 
 
 async def stored(url: str) -> int:
+    """Distinct events in the stream (a message may hold several)."""
     nc = await nats.connect(url)
     try:
-        return (await nc.jetstream().stream_info(STREAM)).state.messages
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(f"{SUBJECT}.>", stream=STREAM)
+        keys = set()
+        while True:
+            try:
+                batch = await sub.fetch(1000, timeout=0.5)
+            except TimeoutError:
+                break
+            for msg in batch:
+                rows, problems = decode(msg.data)
+                assert not problems
+                keys.update((r["run_id"], r["step_id"], r["item"], r["attempt"]) for r in rows)
+                await msg.ack()
+        await sub.unsubscribe()
+        return len(keys)
     finally:
         await nc.close()
 
@@ -85,6 +100,8 @@ async def test_republished_events_are_stored_once(tmp_path: Path):
                 publisher.emit(event("again", n))
             assert await publisher.flush(10)
         assert await stored(url) == 20
+        messages = (await nc.jetstream().stream_info(STREAM)).state.messages
+        assert messages == 1  # one message of 20 events, republished twice under the same id
     finally:
         await publisher.close(1)
         await nc.close()

@@ -13,12 +13,11 @@ from pathlib import Path
 import nats
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import ValidationError
 
 from orchestrator.plan import RunResult
 from reflection.events import TraceEvent
 from reflection.publisher import publisher_stats
-from reflection.stream import STREAM, SUBJECT
+from reflection.stream import STREAM, SUBJECT, decode
 from tests.helpers.stack import RunningStack, nats_url
 from tests.helpers.waiting import wait_for
 
@@ -91,12 +90,8 @@ async def stream_events(url: str, run_id: str) -> list[TraceEvent]:
             except TimeoutError:  # nats-py raises both its own and asyncio's
                 break
             for msg in batch:
-                try:
-                    event = TraceEvent.model_validate_json(msg.data)
-                except ValidationError:
-                    continue
-                if event.run_id == run_id:
-                    found.append(event)
+                rows, _ = decode(msg.data)
+                found += [TraceEvent.model_validate(r) for r in rows if r["run_id"] == run_id]
         await sub.unsubscribe()
         return found
     finally:
