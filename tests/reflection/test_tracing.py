@@ -194,6 +194,6 @@ def test_stats_count_what_the_run_did(stack: RunningStack, traced: RunResult):
         {"workflow_id": "traced", "step_id": "flaky", "failures": 2, "attempts": 3}
     ]
 
-    table = stack.cli("stats", "--node", "test.flaky")
+    table = stack.cli("stats", "--node", "test.flaky", "--workflow", "traced")
     assert table.returncode == 0, table.stderr
     assert "test.flaky" in table.stdout and "66.7%" in table.stdout
