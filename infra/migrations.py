@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -132,16 +132,29 @@ async def _applied(conn: asyncpg.Connection) -> dict[int, str]:
 
 
 def _check(migrations: list[Migration], applied: dict[int, str]) -> None:
-    known = {m.version: m for m in migrations}
+    known = {m.version: (m.filename, m.checksum) for m in migrations}
+    check_applied("database", known, applied, label=lambda v: f"{v:04d}")
+
+
+def check_applied(
+    what: str,
+    known: Mapping[int, tuple[str, str]],
+    applied: Mapping[int, str],
+    label: Callable[[int], str] = str,
+) -> None:
+    """Refuse a schema newer than this code, or an applied migration changed since: the
+    rule of every store we migrate. `known`: version → (name, checksum) of this code's
+    migrations; `applied`: version → checksum recorded by the store."""
     newer = sorted(v for v in applied if v not in known)
     if newer:
         raise ConfigError(
-            f"the database schema is at migration {newer[-1]:04d}, newer than this Reflux "
-            f"(which knows up to {len(migrations):04d}): upgrade Reflux"
+            f"the {what} schema is at migration {label(newer[-1])}, newer than this Reflux "
+            f"(which knows up to {label(max(known, default=0))}): upgrade Reflux"
         )
     for version, checksum in applied.items():
-        if known[version].checksum != checksum:
+        name, expected = known[version]
+        if expected != checksum:
             raise ConfigError(
-                f"migration {known[version].filename} changed after it was applied; "
-                "migrations are forward-only: restore it and add a new file"
+                f"{what} migration {name} changed after it was applied; migrations are "
+                "forward-only: restore it and add a new one"
             )

@@ -33,6 +33,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from infra.errors import ConfigError, ServiceError
+from infra.migrations import check_applied
 from infra.settings import Settings
 from infra.stack import stack_home
 from reflection.events import TraceEvent
@@ -177,7 +178,8 @@ class Warehouse:
         self._run(client.command, _VERSION_TABLE)
         found = self._run(client.query, "SELECT version, checksum FROM schema_version FINAL")
         applied = {int(version): checksum for version, checksum in found.result_rows}
-        _check(migrations, applied)
+        known = {m.version: (f"{m.version} ({m.name})", m.checksum) for m in migrations}
+        check_applied("ClickHouse", known, applied)
         done = []
         for migration in migrations:
             if migration.version in applied:
@@ -332,22 +334,6 @@ def _owned(path: Path, pid: int) -> ServiceError:
         f"the embedded ClickHouse at {path} is owned by another process ({who}, the trace "
         "sink); query through it (reflection.query) or set REFLUX_CLICKHOUSE_URL"
     )
-
-
-def _check(migrations: Sequence[Migration], applied: dict[int, str]) -> None:
-    known = {m.version: m for m in migrations}
-    newer = sorted(v for v in applied if v not in known)
-    if newer:
-        raise ConfigError(
-            f"the ClickHouse schema is at version {newer[-1]}, newer than this Reflux "
-            f"(which knows up to {max(known, default=0)}): upgrade Reflux"
-        )
-    for version, checksum in applied.items():
-        if known[version].checksum != checksum:
-            raise ConfigError(
-                f"ClickHouse migration {version} ({known[version].name}) changed after it was "
-                "applied; migrations are forward-only: restore it and add a new one"
-            )
 
 
 def read_only_statement(sql: str) -> str:
