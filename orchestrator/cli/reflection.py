@@ -1,4 +1,4 @@
-"""`reflux stats | runs show | traces | cache | reflection sink`: what the traces say."""
+"""`reflux stats | runs show | traces | sql | cache | reflection sink`: what the traces say."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from infra.settings import Settings
-from orchestrator.cli.output import EXIT_OK, err, nats_connection, out, out_json
+from orchestrator.cli.output import EXIT_INVALID, EXIT_OK, err, nats_connection, out, out_json
 from orchestrator.cli.stack import signal_ready
 
 
@@ -136,6 +136,34 @@ async def cmd_traces(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from orchestrator.report import table
+    from reflection.query import query
+
+    parameters = {}
+    for pair in args.param:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            err(f"--param {pair!r}: expected NAME=VALUE")
+            return EXIT_INVALID
+        parameters[name] = value
+    result = await query(settings, args.query, parameters)
+    if args.json:
+        out_json(result.records())
+        return EXIT_OK
+    if not result.columns:
+        out("(no rows)")
+        return EXIT_OK
+
+    def cell(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    out(table([result.columns, *([cell(v) for v in row] for row in result.rows)]))
+    return EXIT_OK
+
+
 async def cmd_cache_clear(settings: Settings, args: argparse.Namespace) -> int:
     from reflection.cache import StepCache
     from registry.objects import object_store
@@ -168,6 +196,18 @@ def add_parsers(sub: Any) -> None:
     traces.add_argument("run_id")
     traces.add_argument("--json", action="store_true", help="the default (and only) format")
     traces.set_defaults(func=cmd_traces)
+
+    sql = sub.add_parser(
+        "sql",
+        help="a read-only SQL query on the traces (table `traces`; FINAL is applied)",
+        description="Run one SELECT, WITH, SHOW or DESCRIBE on the trace warehouse, through "
+        "the trace sink (embedded engine) or on REFLUX_CLICKHOUSE_URL. {name:Type} "
+        "placeholders take --param name=value.",
+    )
+    sql.add_argument("query", help='e.g. "SELECT node, count() FROM traces GROUP BY node"')
+    sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    sql.add_argument("--json", action="store_true", help="rows as a JSON list of objects")
+    sql.set_defaults(func=cmd_sql)
 
     cache = sub.add_parser("cache", help="the step result cache").add_subparsers(
         dest="cache_command", required=True, metavar="ACTION"

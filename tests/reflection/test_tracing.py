@@ -197,3 +197,21 @@ def test_stats_count_what_the_run_did(stack: RunningStack, traced: RunResult):
     table = stack.cli("stats", "--node", "test.flaky", "--workflow", "traced")
     assert table.returncode == 0, table.stderr
     assert "test.flaky" in table.stdout and "66.7%" in table.stdout
+
+
+def test_sql_on_the_traces(stack: RunningStack, traced: RunResult):
+    stored(stack, traced.run_id)
+    sql = "SELECT step_id, count() AS n FROM traces WHERE run_id = {run:String} GROUP BY step_id"
+    done = stack.cli("sql", sql + " ORDER BY step_id", "--param", f"run={traced.run_id}")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["step_id", "n"] and lines[1].split() == ["after-never", "1"]
+    as_json = stack.cli("sql", sql, "--param", f"run={traced.run_id}", "--json")
+    counts = {r["step_id"]: r["n"] for r in json.loads(as_json.stdout)}
+    assert counts["flaky"] == 3 and counts["fan"] == 3 and sum(counts.values()) == len(EXPECTED)
+
+    refused = stack.cli("sql", "DROP TABLE traces")
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1 and "only SELECT" in refused.stderr
+    bad = stack.cli("sql", "SELECT 1", "--param", "novalue")
+    assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr
