@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from infra.settings import Settings  # noqa: E402
 from reflection.events import TraceEvent  # noqa: E402
 from reflection.publisher import IN_FLIGHT, TracePublisher  # noqa: E402
 from reflection.query import query  # noqa: E402
-from reflection.stream import STREAM, SUBJECT, encode, ensure_stream, message_id  # noqa: E402
+from reflection.stream import STREAM, SUBJECT, encode, message_id  # noqa: E402
 from tests.helpers.natsserver import start_nats, stop_nats  # noqa: E402
 from tests.helpers.ports import free_port  # noqa: E402
 
@@ -144,14 +145,6 @@ def start_sink(env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def check_stream(url: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        await ensure_stream(nc.jetstream(), timedelta(days=1))
-    finally:
-        await nc.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -179,7 +172,6 @@ def main() -> None:
         print("baseline: raw JetStream publish…", file=sys.stderr)
         raw = asyncio.run(raw_publish_rate(url, single, args.events, 256))
         raw_packed = asyncio.run(raw_publish_rate(url, packed, args.events, IN_FLIGHT))
-        asyncio.run(check_stream(url))
         sink = start_sink(env, work)
         ours = events(args.events, "e2e")
         print("end to end: publisher → JetStream → sink → ClickHouse…", file=sys.stderr)
@@ -197,6 +189,7 @@ def main() -> None:
             sink.terminate()
             sink.wait(timeout=60)
         stop_nats(server)
+    shutil.rmtree(work, ignore_errors=True)  # kept after a failure, for its sink.log
     rate = args.events / timing["queryable_s"]
     print(
         json.dumps(
