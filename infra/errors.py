@@ -12,14 +12,16 @@
     │   ├── HttpStatusError    http.request got a non-success status
     │   ├── HttpConnectError   http.request could not connect (retryable)
     │   ├── SsrfError          http.request refused a private/reserved address (not retryable)
-    │   └── ResponseTooLargeError
+    │   ├── ResponseTooLargeError
+    │   └── CodeRunError       sandboxed code failed, timed out or was killed (not retryable)
     ├── RunError               a run failed or could not be started
     ├── RegistryError          the registry refused a change or a lookup
     │   ├── NotFoundError      no such node, version or workflow (with a did-you-mean)
     │   ├── LifecycleError     a status change the lifecycle does not allow
     │   ├── ManifestConflictError  a registered version's manifest changed under it
     │   └── PinError           a node spec resolves to no usable version
-    └── ObjectStoreError       the object store could not store or return an object
+    ├── ObjectStoreError       the object store could not store or return an object
+    └── SandboxError           a sandbox could not be set up (no bubblewrap, no Docker engine, …)
 
 Errors that are stored or cross the wire carry a stable `code` (the class name) and a
 `retryable` flag.
@@ -134,6 +136,10 @@ class ResponseTooLargeError(NodeError):
     retryable = False
 
 
+class CodeRunError(NodeError):
+    retryable = False
+
+
 class RegistryError(RefluxError):
     pass
 
@@ -155,4 +161,8 @@ class PinError(RegistryError):
 
 
 class ObjectStoreError(RefluxError):
+    pass
+
+
+class SandboxError(RefluxError):
     pass

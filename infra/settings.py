@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -118,6 +118,26 @@ class TracesSettings(BaseSettings):
     """How long the JetStream stream keeps events the sink has not taken yet."""
 
 
+class SandboxSettings(BaseSettings):
+    """Where untrusted code (code.* nodes, `reflux sandbox run`, the Forge's tests) runs."""
+
+    model_config = SettingsConfigDict(env_prefix="REFLUX_SANDBOX_")
+
+    backend: Literal["process", "docker"] = "process"
+    """process: namespaces via bubblewrap (needs root); docker: a container per run."""
+    packages: CommaSeparated[str] = Field(default_factory=lambda: ["yaml"])
+    """Import names, besides the standard library, that sandboxed Python may import; each
+    must be installed where the sandbox runs (its dependencies listed too)."""
+    concurrency: int = 4
+    """Runs one process executes at once; more wait their turn."""
+    bwrap: str = "bwrap"
+    docker_image: str = "python:3.11-slim"
+    """Image with a Python of the same minor version as the host (allowed packages are
+    mounted from the host)."""
+    docker_runtime: str | None = None
+    """Container runtime; unset: runsc (gVisor) when the engine offers it, else its default."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_")
 
@@ -131,6 +151,7 @@ class Settings(BaseSettings):
     objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     inline_limit: int = 256 * 1024
     """Values this size or larger (bytes, serialized) go to the object store and travel by
     reference, in Temporal history and in node messages alike."""

@@ -1,1 +1,38 @@
-"""Isolated code execution with resource limits (built in the sandbox issue)."""
+"""Run untrusted Python and shell code under CPU, memory, time, process, file-size and
+network limits.
+
+    models      CodeRunRequest / CodeRunResult, the shape every backend takes and gives
+    process     the default backend: Linux namespaces via bubblewrap, rlimits, seccomp
+    container   the Docker backend (gVisor when the engine offers it)
+    bootstrap   the program inside the sandbox that runs the code and reports its result
+    outcome     exit status and captured output -> one status and a one-line reason
+
+`open_backend(settings)` picks the backend the settings name; `await backend.run(request)`
+never raises for what the code does (that is in the result's status), only when the
+sandbox itself cannot be set up (`SandboxError`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from infra.settings import SandboxSettings
+from sandbox.models import CodeRunRequest, CodeRunResult, Limits
+
+__all__ = ["Backend", "CodeRunRequest", "CodeRunResult", "Limits", "open_backend"]
+
+
+class Backend(Protocol):
+    name: str
+
+    async def run(self, request: CodeRunRequest) -> CodeRunResult: ...
+
+
+def open_backend(settings: SandboxSettings) -> Backend:
+    if settings.backend == "docker":
+        from sandbox.container import DockerBackend
+
+        return DockerBackend(settings)
+    from sandbox.process import ProcessBackend
+
+    return ProcessBackend(settings)

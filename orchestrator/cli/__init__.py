@@ -24,6 +24,7 @@
     reflux traces RUN_ID                 a run's trace events as JSON
     reflux cache clear [--node NAME]     forget cached step results
     reflux reflection sink               consume traces into ClickHouse (foreground)
+    reflux sandbox run FILE [--input J]  run a .py's run(inputs) or a .sh in the sandbox
 
 Exit codes: 0 success; 1 a run failed, `validate` found problems, the registry refused a
 change, or a service is unreachable; 2 invalid input (a workflow file, --input, arguments).
@@ -39,7 +40,7 @@ import sys
 
 from infra.errors import RefluxError, SpecError
 from infra.settings import Settings
-from orchestrator.cli import nodes, reflection, runs, stack, workflows
+from orchestrator.cli import nodes, reflection, runs, sandbox, stack, workflows
 from orchestrator.cli.output import EXIT_FAILED, EXIT_INVALID, err
 
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, nodes, workflows, runs, reflection):
+    for module in (stack, nodes, workflows, runs, reflection, sandbox):
         module.add_parsers(sub)
     return parser
 
