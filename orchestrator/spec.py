@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from infra.durations import parse_duration
 from infra.errors import SpecError
-from orchestrator.durations import parse_duration
 from orchestrator.yamlsource import Problem
 
 __all__ = [

@@ -19,6 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from infra.durations import parse_duration
     from infra.errors import ExpressionError
     from nodes.builtin.core import SwitchParams, pick_branch
     from orchestrator import expressions
@@ -29,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
         StepCall,
         StepCallResult,
     )
-    from orchestrator.durations import parse_duration
     from orchestrator.plan import (
         PlannedStep,
         RunRequest,

@@ -105,10 +105,16 @@ class DockerBackend:
             return conclude(request, seen)
 
     def _observe(self, request: CodeRunRequest) -> Observed:
+        from docker.errors import ImageNotFound
+
         limits = request.limits
         marker = f"\x00REFLUX-RESULT-{secrets.token_hex(8)}\x00"
         config = container_config(limits, self.settings, marker, self.packages, self.runtimes)
-        container = self.client.containers.create(**config)
+        try:
+            container = self.client.containers.create(**config)
+        except ImageNotFound:
+            image = self.settings.docker_image
+            raise SandboxError(f"image {image} is not on the engine: docker pull {image}") from None
         reason: list[str] = []
 
         def kill(why: str) -> None:

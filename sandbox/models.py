@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from orchestrator.durations import parse_duration
+from infra.durations import parse_duration
 
 Network = Literal["off", "full"]
 RunStatus = Literal["ok", "error", "timeout", "killed"]

@@ -146,10 +146,13 @@ class ProcessBackend:
                 pass_fds=(filter_fd, result_write),
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(result_read)
+            raise
         finally:
             os.close(filter_fd)
             os.close(result_write)
-        killed = _Killer(proc.pid)
+        killed = _Killer(proc)
         result_pipe, result_transport = await _pipe_reader(result_read)
         assert proc.stdin and proc.stdout and proc.stderr
         output_cap = limits.output_kb * KIB
@@ -192,10 +195,10 @@ class ProcessBackend:
 
 
 class _Killer:
-    """Kills the sandbox's process group once, remembering why."""
+    """Kills the sandbox's process group, remembering the first reason why."""
 
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
         self.reason: str | None = None
 
     def __call__(self, reason: str) -> None:
@@ -204,8 +207,9 @@ class _Killer:
         self.everything()
 
     def everything(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, signal.SIGKILL)
+        if self.proc.returncode is None:  # once reaped, its group id may be someone else's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def _status(returncode: int) -> int:
@@ -223,14 +227,17 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int, killed: _Killer, name: str) -> bytes:
+    """Up to `cap` bytes of `stream`; past it, kill the run and drain the rest (a pipe left
+    unread would keep asyncio from ever seeing it close, and the process from ending)."""
     data = bytearray()
+    over = False
     while chunk := await stream.read(256 * KIB):
-        if len(data) + len(chunk) > cap:
-            data += chunk[: cap - len(data)]
-            killed(name)
-            break
-        data += chunk
-    return bytes(data)
+        if not over:
+            data += chunk
+            over = len(data) > cap
+            if over:
+                killed(name)
+    return bytes(data[:cap])
 
 
 async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:

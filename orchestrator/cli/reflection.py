@@ -31,7 +31,7 @@ def _pct(value: Any) -> str:
 
 
 async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestrator.durations import parse_duration
+    from infra.durations import parse_duration
     from orchestrator.report import table
     from reflection import stats
     from reflection.query import query

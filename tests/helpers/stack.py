@@ -105,6 +105,7 @@ def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
         "sink": ["reflection", "sink"],
         "nodes-core": ["nodes", "serve", "--groups", "core"],
         "nodes-http": ["nodes", "serve", "--groups", "http"],
+        "nodes-code": ["nodes", "serve", "--groups", "code"],
         "nodes-testing": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "testing"],
         "nodes-versions": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "versions"],
     }

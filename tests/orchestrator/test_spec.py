@@ -5,8 +5,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from infra.durations import format_duration, parse_duration
 from infra.errors import SpecError
-from orchestrator.durations import format_duration, parse_duration
 from orchestrator.spec import InputSpec, RetrySpec, Spec, StepSpec
 from orchestrator.yamlsource import Problem, format_path, load_source
 

@@ -38,19 +38,27 @@ async def run(
     return await backend.run(request)
 
 
-def sandbox_processes() -> list[int]:
-    """Host PIDs alive as a sandbox uid (every run has its own, from one range)."""
+def sandbox_processes(uid: int) -> list[int]:
+    """Host PIDs alive as `uid` (every run has its own)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                uid = entry.stat().st_uid
+                owner = entry.stat().st_uid
                 state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 continue
-            if UID_BASE <= uid < UID_BASE + UID_SPAN and state != "Z":
+            if owner == uid and state != "Z":
                 found.append(int(entry.name))
     return found
+
+
+ANNOUNCE_UID = "import os as _os, sys as _sys\nprint(_os.getuid(), file=_sys.stderr, flush=True)\n"
+
+
+def announced_uid(result: CodeRunResult) -> int:
+    """The uid the run printed first on stderr (code prefixed with ANNOUNCE_UID)."""
+    return int(result.stderr.split()[0])
 
 
 @pytest.fixture
@@ -284,13 +292,13 @@ async def test_fork_bomb_is_capped_and_cleaned_up(backend):
                         os._exit(0)
                     forked += 1
             except OSError as exc:
-                return forked, exc.strerror
+                return forked, exc.strerror, os.getuid()
     """
     result = await run(backend, code, processes=16)
     assert result.status == "ok", result.error
-    forked, error = result.output
+    forked, error, uid = result.output
     assert forked < 16 and error == "Resource temporarily unavailable"
-    assert sandbox_processes() == []
+    assert sandbox_processes(uid) == []
 
 
 async def test_memory_beyond_the_limit_fails(backend):
@@ -302,12 +310,13 @@ async def test_memory_beyond_the_limit_fails(backend):
 
 
 async def test_cpu_spin_past_the_timeout_is_killed(backend):
-    result = await run(backend, "def run(i):\n    while True:\n        pass", timeout=1)
+    code = ANNOUNCE_UID + "def run(i):\n    while True:\n        pass"
+    result = await run(backend, code, timeout=1)
     assert result.status == "timeout"
     assert result.error in ("timed out after 1s (wall clock); killed",
                             "CPU time limit (1s) exceeded (SIGXCPU)")  # fmt: skip
     assert result.metrics.duration_ms < 5000
-    assert sandbox_processes() == []
+    assert sandbox_processes(announced_uid(result)) == []
 
 
 async def test_cpu_limit_below_the_timeout(backend):
@@ -332,11 +341,11 @@ async def test_printing_a_gigabyte_is_cut_and_killed(backend):
             for _ in range(1024):
                 sys.stdout.write(chunk)
     """
-    result = await run(backend, code, output_kb=256)
+    result = await run(backend, ANNOUNCE_UID + textwrap.dedent(code), output_kb=256)
     assert result.status == "killed" and result.truncated
     assert result.error == "stdout went past 256 KiB; killed"
     assert len(result.stdout) == 256 * 1024
-    assert sandbox_processes() == []
+    assert sandbox_processes(announced_uid(result)) == []
 
 
 async def test_filling_the_disk_stops_at_the_tmp_size(backend):
@@ -389,12 +398,11 @@ async def test_no_background_process_survives_the_run(backend):
                     os.execvp("sleep", ["sleep", "4243"])
                 os._exit(0)
             time.sleep(0.2)
-            return "left"
+            return os.getuid()
     """
     result = await run(backend, code)
-    assert (result.status, result.output) == ("ok", "left")
-    await asyncio.sleep(0.2)
-    assert sandbox_processes() == []
+    assert result.status == "ok", result.error
+    assert sandbox_processes(result.output) == []
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             assert entry.read_bytes() not in (b"sleep\x004242\x00", b"sleep\x004243\x00")
@@ -415,7 +423,9 @@ async def test_runs_in_parallel_do_not_share_a_process_limit(backend):
                 pids.append(pid)
             for pid in pids:
                 os.waitpid(pid, 0)
-            return len(pids)
+            return len(pids), os.getuid()
     """
     results = await asyncio.gather(*(run(backend, code, processes=8) for _ in range(4)))
-    assert [(r.status, r.output) for r in results] == [("ok", 6)] * 4
+    assert [(r.status, r.output[0]) for r in results] == [("ok", 6)] * 4
+    uids = {r.output[1] for r in results}
+    assert len(uids) == 4 and all(UID_BASE <= uid < UID_BASE + UID_SPAN for uid in uids)
