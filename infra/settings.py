@@ -130,7 +130,9 @@ class SandboxSettings(BaseSettings):
     must be installed where the sandbox runs (its dependencies listed too)."""
     concurrency: int = 4
     """Runs one process executes at once; more wait their turn."""
-    bwrap: str = "bwrap"
+    launcher: Literal["auto", "bwrap", "unshare"] = "auto"
+    """How the process backend makes namespaces: bubblewrap when installed (auto), or
+    util-linux unshare with Reflux's own setup (slower to start)."""
     docker_image: str = "python:3.11-slim"
     """Image with a Python of the same minor version as the host (allowed packages are
     mounted from the host)."""

@@ -1,8 +1,9 @@
 """The process backend against hostile code: every attempt is contained, ends with a clear
 status and message, and leaves the host as it was. Real bubblewrap, real kernel limits.
 
-These need root and bubblewrap (`scripts/test` installs it from Debian); they fail rather
-than skip without them, so CI can never pass them vacuously.
+Each test runs under both launchers (bubblewrap, and unshare with `sandbox.jail`). They
+need root and bubblewrap (`scripts/test` installs it from Debian); they fail rather than
+skip without them, so CI can never pass them vacuously.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ from sandbox.process import UID_BASE, UID_SPAN, ProcessBackend
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def backend() -> ProcessBackend:
-    return ProcessBackend(SandboxSettings(packages=["yaml"], concurrency=8))
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def backend(request: pytest.FixtureRequest) -> ProcessBackend:
+    """Every test runs with either launcher: bubblewrap, and the util-linux fallback."""
+    settings = SandboxSettings(packages=["yaml"], concurrency=8, launcher=request.param)
+    made = ProcessBackend(settings)
+    assert made.launcher == request.param
+    return made
 
 
 async def run(
