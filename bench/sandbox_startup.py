@@ -3,7 +3,7 @@ setpriv, the bootstrap, result pipe) beside a plain `python -c pass` started the
 (asyncio subprocess, pipes), interleaved in the same run. Goal (DESIGN): p50 within 50 ms
 of the plain interpreter.
 
-Usage: python bench/sandbox_startup.py [--runs 200]   (needs root and bubblewrap)
+Usage: python bench/sandbox_startup.py [--runs 200] [--launcher bwrap|unshare]   (as root)
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ async def sandboxed(backend: ProcessBackend, request: CodeRunRequest) -> float:
     return elapsed
 
 
-async def main(runs: int) -> None:
+async def main(runs: int, launcher: str) -> None:
     python = host_interpreter().executable
-    backend = ProcessBackend(SandboxSettings())
+    backend = ProcessBackend(SandboxSettings(launcher=launcher))
     request = CodeRunRequest(lang="python", code="def run(inputs):\n    return 1")
     for _ in range(5):  # warm the page cache
         await plain(python)
@@ -65,6 +65,7 @@ async def main(runs: int) -> None:
     b, s = quantiles(base), quantiles(sand)
     report = {
         "runs": runs,
+        "launcher": backend.launcher,
         "plain_python": b,
         "sandbox": s,
         "overhead_p50_ms": round(s["p50_ms"] - b["p50_ms"], 1),
@@ -78,4 +79,6 @@ async def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--launcher", choices=["auto", "bwrap", "unshare"], default="auto")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.launcher))

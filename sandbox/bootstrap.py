@@ -18,9 +18,7 @@ could have returned anyway.
 import json
 import os
 import resource
-import subprocess
 import sys
-import traceback
 
 MIB = 1024 * 1024
 
@@ -87,23 +85,27 @@ def run_python(request):
         limit = request["limits"]["memory_mb"]
         return error(f"MemoryError: out of memory (limit {limit} MB)", "MemoryError")
     except BaseException as exc:
+        import traceback
+
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
         lines = [f.lineno for f in frames if f.filename == "<code>"]
         where = f" (line {lines[-1]})" if lines else ""
         trace = "".join(traceback.format_list(frames)) + one_line(exc)
         print("Traceback (most recent call last):\n" + trace, file=sys.stderr)
-        return error(one_line(exc) + where, type(exc).__name__, trace)
+        return error(one_line(exc) + where, type(exc).__name__)
 
 
 async def _awaited(value):
     return await value
 
 
-def error(message, error_class, trace=None):
-    return {"status": "error", "error": message, "error_class": error_class, "traceback": trace}
+def error(message, error_class):
+    return {"status": "error", "error": message, "error_class": error_class}
 
 
 def run_shell(request):
+    import subprocess
+
     with open("inputs.json", "w") as f:
         json.dump(request["inputs"], f)
     env = dict(os.environ, REFLUX_INPUTS_FILE=os.path.abspath("inputs.json"))

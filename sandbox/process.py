@@ -235,7 +235,11 @@ async def _ended(pidfd: int | None) -> None:
         return
     loop = asyncio.get_running_loop()
     gone = loop.create_future()
-    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    def exited() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, exited)
     try:
         async with asyncio.timeout(KILL_GRACE_S):
             await gone

@@ -10,6 +10,7 @@ from pathlib import Path
 from infra.errors import SpecError
 from infra.settings import Settings
 from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, err, out, out_json
+from sandbox.models import CodeRunRequest
 
 
 def _inputs(text: str | None) -> object:
@@ -22,23 +23,26 @@ def _inputs(text: str | None) -> object:
         raise SpecError([f"--input:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"]) from None
 
 
-def _request(args: argparse.Namespace) -> object:
+def _request(args: argparse.Namespace) -> CodeRunRequest:
     import pydantic
-
-    from sandbox import CodeRunRequest
 
     path = Path(args.file)
     try:
         code = sys.stdin.read() if args.file == "-" else path.read_text()
     except OSError as exc:
         raise SpecError([f"{args.file}: cannot read: {exc.strerror}"]) from None
-    lang = "shell" if args.shell or path.suffix == ".sh" else "python"
     limits = {"timeout": args.timeout, "memory_mb": args.memory_mb, "network": args.network}
     if args.cpu is not None:
         limits["cpu"] = args.cpu
     try:
-        return CodeRunRequest(
-            lang=lang, code=code, entry=args.entry, inputs=_inputs(args.input), limits=limits
+        return CodeRunRequest.model_validate(
+            {
+                "lang": "shell" if args.shell or path.suffix == ".sh" else "python",
+                "code": code,
+                "entry": args.entry,
+                "inputs": _inputs(args.input),
+                "limits": limits,
+            }
         )
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
@@ -52,13 +56,13 @@ async def cmd_sandbox_run(settings: Settings, args: argparse.Namespace) -> int:
 
     request = _request(args)
     backend = open_backend(settings.sandbox)
-    result = await backend.run(request)  # type: ignore[arg-type]
+    result = await backend.run(request)
     if args.json:
         out_json(result.model_dump(mode="json"))
         return EXIT_OK if result.status == "ok" else EXIT_FAILED
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
-    if result.output is not None and request.lang == "python":  # type: ignore[attr-defined]
+    if result.output is not None and request.lang == "python":
         out(json.dumps(result.output, indent=2))
     m = result.metrics
     figures = f"{m.duration_ms:.0f} ms, exit {m.exit_code}"

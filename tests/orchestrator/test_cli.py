@@ -77,6 +77,7 @@ def test_run_table_shows_steps_and_outputs(stack: RunningStack):
     assert "STEP" in done.stdout and "ATTEMPTS" in done.stdout
     assert "celebrate  ok" in done.stdout
     assert '"total": 16' in done.stdout
+    assert "spread     ok" in done.stdout  # the sandboxed code step
 
 
 @pytest.mark.parametrize(
