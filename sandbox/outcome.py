@@ -28,6 +28,9 @@ class Observed:
     overflow: str | None = None
     """Which capture went past its cap ("stdout", "stderr", "result"): the run was killed."""
     peak_mem_mb: float | None = None
+    """Of the whole run (its cgroup's charge), where known."""
+    oom_killed: bool = False
+    """The kernel killed a process of the run for its cgroup's memory limit."""
 
 
 def conclude(request: CodeRunRequest, seen: Observed) -> CodeRunResult:
@@ -36,7 +39,8 @@ def conclude(request: CodeRunRequest, seen: Observed) -> CodeRunResult:
     stderr = seen.stderr.decode("utf-8", "replace")
     report = _parse(seen.result)
     code_exit = report.get("exit_code", 0 if report else seen.exit_code)
-    peak = report.get("peak_mem_mb", seen.peak_mem_mb)
+    peaks = [p for p in (seen.peak_mem_mb, report.get("peak_mem_mb")) if p is not None]
+    peak = max(peaks) if peaks else None
 
     def result(status: str, error: str | None = None, error_class: str | None = None,
                output: Any = None) -> CodeRunResult:  # fmt: skip
@@ -62,6 +66,10 @@ def conclude(request: CodeRunRequest, seen: Observed) -> CodeRunResult:
     if seen.overflow:
         return result("killed", f"{seen.overflow} went past {limits.output_kb} KiB; killed",
                       "OutputLimit")  # fmt: skip
+    if seen.oom_killed and (not report or (code_exit or 0) < 0):
+        cap = f"{limits.memory_mb} MB + {limits.tmp_mb} MB tmp"
+        return result("killed", f"out of memory: the run reached its limit ({cap}); killed",
+                      "MemoryLimit")  # fmt: skip
     if code_exit is not None and code_exit < 0:
         return _signalled(result, -code_exit, limits.cpu_seconds)
     if request.lang == "shell":

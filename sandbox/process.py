@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -39,9 +40,9 @@ from typing import NamedTuple
 
 from infra.errors import SandboxError
 from infra.settings import SandboxSettings
-from sandbox import seccomp
+from sandbox import cgroup, seccomp
 from sandbox.interpreter import BOOTSTRAP, bootstrap_input, host_interpreter, package_mounts
-from sandbox.layout import ENV, bwrap_args, filesystem
+from sandbox.layout import ENV, SHM_MB, bwrap_args, filesystem
 from sandbox.models import CodeRunRequest, CodeRunResult, Limits
 from sandbox.outcome import Observed, conclude
 
@@ -49,12 +50,20 @@ __all__ = ["ProcessBackend"]
 
 UID_BASE = 1_600_000_000
 UID_SPAN = 100_000_000
+log = logging.getLogger(__name__)
+
 KILL_GRACE_S = 10.0
 KIB = 1024
 MIB = 1024 * 1024
 JAIL_SOURCE = Path(__file__).with_name("jail.py")
 JAIL_ROOT = "/run/reflux-sandbox"
 """Where the jail mounts a run's root (a tmpfs, in the run's mount namespace only)."""
+
+
+def memory_cap(limits: Limits) -> int:
+    """The run's cgroup memory limit: its processes' memory plus what its tmpfs can hold
+    (tmpfs pages are charged to the writer's cgroup)."""
+    return (limits.memory_mb + limits.tmp_mb + SHM_MB) * MIB
 
 
 def _launcher(choice: str) -> tuple[str, str]:
@@ -88,6 +97,9 @@ class ProcessBackend:
         self.packages = package_mounts(settings.packages)
         self._filter = seccomp.filter_program()
         self._gate = asyncio.Semaphore(settings.concurrency)
+        self.cgroups = cgroup.find_parents()
+        if self.cgroups is None:
+            log.warning("sandbox: no writable cgroup here; memory is capped per process only")
         if self.launcher == "unshare":
             os.makedirs(JAIL_ROOT, mode=0o755, exist_ok=True)
 
@@ -131,9 +143,17 @@ class ProcessBackend:
 
     async def run(self, request: CodeRunRequest) -> CodeRunResult:
         async with self._gate:
-            return conclude(request, await self._observe(request))
+            group = None
+            if self.cgroups is not None:
+                limits = request.limits
+                group = cgroup.RunCgroup(self.cgroups, memory_cap(limits), limits.processes + 8)
+            try:
+                return conclude(request, await self._observe(request, group))
+            finally:
+                if group is not None:
+                    group.remove()
 
-    async def _observe(self, request: CodeRunRequest) -> Observed:
+    async def _observe(self, request: CodeRunRequest, group: cgroup.RunCgroup | None) -> Observed:
         limits = request.limits
         setup_fd = os.memfd_create("reflux-sandbox-setup", 0)
         result_read, result_write = os.pipe()
@@ -142,6 +162,8 @@ class ProcessBackend:
             uid = UID_BASE + secrets.randbelow(UID_SPAN)
             fds = Fds(setup_fd, result_write, info_write)
             argv, setup = self.launch(limits, uid, fds)
+            if group is not None:
+                argv = cgroup.enter_command(group.procs, argv)
             os.write(setup_fd, setup)
             os.lseek(setup_fd, 0, os.SEEK_SET)
             started = time.perf_counter()
@@ -201,6 +223,9 @@ class ProcessBackend:
             timed_out=timed_out,
             overflow=killed.reason if killed.reason in ("stdout", "stderr", "result") else None,
         )
+        if group is not None:
+            seen.peak_mem_mb = group.peak_mb()
+            seen.oom_killed = group.oom_killed()
         if not result and stderr.startswith((b"bwrap: ", b"jail: ", b"unshare: ")):
             line = stderr.decode(errors="replace").splitlines()[0]
             raise SandboxError(f"the sandbox could not start: {line}")
@@ -235,6 +260,7 @@ async def _ended(pidfd: int | None) -> None:
         return
     loop = asyncio.get_running_loop()
     gone = loop.create_future()
+
     def exited() -> None:
         if not gone.done():
             gone.set_result(None)

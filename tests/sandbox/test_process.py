@@ -314,6 +314,59 @@ async def test_memory_beyond_the_limit_fails(backend):
     assert result.error == "MemoryError: out of memory (limit 256 MB)"
 
 
+def needs_cgroups(backend: ProcessBackend) -> None:
+    if backend.cgroups is None:
+        pytest.skip("no writable cgroup on this host: memory is capped per process only")
+
+
+async def test_processes_together_stay_under_the_memory_cap(backend):
+    needs_cgroups(backend)
+    code = """
+        import os, time
+        def run(i):
+            kids = []
+            for _ in range(4):
+                pid = os.fork()
+                if pid == 0:
+                    block = bytearray(150 * 1024 * 1024)
+                    for j in range(0, len(block), 4096):
+                        block[j] = 1
+                    time.sleep(2)
+                    os._exit(0)
+                kids.append(pid)
+            return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in kids]
+    """
+    result = await run(backend, code, memory_mb=200, tmp_mb=16)  # cap: 200 + 16 + 16 MB
+    assert result.status == "ok", result.error
+    assert -9 in result.output  # the OOM killer took some children: 4 x 150 MB > 232 MB
+    assert result.metrics.peak_mem_mb <= 232
+
+
+async def test_the_code_killed_for_memory_says_so(backend):
+    needs_cgroups(backend)
+    code = """
+        import os, time
+        def run(i):
+            r, w = os.pipe()
+            if os.fork() == 0:
+                os.read(r, 1)
+                block = bytearray(100 * 1024 * 1024)
+                for j in range(0, len(block), 4096):
+                    block[j] = 1
+                time.sleep(5)
+                os._exit(0)
+            big = bytearray(200 * 1024 * 1024)
+            for j in range(0, len(big), 4096):
+                big[j] = 1
+            os.write(w, b"x")
+            time.sleep(5)
+            return "survived"
+    """
+    result = await run(backend, code, memory_mb=256, tmp_mb=16)  # the largest goes first
+    assert (result.status, result.error_class) == ("killed", "MemoryLimit")
+    assert result.error == "out of memory: the run reached its limit (256 MB + 16 MB tmp); killed"
+
+
 async def test_cpu_spin_past_the_timeout_is_killed(backend):
     code = ANNOUNCE_UID + "def run(i):\n    while True:\n        pass"
     result = await run(backend, code, timeout=1)
