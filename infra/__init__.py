@@ -1,6 +1,7 @@
 """Settings, the error tree and the embedded local stack."""
 
 from infra.errors import (
+    CodeRunError,
     ConfigError,
     ExpressionError,
     HttpConnectError,
@@ -17,6 +18,7 @@ from infra.errors import (
     RegistryError,
     ResponseTooLargeError,
     RunError,
+    SandboxError,
     ServiceError,
     SpecError,
     SsrfError,
@@ -28,11 +30,13 @@ from infra.settings import (
     NatsSettings,
     NodesSettings,
     ObjectStoreSettings,
+    SandboxSettings,
     Settings,
     TemporalSettings,
 )
 
 __all__ = [
+    "CodeRunError",
     "ConfigError",
     "DatabaseSettings",
     "ExpressionError",
@@ -54,6 +58,8 @@ __all__ = [
     "RegistryError",
     "ResponseTooLargeError",
     "RunError",
+    "SandboxError",
+    "SandboxSettings",
     "ServiceError",
     "Settings",
     "SpecError",

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["infra", "nodes", "orchestrator", "registry"]
+PACKAGES = ["infra", "nodes", "orchestrator", "registry", "sandbox"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -22,3 +22,4 @@ def test_error_tree_has_one_root():
     assert all(issubclass(e, infra.RefluxError) for e in errors)
     assert issubclass(infra.SsrfError, infra.NodeError) and not infra.SsrfError.retryable
     assert infra.NodeTimeoutError.retryable and infra.NoRespondersError.retryable
+    assert issubclass(infra.CodeRunError, infra.NodeError) and not infra.CodeRunError.retryable

@@ -126,6 +126,22 @@ async def test_prints_files_async_entry_and_allowed_package(backend):
     assert (result.output, result.stdout, result.stderr) == (42, "to stdout\n", "to stderr\n")
 
 
+async def test_threads_and_subprocesses_work(backend):
+    # glibc starts threads with clone3, which the filter answers ENOSYS: it falls back to clone
+    code = """
+        import subprocess, threading
+        def run(i):
+            out = []
+            t = threading.Thread(target=lambda: out.append("thread"))
+            t.start()
+            t.join()
+            out.append(subprocess.run(["echo", "child"], capture_output=True, text=True).stdout)
+            return out
+    """
+    result = await run(backend, code)
+    assert (result.status, result.output) == ("ok", ["thread", "child\n"]), result.error
+
+
 async def test_module_without_entry_is_the_program(backend):
     result = await run(backend, "print(sum(range(10)))")
     assert (result.status, result.output, result.stdout) == ("ok", None, "45\n")
