@@ -1,11 +1,16 @@
 """Run untrusted Python and shell code under CPU, memory, time, process, file-size and
 network limits.
 
-    models      CodeRunRequest / CodeRunResult, the shape every backend takes and gives
-    process     the default backend: Linux namespaces via bubblewrap, rlimits, seccomp
-    container   the Docker backend (gVisor when the engine offers it)
-    bootstrap   the program inside the sandbox that runs the code and reports its result
-    outcome     exit status and captured output -> one status and a one-line reason
+    models       CodeRunRequest / CodeRunResult, the shape every backend takes and gives
+    process      the default backend: namespaces (bubblewrap, or unshare + jail), own uid
+    layout       the filesystem a process sandbox sees
+    jail         the unshare launcher's inside half (mounts, uid drop, seccomp)
+    seccomp      the system-call filter
+    cgroup       a cgroup per run: memory and process caps, peak memory, OOM kills
+    interpreter  which interpreter and allow-listed packages are mounted
+    container    the Docker backend (gVisor when the engine offers it)
+    bootstrap    the program inside the sandbox that runs the code and reports its result
+    outcome      exit status and captured output -> one status and a one-line reason
 
 `open_backend(settings)` picks the backend the settings name; `await backend.run(request)`
 never raises for what the code does (that is in the result's status), only when the
