@@ -130,6 +130,10 @@ class SandboxSettings(BaseSettings):
     must be installed where the sandbox runs (its dependencies listed too)."""
     concurrency: int = 4
     """Runs one process executes at once; more wait their turn."""
+    allow_networks: CommaSeparated[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list
+    )
+    """CIDRs that code with `network: limited` may reach although they are not public."""
     launcher: Literal["auto", "bwrap", "unshare"] = "auto"
     """How the process backend makes namespaces: bubblewrap when installed (auto), or
     util-linux unshare with Reflux's own setup (slower to start)."""

@@ -10,6 +10,9 @@ request's files into the working directory, then runs the code:
   limited to the standard library, the allow-list and the request's own `.py` files.
 - shell: `/bin/sh -c CODE`, with the inputs as JSON in the file `$REFLUX_INPUTS_FILE`.
 
+With `network: limited` it first relays a local proxy port to the host's egress proxy
+(`sandbox.egress`) and sets HTTP(S)_PROXY.
+
 The result, one JSON object, goes to the result fd, or after MARKER on stdout where no
 extra fd can be passed (containers). The host trusts nothing in it beyond what the code
 could have returned anyway.
@@ -21,6 +24,7 @@ import resource
 import sys
 
 MIB = 1024 * 1024
+PROXY = ("127.0.0.1", 3128)
 
 
 def set_limits(limits):
@@ -33,6 +37,55 @@ def set_limits(limits):
     cap(resource.RLIMIT_NOFILE, limits["open_files"])
     cap(resource.RLIMIT_FSIZE, limits["file_mb"] * MIB)
     cap(resource.RLIMIT_CORE, 0)
+
+
+def start_relay(socket_path):
+    """network: limited. Relay the sandbox's own http://127.0.0.1:3128 to the host's egress
+    proxy socket, in one thread, and point HTTP clients at it."""
+    import selectors
+    import socket
+    import threading
+
+    listener = socket.create_server(PROXY)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, None)
+
+    def close(*socks):
+        for sock in socks:
+            try:
+                selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+
+    def relay():
+        while True:
+            for key, _ in selector.select():
+                if key.data is None:
+                    client, _ = listener.accept()
+                    upstream = socket.socket(socket.AF_UNIX)
+                    try:
+                        upstream.connect(socket_path)
+                    except OSError:
+                        close(client, upstream)
+                        continue
+                    selector.register(client, selectors.EVENT_READ, upstream)
+                    selector.register(upstream, selectors.EVENT_READ, client)
+                    continue
+                source, sink = key.fileobj, key.data
+                try:
+                    data = source.recv(65536)
+                    if data:
+                        sink.sendall(data)
+                        continue
+                except OSError:
+                    pass
+                close(source, sink)
+
+    threading.Thread(target=relay, daemon=True).start()
+    url = f"http://{PROXY[0]}:{PROXY[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ[name] = url
 
 
 def one_line(exc):
@@ -123,6 +176,8 @@ def main():
         with open(name, "w") as f:
             f.write(text)
     sys.stdout.reconfigure(line_buffering=True)
+    if request.get("egress"):
+        start_relay(request["egress"])
     if request["lang"] == "python":
         result = run_python(request)
         usage = resource.getrusage(resource.RUSAGE_SELF)

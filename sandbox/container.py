@@ -1,6 +1,7 @@
 """The Docker backend: each run is a fresh container (REFLUX_SANDBOX_BACKEND=docker).
 
-The container has no network (unless asked), a read-only root, a sized tmpfs at /tmp,
+The container has no network (`limited`: only the egress proxy's socket, mounted in;
+`full`: the default bridge), a read-only root, a sized tmpfs at /tmp,
 memory (swap included), CPU and process limits, every capability dropped,
 no-new-privileges, an unprivileged user, and the gVisor runtime (`runsc`) when the engine
 offers it. The bootstrap and the allow-listed packages are mounted read-only from the
@@ -21,9 +22,11 @@ from typing import Any
 
 from infra.errors import SandboxError
 from infra.settings import SandboxSettings
+from sandbox.egress import EgressProxy
 from sandbox.interpreter import (
     BOOTSTRAP,
     BOOTSTRAP_SOURCE,
+    EGRESS_SOCKET,
     PackageMount,
     bootstrap_input,
     package_mounts,
@@ -44,12 +47,16 @@ def container_config(
     marker: str,
     packages: tuple[PackageMount, ...] = (),
     runtimes: tuple[str, ...] = (),
+    egress: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for `client.containers.create` for one run."""
+    """Keyword arguments for `client.containers.create` for one run; `egress` is the host
+    path of the egress proxy's socket (network: limited)."""
     from docker.types import Ulimit
 
     volumes = {str(BOOTSTRAP_SOURCE): {"bind": BOOTSTRAP, "mode": "ro"}}
     volumes.update({m.source: {"bind": m.target, "mode": "ro"} for m in packages})
+    if egress is not None:
+        volumes[egress] = {"bind": EGRESS_SOCKET, "mode": "ro"}
     runtime = settings.docker_runtime or ("runsc" if "runsc" in runtimes else None)
     cpu = limits.cpu_seconds
     return {
@@ -58,7 +65,7 @@ def container_config(
         "user": NOBODY,
         "working_dir": "/tmp",
         "environment": {"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"},
-        "network_mode": "none" if limits.network == "off" else "bridge",
+        "network_mode": "bridge" if limits.network == "full" else "none",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
         "mem_limit": f"{limits.memory_mb}m",
@@ -96,20 +103,25 @@ class DockerBackend:
             ) from None
         self.settings = settings
         self.runtimes = runtimes
+        self.egress = EgressProxy(settings.allow_networks)
         self.packages = package_mounts(settings.packages)
         self._gate = asyncio.Semaphore(settings.concurrency)
 
     async def run(self, request: CodeRunRequest) -> CodeRunResult:
         async with self._gate:
-            seen = await asyncio.to_thread(self._observe, request)
+            limited = request.limits.network == "limited"
+            egress = await self.egress.socket() if limited else None
+            seen = await asyncio.to_thread(self._observe, request, egress)
             return conclude(request, seen)
 
-    def _observe(self, request: CodeRunRequest) -> Observed:
+    def _observe(self, request: CodeRunRequest, egress: str | None) -> Observed:
         from docker.errors import ImageNotFound
 
         limits = request.limits
         marker = f"\x00REFLUX-RESULT-{secrets.token_hex(8)}\x00"
-        config = container_config(limits, self.settings, marker, self.packages, self.runtimes)
+        config = container_config(
+            limits, self.settings, marker, self.packages, self.runtimes, egress
+        )
         try:
             container = self.client.containers.create(**config)
         except ImageNotFound:

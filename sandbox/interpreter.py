@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SITE = "/sbx/site"
 BOOTSTRAP = "/sbx/bootstrap.py"
+EGRESS_SOCKET = "/sbx/egress.sock"
 BOOTSTRAP_SOURCE = Path(__file__).with_name("bootstrap.py")
 
 
@@ -97,4 +98,5 @@ def bootstrap_input(request: CodeRunRequest, packages: tuple[PackageMount, ...])
     body["limits"]["cpu_seconds"] = request.limits.cpu_seconds
     body["allowed"] = sorted({m.name for m in packages})
     body["site"] = SITE
+    body["egress"] = EGRESS_SOCKET if request.limits.network == "limited" else None
     return json.dumps(body).encode()

@@ -7,6 +7,7 @@ read-only.
     …/site-packages     covered by an empty read-only tmpfs (every installed package)
     /sbx/bootstrap.py   read-only, the program that runs the code
     /sbx/site/<name>    read-only, each allow-listed package
+    /sbx/egress.sock    the egress proxy (network: limited)
     /proc               the run's own (its PID namespace)
     /dev                null, zero, full, random, urandom, tty; /dev/shm a sized tmpfs
     /tmp                a sized tmpfs, the working directory
@@ -24,6 +25,7 @@ from typing import Any, Literal
 from sandbox.interpreter import (
     BOOTSTRAP,
     BOOTSTRAP_SOURCE,
+    EGRESS_SOCKET,
     SITE,
     Interpreter,
     PackageMount,
@@ -61,8 +63,13 @@ class Mount:
 
 
 def filesystem(
-    limits: Limits, interpreter: Interpreter, packages: tuple[PackageMount, ...]
+    limits: Limits,
+    interpreter: Interpreter,
+    packages: tuple[PackageMount, ...],
+    egress: str | None = None,
 ) -> list[Mount]:
+    """The mounts for one run; `egress` is the host path of the egress proxy's socket
+    (network: limited)."""
     mounts = [Mount("ro-bind", "/usr", "/usr")]
     for path in ROOT_LINKS:
         if os.path.islink(path):
@@ -77,6 +84,8 @@ def filesystem(
     mounts += [Mount("dir", "/sbx"), Mount("dir", SITE)]
     mounts.append(Mount("ro-bind", BOOTSTRAP, str(BOOTSTRAP_SOURCE)))
     mounts += [Mount("ro-bind", p.target, p.source) for p in packages]
+    if egress is not None:
+        mounts.append(Mount("ro-bind", EGRESS_SOCKET, egress))
     mounts += [Mount("proc", "/proc"), Mount("dev", "/dev")]
     mounts.append(Mount("tmpfs", "/tmp", mode=0o1777, size=limits.tmp_mb * MIB))
     mounts.append(Mount("tmpfs", "/dev/shm", mode=0o1777, size=SHM_MB * MIB))

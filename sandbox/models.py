@@ -9,7 +9,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from infra.durations import parse_duration
 
-Network = Literal["off", "full"]
+Network = Literal["off", "limited", "full"]
 RunStatus = Literal["ok", "error", "timeout", "killed"]
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, or a duration as workflows write it (`5s`, `2m`)."""
@@ -48,7 +48,8 @@ class Limits(BaseModel):
     result_mb: int = Field(16, ge=1, le=1024)
     """The entry function's return value, as JSON."""
     network: Annotated[Network, BeforeValidator(_network)] = "off"
-    """off: no network at all (not even loopback to the host); full: the host's network."""
+    """off: no network at all (not even loopback to the host); limited: HTTP(S) through a
+    proxy that refuses non-public addresses (`sandbox.egress`); full: the host's network."""
 
     @property
     def cpu_seconds(self) -> int:

@@ -12,7 +12,8 @@ What the code sees is `sandbox.layout`: `/usr` and the interpreter read-only (th
 site-packages covered), the allow-listed packages, a private sized `/tmp` (its working
 directory) and `/dev/shm`, its own `/proc`, a minimal `/dev`, an empty `/etc` but for the
 loader cache. Not the project, not `REFLUX_HOME`, not `/root`, not the host's processes.
-Network off: a namespace with only its own loopback.
+Network off: a namespace with only its own loopback; limited: the same, plus the egress
+proxy's socket (`sandbox.egress`); full: the host's network.
 
 Each run gets its own uid (drawn from a range no account uses), so the process limit
 (RLIMIT_NPROC, counted per uid across the host) is the run's alone and runs cannot
@@ -41,6 +42,7 @@ from typing import NamedTuple
 from infra.errors import SandboxError
 from infra.settings import SandboxSettings
 from sandbox import cgroup, seccomp
+from sandbox.egress import EgressProxy
 from sandbox.interpreter import BOOTSTRAP, bootstrap_input, host_interpreter, package_mounts
 from sandbox.layout import ENV, SHM_MB, bwrap_args, filesystem
 from sandbox.models import CodeRunRequest, CodeRunResult, Limits
@@ -97,20 +99,23 @@ class ProcessBackend:
         self.packages = package_mounts(settings.packages)
         self._filter = seccomp.filter_program()
         self._gate = asyncio.Semaphore(settings.concurrency)
+        self.egress = EgressProxy(settings.allow_networks)
         self.cgroups = cgroup.find_parents()
         if self.cgroups is None:
             log.warning("sandbox: no writable cgroup here; memory is capped per process only")
         if self.launcher == "unshare":
             os.makedirs(JAIL_ROOT, mode=0o755, exist_ok=True)
 
-    def launch(self, limits: Limits, uid: int, fds: Fds) -> tuple[list[str], bytes]:
+    def launch(
+        self, limits: Limits, uid: int, fds: Fds, egress: str | None = None
+    ) -> tuple[list[str], bytes]:
         """The command line for one run, and what its setup fd must hold (bwrap: the
-        seccomp filter; the jail: its whole plan)."""
+        seccomp filter; the jail: its whole plan). `egress`: the proxy's socket."""
         setup_fd, result_fd = fds.setup, fds.result
         py = self.interpreter.executable
-        mounts = filesystem(limits, self.interpreter, self.packages)
+        mounts = filesystem(limits, self.interpreter, self.packages, egress)
         payload = [py, "-I", "-S", "-B", BOOTSTRAP, "--result-fd", str(result_fd)]
-        network = ["--net"] if limits.network == "off" else []
+        network = ["--net"] if limits.network != "full" else []
         if self.launcher == "unshare":
             argv = ["setpriv", "--pdeathsig", "KILL", "--", self.tool, "--mount", "--pid"]
             argv += ["--ipc", "--uts", "--cgroup", *network, "--fork", "--kill-child"]
@@ -161,7 +166,8 @@ class ProcessBackend:
         try:
             uid = UID_BASE + secrets.randbelow(UID_SPAN)
             fds = Fds(setup_fd, result_write, info_write)
-            argv, setup = self.launch(limits, uid, fds)
+            egress = await self.egress.socket() if limits.network == "limited" else None
+            argv, setup = self.launch(limits, uid, fds, egress)
             if group is not None:
                 argv = cgroup.enter_command(group.procs, argv)
             os.write(setup_fd, setup)

@@ -96,6 +96,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     run.add_argument("--timeout", default="10s", help="wall clock, e.g. 5s (default 10s)")
     run.add_argument("--cpu", help="CPU time, e.g. 2s (default: the timeout)")
     run.add_argument("--memory-mb", type=int, default=256, help="per process (default 256)")
-    run.add_argument("--network", choices=["off", "full"], default="off")
+    run.add_argument(
+        "--network",
+        choices=["off", "limited", "full"],
+        default="off",
+        help="off (default); limited: HTTP(S) to public addresses through a guarded proxy; "
+        "full: the host's network",
+    )
     run.add_argument("--json", action="store_true", help="the whole result as JSON")
     run.set_defaults(func=cmd_sandbox_run)

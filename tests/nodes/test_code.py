@@ -106,5 +106,5 @@ def test_limits_are_validated_with_their_names() -> None:
     with pytest.raises(ValueError, match="memory_mb"):
         code.PythonParams(code="", limits={"memory_mb": 1})
     with pytest.raises(ValueError, match="network"):
-        code.PythonParams(code="", limits={"network": "limited"})
+        code.PythonParams(code="", limits={"network": "some"})
     assert code.PythonParams(code="", limits={"network": False}).limits.network == "off"

@@ -58,6 +58,13 @@ def test_network_full_uses_the_default_bridge() -> None:
     assert config(network="full")["network_mode"] == "bridge"
 
 
+def test_network_limited_has_only_the_egress_socket() -> None:
+    limits = Limits(network="limited")
+    c = container_config(limits, SandboxSettings(), MARKER, (), (), "/tmp/reflux-egress-1")
+    assert c["network_mode"] == "none"
+    assert c["volumes"]["/tmp/reflux-egress-1"] == {"bind": "/sbx/egress.sock", "mode": "ro"}
+
+
 @pytest.fixture(scope="module")
 def docker_backend() -> DockerBackend:
     try:

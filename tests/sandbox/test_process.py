@@ -9,6 +9,7 @@ skip without them, so CI can never pass them vacuously.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import textwrap
@@ -22,6 +23,7 @@ import pytest
 from infra.settings import SandboxSettings
 from sandbox import CodeRunRequest, CodeRunResult
 from sandbox.process import UID_BASE, UID_SPAN, ProcessBackend
+from tests.helpers.httpserver import HttpTestServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -178,6 +180,44 @@ async def test_network_full_reaches_the_host(backend, listener):
     result = await run(backend, code, network="full")
     assert result.status == "ok", result.error
     assert seen == ["127.0.0.1"]
+
+
+LIMITED = """
+    import json, socket, urllib.request
+    def run(i):
+        out = dict()
+        for name, url in (("allowed", "{url}"), ("private", "http://10.1.2.3/")):
+            try:
+                out[name] = urllib.request.urlopen(url, timeout=5).read().decode()
+            except urllib.error.HTTPError as exc:
+                out[name] = [exc.code, exc.read().decode().strip()]
+        try:
+            socket.create_connection(("127.0.0.1", {port}), 2)
+            out["direct"] = "reached"
+        except OSError as exc:
+            out["direct"] = type(exc).__name__
+        return out
+"""
+
+
+async def test_network_limited_goes_through_the_guarded_proxy(backend):
+    with HttpTestServer() as server:
+        code = LIMITED.format(url=server.url("/json"), port=server.port)
+        limited = ProcessBackend(
+            SandboxSettings(launcher=backend.launcher, allow_networks=["127.0.0.1/32"])
+        )
+        result = await run(limited, code, network="limited")
+        assert result.status == "ok", result.error
+        assert json.loads(result.output["allowed"]) == {"hello": "world"}
+        status, message = result.output["private"]
+        assert status == 403 and "refused to connect to 10.1.2.3 (private)" in message
+        assert result.output["direct"] == "ConnectionRefusedError"  # no route but the proxy
+        assert len(server.requests) == 1
+        # without the allow-list, loopback is refused like any private address
+        result = await run(backend, code, network="limited")
+        status, message = result.output["allowed"]
+        assert status == 403 and "(loopback)" in message
+        assert len(server.requests) == 1
 
 
 # -- containment --------------------------------------------------------------------
