@@ -144,6 +144,19 @@ class SandboxSettings(BaseSettings):
     """Container runtime; unset: runsc (gVisor) when the engine offers it, else its default."""
 
 
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_API_")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    rate_limit: float = 20.0
+    """Requests a second per token (and per client address without a valid one)..."""
+    burst: int = 40
+    """...with bursts of this many."""
+    max_body_bytes: int = 2 * 1024 * 1024
+    pool_size: int = 10
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_")
 
@@ -158,6 +171,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     inline_limit: int = 256 * 1024
     """Values this size or larger (bytes, serialized) go to the object store and travel by
     reference, in Temporal history and in node messages alike."""

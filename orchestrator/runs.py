@@ -77,8 +77,10 @@ async def submit(
     catalog: Catalog,
     inputs: dict[str, Any],
     workflow_version: int | None = None,
+    actor: str | None = None,
 ) -> WorkflowHandle:
-    """Start a run of a validated spec: pin its nodes, record it, start the workflow."""
+    """Start a run of a validated spec: pin its nodes, record it, start the workflow.
+    `actor`: who started it (default: `settings.user`)."""
     run_id = new_run_id(spec.id)
     pins = resolve_pins(spec, catalog, run_id)
     request = RunRequest(
@@ -87,7 +89,9 @@ async def submit(
         inputs=inputs,
     )
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
-    await ledger.record_start(pool, run_id, spec.id, workflow_version, recorded, settings.user)
+    await ledger.record_start(
+        pool, run_id, spec.id, workflow_version, recorded, actor or settings.user, spec.namespace
+    )
     try:
         return await start_run(client, request, settings.temporal.task_queue)
     except BaseException as exc:
@@ -117,6 +121,23 @@ async def wait_run(
         return await result
     except WorkflowFailureError as exc:
         return await _failed_result(handle, exc)
+
+
+async def live_state(client: Client, run_id: str) -> RunResult | None:
+    """The run's step states (and outputs, once ended) from Temporal; None when Temporal
+    no longer has it (retention) or never did."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    handle = run_handle(client, run_id)
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return None
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        steps = await handle.query("progress", result_type=dict[str, StepResult])
+        return RunResult(run_id=run_id, workflow="", status="running", steps=steps)
+    return await wait_run(handle)
 
 
 async def _failed_result(handle: WorkflowHandle, exc: WorkflowFailureError) -> RunResult:

@@ -115,6 +115,13 @@ class WorkflowRegistry:
         )
         return [Workflow(**row) for row in rows]
 
+    async def namespace_of(self, workflow_id: str) -> str | None:
+        """The workflow's namespace; None when there is no such workflow."""
+        value = await self.pool.fetchval(
+            "SELECT namespace FROM workflows WHERE id = $1", workflow_id
+        )
+        return str(value) if value is not None else None
+
     async def versions(self, workflow_id: str) -> list[WorkflowVersion]:
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM workflow_versions WHERE workflow_id = $1 ORDER BY version",

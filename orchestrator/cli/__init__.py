@@ -26,6 +26,9 @@
     reflux reflection sink               consume traces into ClickHouse (foreground)
     reflux sandbox run FILE [--input J]  run a .py's run(inputs) or a .sh in the sandbox
 
+    reflux api [--host H --port P]       serve the HTTP API in the foreground (docs at /docs)
+    reflux tokens create --role R [--namespace NS] [--name N] | list | revoke ID
+
 Exit codes: 0 success; 1 a run failed, `validate` found problems, the registry refused a
 change, or a service is unreachable; 2 invalid input (a workflow file, --input, arguments).
 """
@@ -40,7 +43,7 @@ import sys
 
 from infra.errors import RefluxError, SpecError
 from infra.settings import Settings
-from orchestrator.cli import nodes, reflection, runs, sandbox, stack, workflows
+from orchestrator.cli import api, nodes, reflection, runs, sandbox, stack, workflows
 from orchestrator.cli.output import EXIT_FAILED, EXIT_INVALID, err
 
 
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, nodes, workflows, runs, reflection, sandbox):
+    for module in (stack, nodes, workflows, runs, reflection, sandbox, api):
         module.add_parsers(sub)
     return parser
 

@@ -13,14 +13,14 @@ from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, err, nats_connection, 
 
 
 def background_processes(settings: Settings) -> list[Any]:
-    """The single-machine mode: a worker, the trace sink and one process per built-in node
-    group."""
+    """The single-machine mode: a worker, the trace sink, the API and one process per
+    built-in node group."""
     from infra.stack import ProcessSpec, stack_home
     from nodes.builtin import builtin_catalog
 
     me = [sys.executable, "-m", "orchestrator.cli"]
     groups = settings.nodes.filter or list(builtin_catalog().groups)
-    commands = {"worker": ["worker"], "sink": ["reflection", "sink"]}
+    commands = {"worker": ["worker"], "sink": ["reflection", "sink"], "api": ["api"]}
     commands.update({f"nodes-{g}": ["nodes", "serve", "--groups", g] for g in groups})
     run_dir = stack_home(settings) / "run"
     return [

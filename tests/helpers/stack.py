@@ -72,6 +72,10 @@ class RunningStack:
             }
         )
 
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['REFLUX_API_PORT']}"
+
     def up(self, echo: Callable[[str], None] = lambda _: None) -> None:
         asyncio.run(Stack(self.settings).up(echo, extra_processes=background(self.home, self.env)))
         asyncio.run(promote_test_nodes(self.settings))
@@ -106,6 +110,7 @@ def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
         "nodes-core": ["nodes", "serve", "--groups", "core"],
         "nodes-http": ["nodes", "serve", "--groups", "http"],
         "nodes-code": ["nodes", "serve", "--groups", "code"],
+        "api": ["api"],
         "nodes-testing": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "testing"],
         "nodes-versions": ["nodes", "serve", "--catalog", TEST_CATALOG, "--groups", "versions"],
     }
@@ -120,7 +125,7 @@ def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
 def start_test_stack(home: Path, **settings: str) -> RunningStack:
     """Start a stack under `home` on free ports; `settings` are extra REFLUX_… variables
     (e.g. REFLUX_DATABASE_URL to use an existing database instead of starting one)."""
-    temporal, nats_port, monitor, pg = free_ports(4)
+    temporal, nats_port, monitor, pg, api = free_ports(5)
     env = {
         **os.environ,
         "REFLUX_HOME": str(home),
@@ -128,6 +133,7 @@ def start_test_stack(home: Path, **settings: str) -> RunningStack:
         "REFLUX_NATS_PORT": str(nats_port),
         "REFLUX_NATS_MONITOR_PORT": str(monitor),
         "REFLUX_DATABASE_PORT": str(pg),
+        "REFLUX_API_PORT": str(api),
         "REFLUX_HTTP_ALLOW_NETWORKS": "127.0.0.1/32",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }

@@ -155,7 +155,6 @@ async def test_a_database_newer_than_the_code_is_refused(empty_db: str):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("0003_skipped.sql", r"migration 0002 is missing \(found 0003_skipped\.sql\)"),
         ("0001_again.sql", r"two migration files share number 0001"),
         ("2_short.sql", r"2_short\.sql: migration files are named NNNN_name\.sql"),
         ("0002_Upper.sql", r"0002_Upper\.sql: migration files are named NNNN_name\.sql"),
@@ -165,6 +164,15 @@ async def test_a_database_newer_than_the_code_is_refused(empty_db: str):
 def test_badly_numbered_or_named_files_are_refused(migrations_dir: Path, name, message):
     (migrations_dir / name).write_text("SELECT 1;\n")
     with pytest.raises(ConfigError, match=message):
+        load_migrations(migrations_dir)
+
+
+def test_a_gap_in_the_numbers_is_refused(migrations_dir: Path):
+    count = len(list(migrations_dir.glob("*.sql")))
+    gap = migrations_dir / f"{count + 2:04d}_skipped.sql"
+    gap.write_text("SELECT 1;\n")
+    missing = rf"migration {count + 1:04d} is missing \(found {gap.name}\)"
+    with pytest.raises(ConfigError, match=missing.replace(".sql", r"\.sql")):
         load_migrations(migrations_dir)
 
 

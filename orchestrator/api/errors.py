@@ -1,0 +1,134 @@
+"""Every error the API answers has one shape, `{"error": {"code", "message", "details"}}`,
+with a stable `code`; no stack trace ever leaves the process (it goes to the log, under an
+id the message names)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from infra.errors import (
+    LifecycleError,
+    ManifestConflictError,
+    NotFoundError,
+    PinError,
+    RefluxError,
+    RegistryError,
+    ServiceError,
+    SpecError,
+)
+
+__all__ = ["ApiError", "ErrorBody", "install_handlers"]
+
+log = logging.getLogger("reflux.api")
+
+_STATUS_CODES = {
+    400: "BadRequest",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "InvalidRequest",
+    429: "RateLimited",
+    503: "Unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success, raised from anywhere in a request."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _STATUS_CODES.get(status, "Error")
+        self.details = details or {}
+        self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def from_reflux(exc: RefluxError) -> ApiError:
+    if isinstance(exc, SpecError):
+        problems = [str(p) for p in exc.problems]
+        return ApiError(422, problems[0] if len(problems) == 1 else f"{len(problems)} problems",
+                        code="SpecError", details={"problems": problems})  # fmt: skip
+    status = 400
+    if isinstance(exc, NotFoundError):
+        status = 404
+    elif isinstance(exc, LifecycleError | ManifestConflictError | PinError):
+        status = 409
+    elif isinstance(exc, ServiceError):
+        status = 503
+    elif not isinstance(exc, RegistryError):
+        status = 400
+    return ApiError(status, str(exc), code=exc.code)
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
+    async def reflux_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RefluxError)
+        return error_response(from_reflux(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(ApiError(exc.status_code, str(exc.detail), headers=headers))
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        details = {"errors": [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in errors]}
+        return error_response(ApiError(422, f"{where}: {first['msg']}", details=details))
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("%s %s failed (incident %s)", request.method, request.url.path, incident)
+        return error_response(
+            ApiError(
+                500, f"internal error (incident {incident}, in the API's log)", code="InternalError"
+            )  # fmt: skip
+        )
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RefluxError, reflux_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, unexpected)

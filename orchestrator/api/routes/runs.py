@@ -1,0 +1,149 @@
+"""Runs: start a stored workflow, list, show with step states and outputs, cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from infra.errors import NotFoundError, SpecError
+from orchestrator.api.auth import Author, Viewer
+from orchestrator.api.context import ApiContext, actor
+from orchestrator.api.errors import ApiError
+from orchestrator.plan import StepResult
+from registry import runs as ledger
+from registry.tokens import Token
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+class StartRequest(BaseModel):
+    workflow: str = Field(description="a stored workflow: `id` (latest version) or `id@N`")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Started(BaseModel):
+    run_id: str
+    workflow_id: str
+    workflow_version: int
+    status: str = "running"
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    workflow_id: str
+    workflow_version: int | None
+    namespace: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    started_by: str
+
+
+class RunDetail(RunSummary):
+    pins: dict[str, dict[str, str]]
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    steps: dict[str, StepResult] = Field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+def _ctx(request: Request) -> ApiContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def _summary(record: ledger.RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.id,
+        "workflow_id": record.workflow_id,
+        "workflow_version": record.workflow_version,
+        "namespace": record.namespace,
+        "status": record.status,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "started_by": record.started_by,
+    }
+
+
+async def _record(ctx: ApiContext, token: Token, run_id: str) -> ledger.RunRecord:
+    try:
+        record = await ledger.get_run(ctx.pool, run_id)
+    except NotFoundError:
+        record = None
+    if record is None or not token.sees(record.namespace):
+        raise ApiError(404, f"no run '{run_id}'")
+    return record
+
+
+@router.post("", response_model=Started, status_code=201, name="start_run")
+async def start(body: StartRequest, request: Request, token: Author) -> Started:
+    """Start a run of a stored workflow version; it runs on, this returns at once."""
+    from orchestrator.runs import submit
+    from orchestrator.validate import validate_text
+    from registry.workflows import WorkflowRegistry, parse_ref
+
+    ctx = _ctx(request)
+    workflow_id, wanted = parse_ref(body.workflow)
+    registry = WorkflowRegistry(ctx.pool, actor(token))
+    namespace = await registry.namespace_of(workflow_id)
+    if namespace is None or not token.sees(namespace):
+        raise ApiError(404, f"unknown workflow '{workflow_id}'")
+    stored = await registry.get(workflow_id, wanted)
+    catalog = await ctx.catalog()
+    spec, problems = validate_text(stored.source, stored.ref, catalog)
+    if spec is None:
+        raise SpecError(problems)
+    inputs = spec.bind_inputs(body.inputs)
+    handle = await submit(
+        await ctx.temporal(), ctx.pool, ctx.settings, spec, catalog, inputs, stored.version,
+        actor(token),
+    )  # fmt: skip
+    return Started(run_id=handle.id, workflow_id=workflow_id, workflow_version=stored.version)
+
+
+@router.get("", response_model=list[RunSummary], name="list_runs")
+async def list_runs(
+    request: Request,
+    token: Viewer,
+    workflow: str | None = Query(None, description="only this workflow id"),
+    status: str | None = Query(None, pattern="^(running|completed|failed|cancelled)$"),
+    namespace: str | None = Query(None),
+    limit: int = Query(50, ge=1, le=500),
+) -> list[RunSummary]:
+    if token.namespace is not None:
+        if namespace not in (None, token.namespace):
+            return []
+        namespace = token.namespace
+    records = await ledger.list_runs(
+        _ctx(request).pool, namespace=namespace, workflow_id=workflow, status=status, limit=limit
+    )
+    return [RunSummary(**_summary(r)) for r in records]
+
+
+@router.get("/{run_id}", response_model=RunDetail, name="get_run")
+async def get_run(run_id: str, request: Request, token: Viewer) -> RunDetail:
+    """The run as the ledger has it, with its steps' states and outputs from Temporal."""
+    from orchestrator.runs import live_state
+
+    ctx = _ctx(request)
+    record = await _record(ctx, token, run_id)
+    detail = RunDetail(**_summary(record), pins=record.pins, error=record.error)
+    state = await live_state(await ctx.temporal(), run_id)
+    if state is not None:
+        detail.steps = state.steps
+        detail.outputs = state.outputs
+    return detail
+
+
+@router.post("/{run_id}/cancel", response_model=RunSummary, status_code=202, name="cancel_run")
+async def cancel(run_id: str, request: Request, token: Author) -> RunSummary:
+    """Ask a running run to stop: steps running are cancelled, steps not started are not."""
+    from orchestrator.runs import run_handle
+
+    ctx = _ctx(request)
+    record = await _record(ctx, token, run_id)
+    if record.status != "running":
+        raise ApiError(409, f"run '{run_id}' is already {record.status}")
+    await run_handle(await ctx.temporal(), run_id).cancel()
+    return RunSummary(**_summary(record))

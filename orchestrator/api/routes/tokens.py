@@ -1,0 +1,56 @@
+"""Tokens (admin): create (the text is shown once), list, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from orchestrator.api.auth import Admin
+from orchestrator.api.context import ApiContext
+from registry.tokens import Role, Token, TokenStore
+
+router = APIRouter(prefix="/tokens", tags=["tokens"])
+
+
+class CreateRequest(BaseModel):
+    role: Role
+    namespace: str | None = Field(None, description="the one namespace it sees; none: all")
+    name: str = Field("", max_length=200)
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    namespace: str | None
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class Created(TokenOut):
+    token: str = Field(description="the token itself; shown this once, stored only hashed")
+
+
+def _store(request: Request, token: Token) -> TokenStore:
+    ctx: ApiContext = request.app.state.ctx
+    return TokenStore(ctx.pool, f"token:{token.name or token.id}")
+
+
+@router.post("", response_model=Created, status_code=201, name="create_token")
+async def create(body: CreateRequest, request: Request, token: Admin) -> Created:
+    made, text = await _store(request, token).create(body.role, body.namespace, body.name)
+    return Created(**vars(made), token=text)
+
+
+@router.get("", response_model=list[TokenOut], name="list_tokens")
+async def list_tokens(request: Request, token: Admin) -> list[TokenOut]:
+    return [TokenOut(**vars(t)) for t in await _store(request, token).list()]
+
+
+@router.delete("/{token_id}", response_model=TokenOut, name="revoke_token")
+async def revoke(token_id: str, request: Request, token: Admin) -> TokenOut:
+    return TokenOut(**vars(await _store(request, token).revoke(token_id)))

@@ -1,0 +1,134 @@
+"""Workflows: push a new version, list, show, versions, diff."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from infra.errors import SpecError
+from orchestrator.api.auth import Author, Viewer
+from orchestrator.api.context import ApiContext, actor
+from orchestrator.api.errors import ApiError
+from registry.tokens import Token
+from registry.workflows import WorkflowRegistry, WorkflowVersion
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+
+class PushRequest(BaseModel):
+    source: str = Field(description="the workflow's YAML text", max_length=1024 * 1024)
+
+
+class PushResult(BaseModel):
+    workflow_id: str
+    version: int
+    created: bool = Field(description="false: same content as the latest version")
+
+
+class WorkflowSummary(BaseModel):
+    id: str
+    namespace: str
+    description: str
+    latest_version: int
+    updated_at: datetime
+
+
+class VersionInfo(BaseModel):
+    workflow_id: str
+    version: int
+    spec_hash: str
+    created_at: datetime
+    created_by: str
+
+
+class VersionDetail(VersionInfo):
+    source: str
+
+
+class Diff(BaseModel):
+    workflow_id: str
+    old: int
+    new: int
+    diff: str = Field(description="unified diff of the two sources; empty when the same")
+
+
+def _ctx(request: Request) -> ApiContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+async def _visible(ctx: ApiContext, token: Token, workflow_id: str) -> WorkflowRegistry:
+    registry = WorkflowRegistry(ctx.pool, actor(token))
+    namespace = await registry.namespace_of(workflow_id)
+    if namespace is None or not token.sees(namespace):
+        raise ApiError(404, f"unknown workflow '{workflow_id}'")
+    return registry
+
+
+@router.post("", response_model=PushResult, status_code=201, name="push_workflow",
+             responses={200: {"model": PushResult, "description": "unchanged"}})  # fmt: skip
+async def push(
+    body: PushRequest, request: Request, response: Response, token: Author
+) -> PushResult:
+    """Validate and store a workflow as its next version (unchanged content stores nothing)."""
+    ctx = _ctx(request)
+    from orchestrator.validate import validate_text
+
+    spec, problems = validate_text(body.source, "<request>", await ctx.catalog())
+    if spec is None:
+        raise SpecError(problems)
+    if not token.sees(spec.namespace):
+        raise ApiError(403, f"the token may not write to namespace '{spec.namespace}'")
+    registry = WorkflowRegistry(ctx.pool, actor(token))
+    existing = await registry.namespace_of(spec.id)
+    if existing is not None and existing != spec.namespace:
+        raise ApiError(409, f"workflow id '{spec.id}' is in use in another namespace")
+    pushed = await registry.push(spec, body.source)
+    if not pushed.created:
+        response.status_code = 200
+    return PushResult(workflow_id=spec.id, version=pushed.version.version, created=pushed.created)
+
+
+@router.get("", response_model=list[WorkflowSummary], name="list_workflows")
+async def list_workflows(request: Request, token: Viewer) -> list[WorkflowSummary]:
+    registry = WorkflowRegistry(_ctx(request).pool, actor(token))
+    return [
+        WorkflowSummary(**vars(w)) for w in await registry.workflows() if token.sees(w.namespace)
+    ]
+
+
+def _info(v: WorkflowVersion) -> VersionInfo:
+    return VersionInfo(workflow_id=v.workflow_id, version=v.version, spec_hash=v.spec_hash,
+                       created_at=v.created_at, created_by=v.created_by)  # fmt: skip
+
+
+@router.get("/{workflow_id}", response_model=VersionDetail, name="get_workflow")
+async def get_workflow(
+    workflow_id: str,
+    request: Request,
+    token: Viewer,
+    version: int | None = Query(None, ge=1, description="default: the latest"),
+) -> VersionDetail:
+    registry = await _visible(_ctx(request), token, workflow_id)
+    stored = await registry.get(workflow_id, version)
+    return VersionDetail(**_info(stored).model_dump(), source=stored.source)
+
+
+@router.get("/{workflow_id}/versions", response_model=list[VersionInfo], name="workflow_versions")
+async def versions(workflow_id: str, request: Request, token: Viewer) -> list[VersionInfo]:
+    registry = await _visible(_ctx(request), token, workflow_id)
+    return [_info(v) for v in await registry.versions(workflow_id)]
+
+
+@router.get("/{workflow_id}/diff", response_model=Diff, name="diff_workflow")
+async def diff(
+    workflow_id: str,
+    request: Request,
+    token: Viewer,
+    old: int = Query(ge=1),
+    new: int = Query(ge=1),
+) -> Diff:
+    registry = await _visible(_ctx(request), token, workflow_id)
+    text = await registry.diff(workflow_id, old, new)
+    return Diff(workflow_id=workflow_id, old=old, new=new, diff=text)

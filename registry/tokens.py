@@ -1,0 +1,103 @@
+"""API tokens: `rfx_<id>_<secret>`, shown once at creation and stored as a SHA-256 of the
+secret (the secret is 32 random bytes, so a fast hash is enough: there is nothing to
+guess). A token has a role and, optionally, the one namespace it may see."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from infra.errors import NotFoundError
+
+__all__ = ["ROLES", "Role", "Token", "TokenStore"]
+
+Role = Literal["viewer", "author", "reviewer", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "author", "reviewer", "admin")
+"""Each role may do what the ones before it may."""
+PREFIX = "rfx"
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    name: str
+    role: Role
+    namespace: str | None
+    """None: every namespace."""
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def allows(self, role: Role) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+    def sees(self, namespace: str) -> bool:
+        return self.namespace is None or self.namespace == namespace
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+_COLUMNS = "id, name, role, namespace, created_at, created_by, revoked_at, last_used_at"
+
+
+class TokenStore:
+    def __init__(self, pool: asyncpg.Pool, actor: str) -> None:
+        self.pool = pool
+        self.actor = actor
+
+    async def create(
+        self, role: Role, namespace: str | None = None, name: str = ""
+    ) -> tuple[Token, str]:
+        """A new token and its full text (not stored: only a hash of its secret is)."""
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        row = await self.pool.fetchrow(
+            "INSERT INTO api_tokens (id, name, role, namespace, secret_hash, created_by)"
+            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+            token_id, name, role, namespace, _hash(secret), self.actor,
+        )  # fmt: skip
+        return _token(row), f"{PREFIX}_{token_id}_{secret}"
+
+    async def verify(self, text: str) -> Token | None:
+        """The live token `text` is, or None (unknown, malformed, wrong secret, revoked)."""
+        prefix, _, rest = text.partition("_")
+        token_id, _, secret = rest.partition("_")
+        if prefix != PREFIX or not token_id or not secret:
+            return None
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS}, secret_hash FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",
+            token_id,
+        )
+        if row is None or not hmac.compare_digest(row["secret_hash"], _hash(secret)):
+            return None
+        await self.pool.execute(
+            "UPDATE api_tokens SET last_used_at = now() WHERE id = $1", token_id
+        )
+        return _token(row)
+
+    async def list(self) -> list[Token]:
+        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at")
+        return [_token(row) for row in rows]
+
+    async def revoke(self, token_id: str) -> Token:
+        row = await self.pool.fetchrow(
+            f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
+            f" RETURNING {_COLUMNS}",
+            token_id,
+        )
+        if row is None:
+            raise NotFoundError(f"no token '{token_id}'")
+        return _token(row)
+
+
+def _token(row: asyncpg.Record) -> Token:
+    return Token(**{k: row[k] for k in _COLUMNS.split(", ")})

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers.stack import RunningStack
+
+
+def make_token(stack: RunningStack, role: str, namespace: str | None = None) -> str:
+    args = ["tokens", "create", "--role", role, "--name", f"test-{role}"]
+    if namespace:
+        args += ["--namespace", namespace]
+    done = stack.cli(*args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def tokens(stack: RunningStack) -> dict[str, str]:
+    """One token per role, for every namespace."""
+    return {role: make_token(stack, role) for role in ("viewer", "author", "reviewer", "admin")}
+
+
+@pytest.fixture
+def api(stack: RunningStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
