@@ -20,9 +20,14 @@ from typing import Any
 Query = tuple[str, dict[str, Any]]
 
 
-def _filters(since_seconds: float, node: str | None, workflow: str | None) -> Query:
+def _filters(
+    since_seconds: float, node: str | None, workflow: str | None, namespace: str | None
+) -> Query:
     where = ["start >= now64(3) - toIntervalMillisecond({since_ms:Int64})"]
     params: dict[str, Any] = {"since_ms": int(since_seconds * 1000)}
+    if namespace:
+        where.append("namespace = {namespace:String}")
+        params["namespace"] = namespace
     if node:
         where.append("node = {node:String}")
         params["node"] = node
@@ -32,8 +37,14 @@ def _filters(since_seconds: float, node: str | None, workflow: str | None) -> Qu
     return " AND ".join(where), params
 
 
-def node_stats(since_seconds: float, node: str | None = None, workflow: str | None = None) -> Query:
-    where, params = _filters(since_seconds, node, workflow)
+def node_stats(
+    since_seconds: float,
+    node: str | None = None,
+    workflow: str | None = None,
+    *,
+    namespace: str | None = None,
+) -> Query:
+    where, params = _filters(since_seconds, node, workflow, namespace)
     return (
         f"""
         SELECT
@@ -58,9 +69,13 @@ def node_stats(since_seconds: float, node: str | None = None, workflow: str | No
 
 
 def workflow_stats(
-    since_seconds: float, node: str | None = None, workflow: str | None = None
+    since_seconds: float,
+    node: str | None = None,
+    workflow: str | None = None,
+    *,
+    namespace: str | None = None,
 ) -> Query:
-    where, params = _filters(since_seconds, node, workflow)
+    where, params = _filters(since_seconds, node, workflow, namespace)
     return (
         f"""
         SELECT
@@ -83,9 +98,14 @@ def workflow_stats(
 
 
 def failing_steps(
-    since_seconds: float, node: str | None = None, workflow: str | None = None, per: int = 3
+    since_seconds: float,
+    node: str | None = None,
+    workflow: str | None = None,
+    per: int = 3,
+    *,
+    namespace: str | None = None,
 ) -> Query:
-    where, params = _filters(since_seconds, node, workflow)
+    where, params = _filters(since_seconds, node, workflow, namespace)
     params["per"] = per
     return (
         f"""

@@ -7,7 +7,7 @@ and rate limits. OpenAPI at /openapi.json, docs at /docs.
     errors    the error shape and its codes
     guards    body size and rate limits
     context   what handlers share
-    routes/   health, workflows, runs, nodes, tokens
+    routes/   health, workflows, runs, traces (stats), nodes, tokens
 """
 
 from orchestrator.api.app import create_app, serve

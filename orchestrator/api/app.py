@@ -14,7 +14,7 @@ from infra.settings import Settings
 from orchestrator.api.context import ApiContext
 from orchestrator.api.errors import ErrorBody, install_handlers
 from orchestrator.api.guards import BodyLimit, RateLimiter
-from orchestrator.api.routes import health, nodes, runs, tokens, workflows
+from orchestrator.api.routes import health, nodes, runs, tokens, traces, workflows
 from registry import audit
 from registry.tokens import TokenStore
 
@@ -46,18 +46,22 @@ def create_app(settings: Settings) -> FastAPI:
         responses={
             code: {"model": ErrorBody, "description": text}
             for code, text in (
+                (400, "the request cannot be parsed, or the registry refused it"),
                 (401, "no token, or an unknown or revoked one"),
                 (403, "the token's role or namespace does not allow this"),
+                (404, "no such resource (or not in the token's namespace)"),
+                (409, "the resource's state does not allow this"),
                 (413, "the request body is too large"),
                 (422, "the request is invalid"),
                 (429, "too many requests; see Retry-After"),
+                (503, "a service the API needs is unavailable"),
             )
         },
     )
     install_handlers(app)
     app.middleware("http")(_audit)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
-    for module in (health, workflows, runs, nodes, tokens):
+    for module in (health, workflows, runs, traces, nodes, tokens):
         app.include_router(module.router)
     return app
 

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from infra.errors import (
     LifecycleError,
@@ -84,16 +85,25 @@ def from_reflux(exc: RefluxError) -> ApiError:
         problems = [str(p) for p in exc.problems]
         return ApiError(422, problems[0] if len(problems) == 1 else f"{len(problems)} problems",
                         code="SpecError", details={"problems": problems})  # fmt: skip
-    status = 400
     if isinstance(exc, NotFoundError):
-        status = 404
-    elif isinstance(exc, LifecycleError | ManifestConflictError | PinError):
+        return ApiError(404, str(exc))
+    status = 400
+    if isinstance(exc, LifecycleError | ManifestConflictError | PinError):
         status = 409
     elif isinstance(exc, ServiceError):
         status = 503
     elif not isinstance(exc, RegistryError):
         status = 400
     return ApiError(status, str(exc), code=exc.code)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -107,7 +117,9 @@ def install_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        headers = dict(exc.headers) if exc.headers else None
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return error_response(ApiError(exc.status_code, str(exc.detail), headers=headers))
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:

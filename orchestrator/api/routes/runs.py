@@ -66,7 +66,8 @@ def _summary(record: ledger.RunRecord) -> dict[str, Any]:
     }
 
 
-async def _record(ctx: ApiContext, token: Token, run_id: str) -> ledger.RunRecord:
+async def visible_run(ctx: ApiContext, token: Token, run_id: str) -> ledger.RunRecord:
+    """The run's ledger record, or 404 when there is none the token may see."""
     try:
         record = await ledger.get_run(ctx.pool, run_id)
     except NotFoundError:
@@ -127,7 +128,7 @@ async def get_run(run_id: str, request: Request, token: Viewer) -> RunDetail:
     from orchestrator.runs import live_state
 
     ctx = _ctx(request)
-    record = await _record(ctx, token, run_id)
+    record = await visible_run(ctx, token, run_id)
     detail = RunDetail(**_summary(record), pins=record.pins, error=record.error)
     state = await live_state(await ctx.temporal(), run_id)
     if state is not None:
@@ -142,7 +143,7 @@ async def cancel(run_id: str, request: Request, token: Author) -> RunSummary:
     from orchestrator.runs import run_handle
 
     ctx = _ctx(request)
-    record = await _record(ctx, token, run_id)
+    record = await visible_run(ctx, token, run_id)
     if record.status != "running":
         raise ApiError(409, f"run '{run_id}' is already {record.status}")
     await run_handle(await ctx.temporal(), run_id).cancel()

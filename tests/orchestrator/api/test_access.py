@@ -113,6 +113,19 @@ def test_push_show_run_and_list(api, tokens):
     listed = api.get("/runs", params={"workflow": workflow_id}, headers=auth(tokens["viewer"]))
     assert [r["run_id"] for r in listed.json()] == [run_id]
 
+    for _ in range(100):  # the sink takes the events into ClickHouse within moments
+        events = api.get(f"/runs/{run_id}/traces", headers=auth(tokens["viewer"])).json()
+        if events:
+            break
+        asyncio.run(asyncio.sleep(0.2))
+    assert [(e["step_id"], e["status"], e["node"]) for e in events] == [
+        ("hello", "ok", "core.transform")
+    ]
+    stats = api.get("/stats", params={"workflow": workflow_id}, headers=auth(tokens["viewer"]))
+    assert [(w["workflow_id"], w["runs"]) for w in stats.json()["workflows"]] == [(workflow_id, 1)]
+    bad = api.get("/stats", params={"since": "soon"}, headers=auth(tokens["viewer"]))
+    assert assert_error(bad, 422, "InvalidRequest").startswith("since: bad duration 'soon'")
+
 
 def test_invalid_workflow_is_422_with_every_problem(api, tokens):
     response = api.post(
@@ -144,8 +157,15 @@ def test_namespaces_isolate_tenants(stack: RunningStack, api, tokens):
 
     listed = {w["id"] for w in api.get("/workflows", headers=auth(team_a)).json()}
     assert mine_id in listed and theirs_id not in listed
-    for path in (f"/workflows/{theirs_id}", f"/workflows/{theirs_id}/versions", f"/runs/{run_id}"):
+    for path in (
+        f"/workflows/{theirs_id}",
+        f"/workflows/{theirs_id}/versions",
+        f"/runs/{run_id}",
+        f"/runs/{run_id}/traces",
+    ):
         assert_error(api.get(path, headers=auth(team_a)), 404, "NotFound")
+    stats = api.get("/stats", params={"workflow": theirs_id}, headers=auth(team_a)).json()
+    assert stats["workflows"] == [] and stats["nodes"] == []
     assert_error(
         api.post("/runs", json={"workflow": theirs_id}, headers=auth(team_a)), 404, "NotFound"
     )  # noqa: E501
