@@ -98,8 +98,10 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if args.no_wait:
         out(json.dumps({"run_id": handle.id, "status": "running"}) if args.json else handle.id)
         return EXIT_OK
+    if args.follow:
+        await _follow(client, handle.id)
     show = None
-    if not args.json:
+    if not args.json and not args.follow:
         err(f"run {handle.id} started")
         last = [""]
 
@@ -120,6 +122,23 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "completed" else EXIT_FAILED
 
 
+async def _follow(client: Any, run_id: str) -> None:
+    """One line per event on stderr while the run goes on."""
+    import time
+    from datetime import datetime
+
+    from orchestrator.events import follow
+
+    err(f"run {run_id} started")
+    async for event in follow(client, run_id):
+        when = datetime.fromtimestamp(event.at or time.time()).strftime("%H:%M:%S.%f")[:-3]
+        what = event.step or event.status or ""
+        extra = f" (attempt {event.attempt})" if event.type == "step.retried" else ""
+        if event.error:
+            extra += f": {event.error.get('class')}: {event.error.get('message')}"
+        err(f"{when:12} {event.type:15} {what}{extra}".rstrip())
+
+
 def add_parsers(sub: Any) -> None:
     validate = sub.add_parser("validate", help="check workflow files; one line per problem")
     validate.add_argument("files", nargs="+", metavar="FILE")
@@ -132,4 +151,7 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--input", help="inputs as a JSON object, or @file.json")
     run.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     run.add_argument("--no-wait", action="store_true", help="print the run id and return")
+    run.add_argument(
+        "--follow", action="store_true", help="print each step event as it happens (stderr)"
+    )
     run.set_defaults(func=cmd_run)

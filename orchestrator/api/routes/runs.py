@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from infra.errors import NotFoundError, SpecError
@@ -17,6 +21,8 @@ from registry import runs as ledger
 from registry.tokens import Token
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+
+HEARTBEAT_S = 15.0
 
 
 class StartRequest(BaseModel):
@@ -135,6 +141,48 @@ async def get_run(run_id: str, request: Request, token: Viewer) -> RunDetail:
         detail.steps = state.steps
         detail.outputs = state.outputs
     return detail
+
+
+@router.get(
+    "/{run_id}/events",
+    name="run_events",
+    response_class=StreamingResponse,
+    responses={200: {"description": "Server-Sent Events: step.started, step.retried, "
+                     "step.completed|failed|skipped|cancelled, run.finished (last)",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)  # fmt: skip
+async def events(run_id: str, request: Request, token: Viewer) -> StreamingResponse:
+    """Follow a run live; the stream ends after `run.finished`. Each event's `data` is JSON
+    (type, run_id, step, at, attempt, status, error)."""
+    from orchestrator.events import follow
+
+    ctx = _ctx(request)
+    await visible_run(ctx, token, run_id)
+    client = await ctx.temporal()
+
+    async def stream() -> AsyncIterator[str]:
+        events = follow(client, run_id).__aiter__()
+        seq = 0
+        upcoming = asyncio.ensure_future(events.__anext__())
+        try:
+            while True:
+                done, _ = await asyncio.wait([upcoming], timeout=HEARTBEAT_S)
+                if not done:
+                    yield ": still running\n\n"  # keeps proxies from closing an idle stream
+                    continue
+                try:
+                    event = upcoming.result()
+                except StopAsyncIteration:
+                    return
+                seq += 1
+                yield f"id: {seq}\nevent: {event.type}\ndata: {json.dumps(event.as_json())}\n\n"
+                upcoming = asyncio.ensure_future(events.__anext__())
+        finally:
+            upcoming.cancel()
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.post("/{run_id}/cancel", response_model=RunSummary, status_code=202, name="cancel_run")
