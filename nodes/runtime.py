@@ -43,6 +43,7 @@ from nodes.protocol import (
     offload,
 )
 from nodes.sdk import NodeContext, NodeDefinition, NodeGroup
+from nodes.secrets import resolve_secrets
 from registry.objects import ObjectStore, object_store
 
 log = logging.getLogger("reflux.nodes")
@@ -60,7 +61,7 @@ async def call_handler(
     reply = NodeReply(node=node.name, version=node.version)
     try:
         try:
-            params = node.params.model_validate(request.params)
+            params = node.params.model_validate(resolve_secrets(request.params))
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "params"

@@ -78,10 +78,11 @@ async def submit(
     inputs: dict[str, Any],
     workflow_version: int | None = None,
     actor: str | None = None,
+    run_id: str | None = None,
 ) -> WorkflowHandle:
     """Start a run of a validated spec: pin its nodes, record it, start the workflow.
-    `actor`: who started it (default: `settings.user`)."""
-    run_id = new_run_id(spec.id)
+    `actor`: who started it (default: `settings.user`); `run_id`: one chosen beforehand."""
+    run_id = run_id or new_run_id(spec.id)
     pins = resolve_pins(spec, catalog, run_id)
     request = RunRequest(
         run=RunInfo(id=run_id, workflow=spec.id, version=workflow_version),

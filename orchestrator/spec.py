@@ -31,6 +31,8 @@ __all__ = [
     "RetrySpec",
     "Spec",
     "StepSpec",
+    "Trigger",
+    "WebhookTrigger",
     "WORKFLOW_ID",
     "STEP_ID",
     "NODE_REF",
@@ -40,6 +42,7 @@ __all__ = [
 
 WORKFLOW_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 STEP_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 NODE_REF = re.compile(
     r"(?P<name>[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*)(?:@(?P<spec>\d+(?:\.\d+){0,2}))?"
 )
@@ -181,6 +184,43 @@ class StepSpec(_Model):
         return spec if at else None
 
 
+class _TriggerBase(_Model):
+    id: str = Field(description="unique among the workflow's triggers; part of its URL")
+
+    @field_validator("id")
+    @classmethod
+    def _trigger_id(cls, value: str) -> str:
+        if not STEP_ID.fullmatch(value):
+            raise ValueError(f"bad trigger id '{value}': use lowercase letters, digits, _ and -")
+        return value
+
+
+class ManualTrigger(_TriggerBase):
+    type: Literal["manual"]
+    id: str = "manual"
+
+
+class WebhookTrigger(_TriggerBase):
+    """`POST /hooks/<workflow>/<id>` starts a run with the JSON body as its inputs, when
+    signed: `X-Reflux-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` with the
+    secret, `X-Reflux-Timestamp: <unix seconds>` no older than `tolerance`."""
+
+    type: Literal["webhook"]
+    secret: str = Field(description="the secret's name: the API reads REFLUX_SECRET_<NAME>")
+    max_body_kb: int = Field(default=256, ge=1, le=10 * 1024)
+    tolerance: Duration = 300.0
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        if not SECRET_NAME.fullmatch(value):
+            raise ValueError(f"bad secret name '{value}': use A-Z, 0-9 and _")
+        return value
+
+
+Trigger = Annotated[ManualTrigger | WebhookTrigger, Field(discriminator="type")]
+
+
 class Spec(_Model):
     id: str
     namespace: str = "default"
@@ -189,9 +229,26 @@ class Spec(_Model):
     steps: list[StepSpec] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
     """Output name -> value; strings are templates that may read any step."""
+    triggers: list[Trigger] = Field(default_factory=list)
+    """What may start a run besides `reflux run` and `POST /runs` (always allowed)."""
 
     _empty_inputs = field_validator("inputs", mode="before")(_none_as({}))
     _empty_outputs = field_validator("outputs", mode="before")(_none_as({}))
+    _empty_triggers = field_validator("triggers", mode="before")(_none_as([]))
+
+    @field_validator("triggers")
+    @classmethod
+    def _unique_triggers(cls, triggers: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for trigger in triggers:
+            if trigger.id in seen:
+                raise ValueError(f"two triggers share the id '{trigger.id}'")
+            seen.add(trigger.id)
+        return triggers
+
+    def trigger(self, trigger_id: str) -> Any:
+        """The trigger with this id, or None."""
+        return next((t for t in self.triggers if t.id == trigger_id), None)
 
     @field_validator("id", "namespace")
     @classmethod
