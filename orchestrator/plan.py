@@ -59,12 +59,8 @@ class RunInfo(BaseModel):
     id: str
     workflow: str
     version: int | None = None
-
-
-class RunRequest(BaseModel):
-    run: RunInfo
-    plan: Plan
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    redrive_of: str | None = None
+    """The failed run this one re-drives."""
 
 
 StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
@@ -104,10 +100,20 @@ class RunResult(BaseModel):
     run_id: str
     workflow: str
     status: RunStatus
+    paused: bool = False
+    """A running run whose new steps wait for `resume`."""
     outputs: dict[str, Any] = Field(default_factory=dict)
     steps: dict[str, StepResult] = Field(default_factory=dict)
     error: StepError | None = None
     failed_step: str | None = None
+
+
+class RunRequest(BaseModel):
+    run: RunInfo
+    plan: Plan
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    done: dict[str, StepResult] = Field(default_factory=dict)
+    """Steps already completed (by the run re-driven): taken as they are, not run again."""
 
 
 def resolve_pins(spec: Spec, catalog: Catalog, run_id: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -79,15 +80,26 @@ async def submit(
     workflow_version: int | None = None,
     actor: str | None = None,
     run_id: str | None = None,
+    redrive: Redrive | None = None,
 ) -> WorkflowHandle:
     """Start a run of a validated spec: pin its nodes, record it, start the workflow.
-    `actor`: who started it (default: `settings.user`); `run_id`: one chosen beforehand."""
+    `actor`: who started it (default: `settings.user`); `run_id`: one chosen beforehand;
+    `redrive`: the steps a failed run completed, taken as they are (with their pins)."""
     run_id = run_id or new_run_id(spec.id)
     pins = resolve_pins(spec, catalog, run_id)
+    done = redrive.done if redrive else {}
+    for step_id, step in done.items():
+        pins[step_id] = step.version
     request = RunRequest(
-        run=RunInfo(id=run_id, workflow=spec.id, version=workflow_version),
+        run=RunInfo(
+            id=run_id,
+            workflow=spec.id,
+            version=workflow_version,
+            redrive_of=redrive.run_id if redrive else None,
+        ),
         plan=build_plan(spec, pins, workflow_version),
         inputs=inputs,
+        done=done,
     )
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
     await ledger.record_start(
@@ -99,6 +111,24 @@ async def submit(
         error = {"class": "RunError", "message": f"the workflow did not start: {exc}"}
         await ledger.record_end(pool, run_id, "failed", error)
         raise
+
+
+@dataclass(frozen=True)
+class Redrive:
+    run_id: str
+    """The failed run."""
+    done: dict[str, StepResult]
+    """Its completed steps."""
+
+
+async def original_request(client: Client, run_id: str) -> RunRequest:
+    """What a run was started with (its plan and bound inputs), from Temporal's history."""
+    handle = run_handle(client, run_id)
+    async for event in handle.fetch_history_events():
+        attributes = event.workflow_execution_started_event_attributes
+        decoded = await client.data_converter.decode(attributes.input.payloads, [RunRequest])
+        return decoded[0]  # type: ignore[no-any-return]
+    raise ServiceError(f"Temporal has no history for run '{run_id}'")
 
 
 def run_handle(client: Client, run_id: str) -> WorkflowHandle:
@@ -137,7 +167,8 @@ async def live_state(client: Client, run_id: str) -> RunResult | None:
         return None
     if described.status == WorkflowExecutionStatus.RUNNING:
         steps = await handle.query("progress", result_type=dict[str, StepResult])
-        return RunResult(run_id=run_id, workflow="", status="running", steps=steps)
+        paused = await handle.query("paused", result_type=bool)
+        return RunResult(run_id=run_id, workflow="", status="running", steps=steps, paused=paused)
     return await wait_run(handle)
 
 

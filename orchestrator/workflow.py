@@ -55,10 +55,24 @@ class StepFailed(Exception):
 class DagWorkflow:
     def __init__(self) -> None:
         self.steps: dict[str, StepResult] = {}
+        self.paused = False
 
     @workflow.query(name="progress")
     def progress(self) -> dict[str, StepResult]:
         return self.steps
+
+    @workflow.query(name="paused")
+    def is_paused(self) -> bool:
+        return self.paused
+
+    @workflow.signal(name="pause")
+    def pause(self) -> None:
+        """No step starts until `resume`; steps already running finish."""
+        self.paused = True
+
+    @workflow.signal(name="resume")
+    def resume(self) -> None:
+        self.paused = False
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -68,15 +82,31 @@ class DagWorkflow:
         self.events: list[TraceEvent] = []
         by_id = self.by_id = {s.id: s for s in plan.steps}
         pending = dict(by_id)
+        for step_id, done_before in request.done.items():  # a re-drive: taken as they are
+            if step_id in pending:
+                self.steps[step_id] = done_before
+                del pending[step_id]
         running: dict[asyncio.Task[None], str] = {}
         failure: tuple[str, StepError] | None = None
         try:
             while pending or running:
-                self._schedule(pending, running)
-                if not running:
+                if not self.paused:
+                    self._schedule(pending, running)
+                if not running and not self.paused:
                     break
-                done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
+                waits: list[asyncio.Future[Any]] = list(running)
+                resumed = None
+                if self.paused:  # wake on resume as well as on a step's end
+                    resumed = asyncio.ensure_future(
+                        workflow.wait_condition(lambda: not self.paused)
+                    )
+                    waits.append(resumed)
+                done, _ = await workflow.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if resumed is not None and not resumed.done():
+                    resumed.cancel()
                 for task in done:
+                    if task is resumed:
+                        continue
                     step_id = running.pop(task)
                     result = self.steps[step_id]
                     soft = by_id[step_id].continue_on_error

@@ -8,6 +8,7 @@ import logging
 import uuid
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -130,6 +131,11 @@ def install_handlers(app: FastAPI) -> None:
         details = {"errors": [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in errors]}
         return error_response(ApiError(422, f"{where}: {first['msg']}", details=details))
 
+    async def unstorable(request: Request, exc: Exception) -> JSONResponse:
+        # e.g. a NUL byte in a name: PostgreSQL text cannot hold it
+        message = f"a value in the request is not valid text for the registry: {exc}"
+        return error_response(ApiError(422, message.splitlines()[0]))
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         incident = uuid.uuid4().hex[:12]
         log.exception("%s %s failed (incident %s)", request.method, request.url.path, incident)
@@ -143,4 +149,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RefluxError, reflux_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(asyncpg.DataError, unstorable)
     app.add_exception_handler(Exception, unexpected)

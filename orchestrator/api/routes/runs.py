@@ -49,6 +49,7 @@ class RunSummary(BaseModel):
 
 
 class RunDetail(RunSummary):
+    paused: bool = False
     pins: dict[str, dict[str, str]]
     outputs: dict[str, Any] = Field(default_factory=dict)
     steps: dict[str, StepResult] = Field(default_factory=dict)
@@ -140,6 +141,7 @@ async def get_run(run_id: str, request: Request, token: Viewer) -> RunDetail:
     if state is not None:
         detail.steps = state.steps
         detail.outputs = state.outputs
+        detail.paused = state.paused
     return detail
 
 
@@ -196,3 +198,75 @@ async def cancel(run_id: str, request: Request, token: Author) -> RunSummary:
         raise ApiError(409, f"run '{run_id}' is already {record.status}")
     await run_handle(await ctx.temporal(), run_id).cancel()
     return RunSummary(**_summary(record))
+
+
+class RedriveRequest(BaseModel):
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="step id -> params to set in its `with` (those steps run again)",
+    )
+
+
+async def _signal(request: Request, token: Token, run_id: str, signal: str) -> RunSummary:
+    from orchestrator.runs import run_handle
+
+    ctx = _ctx(request)
+    record = await visible_run(ctx, token, run_id)
+    if record.status != "running":
+        raise ApiError(409, f"run '{run_id}' is {record.status}: only a running run can {signal}")
+    await run_handle(await ctx.temporal(), run_id).signal(signal)
+    return RunSummary(**_summary(record))
+
+
+@router.post("/{run_id}/pause", response_model=RunSummary, status_code=202, name="pause_run")
+async def pause(run_id: str, request: Request, token: Author) -> RunSummary:
+    """No new step starts until resumed; steps already running finish."""
+    return await _signal(request, token, run_id, "pause")
+
+
+@router.post("/{run_id}/resume", response_model=RunSummary, status_code=202, name="resume_run")
+async def resume(run_id: str, request: Request, token: Author) -> RunSummary:
+    return await _signal(request, token, run_id, "resume")
+
+
+@router.post("/{run_id}/redrive", response_model=Started, status_code=201, name="redrive_run")
+async def redrive(run_id: str, body: RedriveRequest, request: Request, token: Author) -> Started:
+    """Run a failed run again from where it failed, as a new run: its completed steps are
+    taken as they are (not run again); the others run with the node versions pinned now
+    (so a fixed node version is picked up) and `overrides` applied to their params."""
+    from orchestrator.runs import Redrive, live_state, original_request, submit
+    from orchestrator.validate import validate_text
+    from registry.workflows import WorkflowRegistry
+
+    ctx = _ctx(request)
+    record = await visible_run(ctx, token, run_id)
+    if record.status != "failed":
+        raise ApiError(409, f"run '{run_id}' is {record.status}: only a failed run is re-driven")
+    if record.workflow_version is None:
+        raise ApiError(409, f"run '{run_id}' ran a file, not a stored version: push it, run it")
+    client = await ctx.temporal()
+    state = await live_state(client, run_id)
+    if state is None:
+        raise ApiError(409, f"Temporal no longer has run '{run_id}' (past its retention)")
+    registry = WorkflowRegistry(ctx.pool, actor(token))
+    stored = await registry.get(record.workflow_id, record.workflow_version)
+    catalog = await ctx.catalog()
+    spec, problems = validate_text(stored.source, stored.ref, catalog)
+    if spec is None:
+        raise SpecError(problems)
+    for step_id, params in body.overrides.items():
+        try:
+            spec.step(step_id).with_.update(params)
+        except KeyError:
+            raise ApiError(422, f"overrides: no step '{step_id}' in {stored.ref}") from None
+    done = {
+        sid: step
+        for sid, step in state.steps.items()
+        if step.status == "completed" and sid not in body.overrides
+    }
+    original = await original_request(client, run_id)
+    handle = await submit(
+        client, ctx.pool, ctx.settings, spec, catalog, original.inputs, stored.version,
+        actor(token), redrive=Redrive(run_id, done),
+    )  # fmt: skip
+    return Started(run_id=handle.id, workflow_id=spec.id, workflow_version=stored.version)

@@ -213,6 +213,13 @@ def test_mutating_calls_are_audited(stack: RunningStack, api, tokens):
     assert (refused["role"], refused["status"]) == ("viewer", 403)
 
 
+def test_text_the_database_cannot_hold_is_422_not_500(api, tokens):
+    response = api.get("/runs", params={"workflow": "a\x00b"}, headers=auth(tokens["viewer"]))
+    assert "not valid text" in assert_error(response, 422, "InvalidRequest")
+    response = api.get("/workflows/a%00b", headers=auth(tokens["viewer"]))
+    assert_error(response, 422, "InvalidRequest")
+
+
 def test_unknown_route_and_method_keep_the_shape(api, tokens):
     assert_error(api.get("/nope", headers=auth(tokens["viewer"])), 404, "NotFound")
     assert_error(api.put("/workflows", headers=auth(tokens["viewer"])), 405, "MethodNotAllowed")

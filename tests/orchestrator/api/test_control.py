@@ -1,0 +1,115 @@
+"""Pause, resume and re-drive through the API, on real runs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from tests.orchestrator.api.conftest import auth
+from tests.support.nodes import events
+
+
+def push(api, tokens, source: str) -> None:
+    response = api.post("/workflows", json={"source": source}, headers=auth(tokens["author"]))
+    assert response.status_code == 201, response.text
+
+
+def start(api, tokens, workflow_id: str) -> str:
+    response = api.post("/runs", json={"workflow": workflow_id}, headers=auth(tokens["author"]))
+    assert response.status_code == 201, response.text
+    return str(response.json()["run_id"])
+
+
+def wait(api, tokens, run_id: str, until, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
+        if until(run) or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
+
+
+def calls(directory: Path) -> int:
+    """How many times the test node was called (it records each call there)."""
+    return len(events(directory))
+
+
+def test_pause_holds_new_steps_until_resume(api, tokens):
+    workflow_id = f"pausing-{uuid.uuid4().hex[:8]}"
+    push(api, tokens, f"""
+id: {workflow_id}
+steps:
+  - id: wait
+    node: core.delay@1
+    with: {{duration: 1s}}
+  - id: after
+    node: core.transform@1
+    needs: [wait]
+    with: {{value: done}}
+""")  # fmt: skip
+    run_id = start(api, tokens, workflow_id)
+    paused = api.post(f"/runs/{run_id}/pause", headers=auth(tokens["author"]))
+    assert paused.status_code == 202, paused.text
+    run = wait(
+        api, tokens, run_id, lambda r: r["steps"].get("wait", {}).get("status") == "completed"
+    )  # noqa: E501
+    time.sleep(1.0)  # long enough for `after` to have started, were the run not paused
+    run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
+    assert (run["status"], run["paused"]) == ("running", True)
+    assert run["steps"]["after"]["status"] == "pending"
+
+    assert api.post(f"/runs/{run_id}/resume", headers=auth(tokens["author"])).status_code == 202
+    run = wait(api, tokens, run_id, lambda r: r["status"] != "running")
+    assert run["status"] == "completed"
+    assert run["steps"]["after"]["output"] == {"value": "done"}
+    again = api.post(f"/runs/{run_id}/pause", headers=auth(tokens["author"]))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "Conflict"
+
+
+def test_redrive_runs_only_what_did_not_complete(api, tokens, tmp_path):
+    workflow_id = f"redrive-{uuid.uuid4().hex[:8]}"
+    push(api, tokens, f"""
+id: {workflow_id}
+steps:
+  - id: fetch
+    node: test.flaky@1
+    with: {{record_dir: "{tmp_path / 'fetch'}", failures: 0}}
+  - id: load
+    node: test.flaky@1
+    needs: [fetch]
+    with: {{record_dir: "{tmp_path / 'load'}", failures: 9, retryable: false}}
+  - id: report
+    node: core.transform@1
+    needs: [load]
+    with: {{value: "{{{{ steps.fetch.output.calls }}}}/{{{{ steps.load.output.calls }}}}"}}
+outputs:
+  report: "{{{{ steps.report.output.value }}}}"
+""")  # fmt: skip
+    failed_id = start(api, tokens, workflow_id)
+    failed = wait(api, tokens, failed_id, lambda r: r["status"] != "running")
+    assert failed["status"] == "failed"
+    assert (calls(tmp_path / "fetch"), calls(tmp_path / "load")) == (1, 1)
+
+    refused = api.post(f"/runs/{failed_id}/redrive", json={"overrides": {"nope": {}}},
+                       headers=auth(tokens["author"]))  # fmt: skip
+    assert refused.status_code == 422 and "no step 'nope'" in refused.text
+    # the fix: the step's params (it now fails 0 times, having been called once)
+    redriven = api.post(
+        f"/runs/{failed_id}/redrive",
+        json={"overrides": {"load": {"failures": 0}}},
+        headers=auth(tokens["author"]),
+    )
+    assert redriven.status_code == 201, redriven.text
+    run_id = redriven.json()["run_id"]
+    assert run_id != failed_id
+    run = wait(api, tokens, run_id, lambda r: r["status"] != "running")
+    assert run["status"] == "completed", json.dumps(run)[:2000]
+    assert run["outputs"] == {"report": "1/2"}
+    # fetch completed in the failed run and was not called again; load was
+    assert (calls(tmp_path / "fetch"), calls(tmp_path / "load")) == (1, 2)
+    assert run["pins"]["fetch"] == failed["pins"]["fetch"]
+
+    completed = api.post(f"/runs/{run_id}/redrive", json={}, headers=auth(tokens["author"]))
+    assert completed.status_code == 409
