@@ -70,8 +70,7 @@ async def start_run(client: Client, request: RunRequest, task_queue: str) -> Wor
     )
 
 
-async def submit(
-    client: Client,
+async def prepare_run(
     pool: asyncpg.Pool,
     settings: Settings,
     spec: Spec,
@@ -81,10 +80,10 @@ async def submit(
     actor: str | None = None,
     run_id: str | None = None,
     redrive: Redrive | None = None,
-) -> WorkflowHandle:
-    """Start a run of a validated spec: pin its nodes, record it, start the workflow.
-    `actor`: who started it (default: `settings.user`); `run_id`: one chosen beforehand;
-    `redrive`: the steps a failed run completed, taken as they are (with their pins)."""
+) -> RunRequest:
+    """Pin a validated spec's nodes and record the run in the ledger: what starting it
+    needs. `actor`: who starts it (default: `settings.user`); `run_id`: one chosen
+    beforehand; `redrive`: the steps a failed run completed, taken as they are."""
     run_id = run_id or new_run_id(spec.id)
     pins = resolve_pins(spec, catalog, run_id)
     done = redrive.done if redrive else {}
@@ -105,11 +104,30 @@ async def submit(
     await ledger.record_start(
         pool, run_id, spec.id, workflow_version, recorded, actor or settings.user, spec.namespace
     )
+    return request
+
+
+async def submit(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    spec: Spec,
+    catalog: Catalog,
+    inputs: dict[str, Any],
+    workflow_version: int | None = None,
+    actor: str | None = None,
+    run_id: str | None = None,
+    redrive: Redrive | None = None,
+) -> WorkflowHandle:
+    """Start a run of a validated spec (`prepare_run`, then the Temporal workflow)."""
+    request = await prepare_run(
+        pool, settings, spec, catalog, inputs, workflow_version, actor, run_id, redrive
+    )
     try:
         return await start_run(client, request, settings.temporal.task_queue)
     except BaseException as exc:
         error = {"class": "RunError", "message": f"the workflow did not start: {exc}"}
-        await ledger.record_end(pool, run_id, "failed", error)
+        await ledger.record_end(pool, request.run.id, "failed", error)
         raise
 
 

@@ -17,7 +17,7 @@ import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from infra.durations import parse_duration
 from infra.errors import SpecError
@@ -31,6 +31,8 @@ __all__ = [
     "RetrySpec",
     "Spec",
     "StepSpec",
+    "CronTrigger",
+    "EventTrigger",
     "Trigger",
     "WebhookTrigger",
     "WORKFLOW_ID",
@@ -218,7 +220,60 @@ class WebhookTrigger(_TriggerBase):
         return value
 
 
-Trigger = Annotated[ManualTrigger | WebhookTrigger, Field(discriminator="type")]
+Overlap = Literal[
+    "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
+]
+
+
+class CronTrigger(_TriggerBase):
+    """A Temporal Schedule starts a run of the latest version on `schedule` (a 5-field cron
+    expression, UTC) or `every` interval; kept in step with the pushed versions."""
+
+    type: Literal["cron"]
+    schedule: str | None = None
+    every: Duration | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    overlap: Overlap = "skip"
+    """What to do when the previous run is still going: skip this one (default), buffer
+    one or all, cancel or terminate the other, or allow all at once."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"bad cron schedule '{value}': five fields, e.g. '0 3 * * *'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> CronTrigger:
+        if (self.schedule is None) == (self.every is None):
+            raise ValueError("a cron trigger needs one of `schedule` (cron) or `every`")
+        if self.every is not None and self.every < 1:
+            raise ValueError("`every` must be at least 1s")
+        return self
+
+
+class EventTrigger(_TriggerBase):
+    """A NATS message on `subject` (wildcards allowed) starts a run of the latest version
+    with the message's JSON object as its inputs."""
+
+    type: Literal["event"]
+    subject: str
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        tokens = value.split(".")
+        if not value or any(not t or " " in t for t in tokens) or ">" in tokens[:-1]:
+            raise ValueError(f"bad subject '{value}': dot-separated tokens, * and a final >")
+        if tokens[0] in ("reflux", "$SYS", "$JS", "$KV", "$SRV", "_INBOX") or value[0] in "*>":
+            raise ValueError(f"subject '{value}' is reserved: pick one of your own")
+        return value
+
+
+Trigger = Annotated[
+    ManualTrigger | WebhookTrigger | CronTrigger | EventTrigger, Field(discriminator="type")
+]
 
 
 class Spec(_Model):

@@ -1,4 +1,5 @@
-"""The Temporal worker: runs `DagWorkflow` and the step activity until SIGTERM."""
+"""The Temporal worker: runs `DagWorkflow`, the cron launcher and their activities, and
+listens for event triggers, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from infra.database import create_pool, database_url
 from infra.settings import Settings
 from infra.stack import addresses
 from orchestrator.activities import RunActivities, StepActivities
+from orchestrator.listener import EventListener
 from orchestrator.runs import connect_temporal
+from orchestrator.triggers import TriggerActivities, TriggerWorkflow
 from orchestrator.workflow import DagWorkflow
 from reflection.cache import StepCache
 from reflection.publisher import TracePublisher
@@ -52,9 +55,13 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
-        workflows=[DagWorkflow],
+        workflows=[DagWorkflow, TriggerWorkflow],
         workflow_runner=SANDBOX,
-        activities=[steps.call_node, RunActivities(pool, traces).record_end],
+        activities=[
+            steps.call_node,
+            RunActivities(pool, traces).record_end,
+            TriggerActivities(pool, settings).prepare,
+        ],
         max_concurrent_activities=settings.temporal.max_concurrent_activities,
         graceful_shutdown_timeout=settings.temporal.graceful_shutdown,
     )
@@ -63,10 +70,13 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     running = asyncio.create_task(worker.run())
+    listener = EventListener(nc, pool, client, settings)
+    await listener.start()
     if on_ready is not None:
         on_ready()
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([running, stopped], return_when=asyncio.FIRST_COMPLETED)
+    await listener.stop()
     if not running.done():
         await worker.shutdown()
     await running

@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.ctx.close()
             await pool.close()
 
     app = FastAPI(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
@@ -23,6 +24,7 @@ class ApiContext:
     tokens: TokenStore
     limiter: RateLimiter
     _temporal: Client | None = None
+    _nats: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def temporal(self) -> Client:
@@ -32,6 +34,20 @@ class ApiContext:
 
                 self._temporal = await connect_temporal(self.settings)
             return self._temporal
+
+    async def nats(self) -> Any:
+        async with self._lock:
+            if self._nats is None or self._nats.is_closed:
+                import nats
+
+                from infra.stack import addresses
+
+                self._nats = await nats.connect(addresses(self.settings).nats, name="reflux-api")
+            return self._nats
+
+    async def close(self) -> None:
+        if self._nats is not None and not self._nats.is_closed:
+            await self._nats.drain()
 
     async def catalog(self) -> Catalog:
         from registry.nodes import NodeRegistry

@@ -26,10 +26,43 @@ async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
                     out(str(problem))
                 code = EXIT_INVALID
                 continue
+            before = await _cron_ids_before(registry, spec.id)
             pushed = await registry.push(spec, Path(path).read_text(encoding="utf-8-sig"))
             ref = pushed.version.ref
             out(f"{path}: stored as {ref}" if pushed.created else f"{path}: unchanged ({ref})")
+            if pushed.created:
+                for line in await _sync_schedules(settings, spec, before):
+                    out(f"  {line}")
     return code
+
+
+async def _cron_ids_before(registry: Any, workflow_id: str) -> set[str]:
+    from infra.errors import NotFoundError
+    from orchestrator.triggers import cron_ids
+
+    try:
+        return cron_ids((await registry.get(workflow_id)).source)
+    except NotFoundError:
+        return set()
+
+
+async def _sync_schedules(settings: Settings, spec: Any, before: set[str]) -> list[str]:
+    """Cron triggers -> Temporal Schedules, and event listeners told to reload; a Temporal
+    or NATS out of reach is said, not fatal (the next push brings them in step)."""
+    from infra.errors import ServiceError
+    from orchestrator.cli.output import nats_connection
+    from orchestrator.listener import announce_change
+    from orchestrator.runs import connect_temporal
+    from orchestrator.triggers import sync_schedules
+
+    try:
+        client = await connect_temporal(settings)
+        changes = await sync_schedules(client, spec, settings.temporal.task_queue, before)
+        async with nats_connection(settings) as nc:
+            await announce_change(nc)
+    except ServiceError as exc:
+        return [f"triggers not updated: {exc}"]
+    return changes
 
 
 async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -84,10 +84,25 @@ async def push(
     existing = await registry.namespace_of(spec.id)
     if existing is not None and existing != spec.namespace:
         raise ApiError(409, f"workflow id '{spec.id}' is in use in another namespace")
+    before = await _previous_cron_ids(registry, spec.id, existing is not None)
     pushed = await registry.push(spec, body.source)
     if not pushed.created:
         response.status_code = 200
+    else:
+        from orchestrator.listener import announce_change
+        from orchestrator.triggers import sync_schedules
+
+        await sync_schedules(await ctx.temporal(), spec, ctx.settings.temporal.task_queue, before)
+        await announce_change(await ctx.nats())
     return PushResult(workflow_id=spec.id, version=pushed.version.version, created=pushed.created)
+
+
+async def _previous_cron_ids(
+    registry: WorkflowRegistry, workflow_id: str, exists: bool
+) -> set[str]:
+    from orchestrator.triggers import cron_ids
+
+    return cron_ids((await registry.get(workflow_id)).source) if exists else set()
 
 
 @router.get("", response_model=list[WorkflowSummary], name="list_workflows")

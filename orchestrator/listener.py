@@ -1,0 +1,118 @@
+"""Event triggers: the worker listens on every stored workflow's `event` trigger subjects
+and starts a run of the latest version per message (the message's JSON object is the
+inputs; started by `event:<trigger>`). Worker replicas share each subject in a queue group,
+so a message starts one run. A push publishes `reflux.triggers.changed`, and every
+listener reloads its subscriptions.
+
+Messages that are not a JSON object, or do not fit the workflow's inputs, start nothing;
+they are logged with the reason (and answered with it, when the sender asked for a reply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from temporalio.client import Client
+
+from infra.errors import RefluxError
+from infra.settings import Settings
+from orchestrator.spec import EventTrigger
+
+__all__ = ["CHANGED", "EventListener", "announce_change"]
+
+log = logging.getLogger("reflux.triggers")
+
+CHANGED = "reflux.triggers.changed"
+QUEUE = "reflux-event-triggers"
+
+
+async def announce_change(nc: Nats) -> None:
+    """Tell every listener that triggers may have changed."""
+    await nc.publish(CHANGED, b"")
+    await nc.flush()
+
+
+class EventListener:
+    def __init__(self, nc: Nats, pool: asyncpg.Pool, client: Client, settings: Settings) -> None:
+        self.nc = nc
+        self.pool = pool
+        self.client = client
+        self.settings = settings
+        self._subscriptions: list[Subscription] = []
+        self._lock = asyncio.Lock()
+        self._control: Subscription | None = None
+
+    async def start(self) -> None:
+        self._control = await self.nc.subscribe(CHANGED, cb=self._changed)
+        await self.reload()
+
+    async def stop(self) -> None:
+        for sub in [*self._subscriptions, *([self._control] if self._control else [])]:
+            await sub.unsubscribe()
+        self._subscriptions.clear()
+
+    async def _changed(self, _: Msg) -> None:
+        await self.reload()
+
+    async def reload(self) -> None:
+        from orchestrator.validate import validate_text
+        from registry.workflows import WorkflowRegistry
+
+        async with self._lock:
+            for sub in self._subscriptions:
+                await sub.unsubscribe()
+            self._subscriptions.clear()
+            registry = WorkflowRegistry(self.pool, "event-triggers")
+            for workflow in await registry.workflows():
+                stored = await registry.get(workflow.id)
+                spec, _ = validate_text(stored.source, stored.ref)
+                for trigger in spec.triggers if spec else []:
+                    if isinstance(trigger, EventTrigger):
+                        handler = self._handler(workflow.id, trigger.id)
+                        sub = await self.nc.subscribe(trigger.subject, queue=QUEUE, cb=handler)
+                        self._subscriptions.append(sub)
+            log.info("event triggers: %d subscriptions", len(self._subscriptions))
+
+    def _handler(self, workflow_id: str, trigger_id: str) -> Any:
+        async def started(msg: Msg) -> None:
+            try:
+                run_id = await self._start(workflow_id, trigger_id, msg.data)
+                answer = {"run_id": run_id}
+            except (RefluxError, ValueError) as exc:
+                log.warning("event %s on %s/%s started nothing: %s",
+                            msg.subject, workflow_id, trigger_id, exc)  # fmt: skip
+                answer = {"error": str(exc).splitlines()[0]}
+            if msg.reply:
+                await msg.respond(json.dumps(answer).encode())
+
+        return started
+
+    async def _start(self, workflow_id: str, trigger_id: str, data: bytes) -> str:
+        from infra.errors import SpecError
+        from orchestrator.runs import submit
+        from orchestrator.validate import validate_text
+        from registry.nodes import NodeRegistry
+        from registry.workflows import WorkflowRegistry
+
+        try:
+            inputs = json.loads(data or b"{}")
+        except ValueError as exc:
+            raise ValueError(f"the message is not JSON: {exc}") from None
+        if not isinstance(inputs, dict):
+            raise ValueError("the message must be a JSON object: the run's inputs")
+        actor = f"event:{trigger_id}"
+        stored = await WorkflowRegistry(self.pool, actor).get(workflow_id)
+        catalog = await NodeRegistry(self.pool, actor).catalog()
+        spec, problems = validate_text(stored.source, stored.ref, catalog)
+        if spec is None:
+            raise SpecError(problems)
+        handle = await submit(self.client, self.pool, self.settings, spec, catalog,
+                              spec.bind_inputs(inputs), stored.version, actor)  # fmt: skip
+        return handle.id

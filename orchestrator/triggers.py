@@ -1,0 +1,190 @@
+"""Cron triggers on Temporal Schedules.
+
+Each cron trigger of a stored workflow is one Schedule, `reflux-cron.<workflow>.<trigger>`,
+created, updated and deleted as versions are pushed (`sync_schedules`). A Schedule starts
+`TriggerWorkflow`, which prepares a run of the workflow's latest version (an activity:
+pins resolved at that moment, the run recorded in the ledger, started by `cron:<trigger>`)
+and runs it as its child, so the overlap policy sees a run as going until it ends.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    import asyncpg
+    from temporalio.client import (
+        Client,
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleAlreadyRunningError,
+        ScheduleIntervalSpec,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+        ScheduleUpdate,
+        ScheduleUpdateInput,
+    )
+
+    from infra.settings import Settings
+    from orchestrator.plan import RunRequest, RunResult
+    from orchestrator.spec import CronTrigger, Spec
+    from orchestrator.workflow import DagWorkflow
+
+__all__ = [
+    "PREPARE_ACTIVITY",
+    "TriggerActivities",
+    "TriggerWorkflow",
+    "cron_ids",
+    "schedule_id",
+    "sync_schedules",
+]
+
+PREPARE_ACTIVITY = "reflux.trigger.prepare"
+PREFIX = "reflux-cron."
+
+_OVERLAP = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer_all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
+    "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+
+
+class Launch(BaseModel):
+    workflow_id: str
+    trigger_id: str
+
+
+def schedule_id(workflow_id: str, trigger_id: str) -> str:
+    return f"{PREFIX}{workflow_id}.{trigger_id}"
+
+
+@workflow.defn(name="reflux.trigger")
+class TriggerWorkflow:
+    @workflow.run
+    async def run(self, launch: Launch) -> str:
+        request: RunRequest = await workflow.execute_activity(
+            PREPARE_ACTIVITY,
+            launch,
+            result_type=RunRequest,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        )
+        try:
+            await workflow.execute_child_workflow(
+                DagWorkflow.run, request, id=request.run.id, result_type=RunResult
+            )
+        except Exception as exc:  # the run's failure is the run's: the schedule goes on
+            workflow.logger.info("triggered run %s failed: %s", request.run.id, exc)
+        return request.run.id
+
+
+class TriggerActivities:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+
+    @activity.defn(name=PREPARE_ACTIVITY)
+    async def prepare(self, launch: Launch) -> RunRequest:
+        from orchestrator.runs import prepare_run
+        from orchestrator.validate import validate_text
+        from registry.nodes import NodeRegistry
+        from registry.workflows import WorkflowRegistry
+
+        actor = f"cron:{launch.trigger_id}"
+        stored = await WorkflowRegistry(self.pool, actor).get(launch.workflow_id)
+        catalog = await NodeRegistry(self.pool, actor).catalog()
+        spec, problems = validate_text(stored.source, stored.ref, catalog)
+        trigger = spec.trigger(launch.trigger_id) if spec else None
+        if spec is None or not isinstance(trigger, CronTrigger):
+            why = problems[0] if problems else f"it has no cron trigger '{launch.trigger_id}'"
+            raise ApplicationError(f"{stored.ref} cannot be started: {why}", non_retryable=True)
+        return await prepare_run(
+            self.pool, self.settings, spec, catalog, spec.bind_inputs(trigger.inputs),
+            stored.version, actor,
+        )  # fmt: skip
+
+
+def _schedule(spec: Spec, trigger: CronTrigger, task_queue: str) -> Schedule:
+    timing = (
+        ScheduleSpec(cron_expressions=[trigger.schedule])
+        if trigger.schedule
+        else ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=trigger.every or 60))]
+        )
+    )
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            TriggerWorkflow.run,
+            Launch(workflow_id=spec.id, trigger_id=trigger.id),
+            id=schedule_id(spec.id, trigger.id),
+            task_queue=task_queue,
+        ),
+        spec=timing,
+        policy=SchedulePolicy(overlap=_OVERLAP[trigger.overlap]),
+    )
+
+
+def cron_ids(source: str) -> set[str]:
+    """The cron trigger ids of a stored workflow's source (whose Schedules may exist)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError:
+        return set()
+    triggers = data.get("triggers") if isinstance(data, dict) else None
+    return {
+        str(t.get("id"))
+        for t in triggers or []
+        if isinstance(t, dict) and t.get("type") == "cron" and t.get("id")
+    }
+
+
+async def sync_schedules(
+    client: Client,
+    spec: Spec,
+    task_queue: str,
+    before: set[str] = frozenset(),  # type: ignore[assignment]
+) -> list[str]:
+    """Make the workflow's Schedules match its cron triggers: create, update, delete (those
+    of the trigger ids in `before`, the previous version's, and any Temporal lists).
+    Returns one line per change."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    wanted = {
+        schedule_id(spec.id, t.id): _schedule(spec, t, task_queue)
+        for t in spec.triggers
+        if isinstance(t, CronTrigger)
+    }
+    mine = f"{PREFIX}{spec.id}."
+    existing = {s.id async for s in await client.list_schedules() if s.id.startswith(mine)}
+    existing |= {schedule_id(spec.id, t) for t in before}
+    changes = []
+    for sid, schedule in wanted.items():
+        try:
+            await client.create_schedule(sid, schedule)
+            changes.append(f"schedule {sid}: created")
+        except ScheduleAlreadyRunningError:
+
+            def replace(_: ScheduleUpdateInput, new: Schedule = schedule) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=new)
+
+            await client.get_schedule_handle(sid).update(replace)
+            changes.append(f"schedule {sid}: updated")
+    for sid in sorted(existing - set(wanted)):
+        try:
+            await client.get_schedule_handle(sid).delete()
+            changes.append(f"schedule {sid}: deleted")
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+    return changes

@@ -1,0 +1,83 @@
+"""Event triggers: a NATS message on the trigger's subject starts a run (as the worker's
+listener does it), and a message that does not fit starts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import nats
+
+from tests.helpers.stack import RunningStack, nats_url
+from tests.orchestrator.api.conftest import auth
+
+FLOW = """
+id: {id}
+inputs:
+  order: {{type: integer, required: true}}
+steps:
+  - id: echo
+    node: core.transform@1
+    with: {{value: "{{{{ inputs.order }}}}"}}
+outputs:
+  order: "{{{{ steps.echo.output.value }}}}"
+triggers:
+  - type: event
+    id: on-order
+    subject: "shop.{tag}.orders.*"
+"""
+
+
+def request(stack: RunningStack, subject: str, body: bytes) -> dict:
+    async def ask() -> dict:
+        nc = await nats.connect(nats_url(stack))
+        try:
+            for _ in range(50):  # the listeners reload right after the push; give them a moment
+                try:
+                    reply = await nc.request(subject, body, timeout=2)
+                    return dict(json.loads(reply.data))
+                except nats.errors.NoRespondersError:
+                    await asyncio.sleep(0.1)
+            raise AssertionError(f"nobody listens on {subject}")
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_a_message_starts_a_run_and_a_bad_one_does_not(stack: RunningStack, api, tokens):
+    tag = uuid.uuid4().hex[:8]
+    workflow_id = f"evented-{tag}"
+    pushed = api.post("/workflows", json={"source": FLOW.format(id=workflow_id, tag=tag)},
+                      headers=auth(tokens["author"]))  # fmt: skip
+    assert pushed.status_code == 201, pushed.text
+
+    answer = request(stack, f"shop.{tag}.orders.new", json.dumps({"order": 7}).encode())
+    run_id = answer["run_id"]
+    for _ in range(100):
+        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
+        if run["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert (run["status"], run["outputs"], run["started_by"]) == (
+        "completed",
+        {"order": 7},
+        "event:on-order",
+    )
+
+    refused = request(stack, f"shop.{tag}.orders.new", b'{"order": "seven"}')
+    assert "order" in refused["error"]
+    assert request(stack, f"shop.{tag}.orders.new", b"[1]") == {
+        "error": "the message must be a JSON object: the run's inputs"
+    }
+    runs = api.get("/runs", params={"workflow": workflow_id}, headers=auth(tokens["viewer"]))
+    assert [r["run_id"] for r in runs.json()] == [run_id]
+
+
+def test_reserved_subjects_are_refused(api, tokens):
+    source = FLOW.format(id="bad-event", tag="x").replace("shop.x.orders.*", "reflux.node.>")
+    response = api.post("/workflows", json={"source": source}, headers=auth(tokens["author"]))
+    assert response.status_code == 422
+    assert "is reserved" in response.json()["error"]["message"]
