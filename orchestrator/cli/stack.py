@@ -23,8 +23,14 @@ def background_processes(settings: Settings) -> list[Any]:
     commands = {"worker": ["worker"], "sink": ["reflection", "sink"], "api": ["api"]}
     commands.update({f"nodes-{g}": ["nodes", "serve", "--groups", g] for g in groups})
     run_dir = stack_home(settings) / "run"
+    api = f"http://{settings.api.host}:{settings.api.port}"
     return [
-        ProcessSpec(name=name, argv=[*me, *argv], ready_file=run_dir / f"{name}.ready")
+        ProcessSpec(
+            name=name,
+            argv=[*me, *argv],
+            ready_file=run_dir / f"{name}.ready",
+            address=api if name == "api" else None,
+        )
         for name, argv in commands.items()
     ]
 

@@ -229,18 +229,43 @@ async def resume(run_id: str, request: Request, token: Author) -> RunSummary:
     return await _signal(request, token, run_id, "resume")
 
 
+class RerunRequest(RedriveRequest):
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="inputs to change; the others are the run's own"
+    )
+
+
 @router.post("/{run_id}/redrive", response_model=Started, status_code=201, name="redrive_run")
 async def redrive(run_id: str, body: RedriveRequest, request: Request, token: Author) -> Started:
     """Run a failed run again from where it failed, as a new run: its completed steps are
     taken as they are (not run again); the others run with the node versions pinned now
     (so a fixed node version is picked up) and `overrides` applied to their params."""
+    return await _again(request, token, run_id, body.overrides, {}, redrive=True)
+
+
+@router.post("/{run_id}/rerun", response_model=Started, status_code=201, name="rerun_run")
+async def rerun(run_id: str, body: RerunRequest, request: Request, token: Author) -> Started:
+    """Run the same workflow version again, from the start, with the run's inputs (those in
+    `inputs` changed) and `overrides` applied to step params."""
+    return await _again(request, token, run_id, body.overrides, body.inputs, redrive=False)
+
+
+async def _again(
+    request: Request,
+    token: Token,
+    run_id: str,
+    overrides: dict[str, dict[str, Any]],
+    inputs: dict[str, Any],
+    *,
+    redrive: bool,
+) -> Started:
     from orchestrator.runs import Redrive, live_state, original_request, submit
     from orchestrator.validate import validate_text
     from registry.workflows import WorkflowRegistry
 
     ctx = _ctx(request)
     record = await visible_run(ctx, token, run_id)
-    if record.status != "failed":
+    if redrive and record.status != "failed":
         raise ApiError(409, f"run '{run_id}' is {record.status}: only a failed run is re-driven")
     if record.workflow_version is None:
         raise ApiError(409, f"run '{run_id}' ran a file, not a stored version: push it, run it")
@@ -254,19 +279,24 @@ async def redrive(run_id: str, body: RedriveRequest, request: Request, token: Au
     spec, problems = validate_text(stored.source, stored.ref, catalog)
     if spec is None:
         raise SpecError(problems)
-    for step_id, params in body.overrides.items():
+    for step_id, params in overrides.items():
         try:
             spec.step(step_id).with_.update(params)
         except KeyError:
             raise ApiError(422, f"overrides: no step '{step_id}' in {stored.ref}") from None
-    done = {
-        sid: step
-        for sid, step in state.steps.items()
-        if step.status == "completed" and sid not in body.overrides
-    }
     original = await original_request(client, run_id)
+    again = None
+    if redrive:
+        done = {
+            sid: step
+            for sid, step in state.steps.items()
+            if step.status == "completed" and sid not in overrides
+        }
+        again = Redrive(run_id, done)
+    given = {k: v for k, v in original.inputs.items() if v is not None}  # bound: None = absent
+    bound = spec.bind_inputs({**given, **inputs}) if inputs else original.inputs
     handle = await submit(
-        client, ctx.pool, ctx.settings, spec, catalog, original.inputs, stored.version,
-        actor(token), redrive=Redrive(run_id, done),
+        client, ctx.pool, ctx.settings, spec, catalog, bound, stored.version, actor(token),
+        redrive=again,
     )  # fmt: skip
     return Started(run_id=handle.id, workflow_id=spec.id, workflow_version=stored.version)

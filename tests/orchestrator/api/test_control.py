@@ -67,6 +67,18 @@ steps:
     again = api.post(f"/runs/{run_id}/pause", headers=auth(tokens["author"]))
     assert again.status_code == 409 and again.json()["error"]["code"] == "Conflict"
 
+    rerun = api.post(
+        f"/runs/{run_id}/rerun",
+        json={"overrides": {"after": {"value": "again"}}},
+        headers=auth(tokens["author"]),
+    )
+    assert rerun.status_code == 201, rerun.text
+    second = wait(api, tokens, rerun.json()["run_id"], lambda r: r["status"] != "running")
+    assert second["status"] == "completed"
+    # from the start: its first step ran again, after the first run had ended
+    assert second["steps"]["wait"]["started_at"] > run["steps"]["after"]["finished_at"]
+    assert second["steps"]["after"]["output"] == {"value": "again"}
+
 
 def test_redrive_runs_only_what_did_not_complete(api, tokens, tmp_path):
     workflow_id = f"redrive-{uuid.uuid4().hex[:8]}"
