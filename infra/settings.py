@@ -147,6 +147,11 @@ class SandboxSettings(BaseSettings):
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_API_")
 
+    url: str | None = None
+    """Set: the CLI works through this platform's API (workflows, run, stats, traces)
+    instead of reaching Temporal, NATS and PostgreSQL itself."""
+    token: str | None = Field(default=None, validation_alias="REFLUX_TOKEN")
+    """The bearer token the CLI sends to `url`."""
     host: str = "127.0.0.1"
     port: int = 8080
     rate_limit: float = 20.0

@@ -32,15 +32,24 @@ def _pct(value: Any) -> str:
 
 async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     from infra.durations import parse_duration
+    from orchestrator.cli.remote import remote
     from orchestrator.report import table
     from reflection import stats
     from reflection.query import query
 
     since = parse_duration(args.since)
-    scope = (since, args.node, args.workflow)
-    nodes = (await query(settings, *stats.node_stats(*scope))).records()
-    flows = (await query(settings, *stats.workflow_stats(*scope))).records()
-    failing = (await query(settings, *stats.failing_steps(*scope))).records()
+    if (api := remote(settings)) is not None:
+        async with api:
+            params = {"since": args.since, "node": args.node, "workflow": args.workflow}
+            found = await api.call(
+                "GET", "/stats", params={k: v for k, v in params.items() if v is not None}
+            )
+        nodes, flows, failing = found["nodes"], found["workflows"], found["failing_steps"]
+    else:
+        scope = (since, args.node, args.workflow)
+        nodes = (await query(settings, *stats.node_stats(*scope))).records()
+        flows = (await query(settings, *stats.workflow_stats(*scope))).records()
+        failing = (await query(settings, *stats.failing_steps(*scope))).records()
     if args.json:
         out_json({"nodes": nodes, "workflows": flows, "failing_steps": failing})
         return EXIT_OK
@@ -132,6 +141,12 @@ async def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_traces(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
+
+    if (api := remote(settings)) is not None:
+        async with api:
+            out_json(await api.call("GET", f"/runs/{args.run_id}/traces"))
+        return EXIT_OK
     out_json(await _run_events(settings, args.run_id))
     return EXIT_OK
 

@@ -72,6 +72,11 @@ def looks_like_file(target: str) -> bool:
 
 
 async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
+
+    if (api := remote(settings)) is not None:
+        async with api:
+            return await _run_remote(api, args, parse_inputs(args.input))
     from orchestrator.report import progress_line, run_json, run_table
     from orchestrator.runs import connect_temporal, submit, wait_run
     from orchestrator.validate import validate_file, validate_text
@@ -124,19 +129,76 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _follow(client: Any, run_id: str) -> None:
     """One line per event on stderr while the run goes on."""
-    import time
-    from datetime import datetime
-
     from orchestrator.events import follow
 
     err(f"run {run_id} started")
     async for event in follow(client, run_id):
-        when = datetime.fromtimestamp(event.at or time.time()).strftime("%H:%M:%S.%f")[:-3]
-        what = event.step or event.status or ""
-        extra = f" (attempt {event.attempt})" if event.type == "step.retried" else ""
-        if event.error:
-            extra += f": {event.error.get('class')}: {event.error.get('message')}"
-        err(f"{when:12} {event.type:15} {what}{extra}".rstrip())
+        err(event_line(event.as_json()))
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """A run event (`RunEvent.as_json()`, or the data of an SSE event) as one line."""
+    import time
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(event.get("at") or time.time()).strftime("%H:%M:%S.%f")[:-3]
+    what = event.get("step") or event.get("status") or ""
+    extra = f" (attempt {event['attempt']})" if event["type"] == "step.retried" else ""
+    if event.get("error"):
+        extra += f": {event['error'].get('class')}: {event['error'].get('message')}"
+    return f"{when:12} {event['type']:15} {what}{extra}".rstrip()
+
+
+async def _run_remote(api: Any, args: argparse.Namespace, inputs: dict[str, Any]) -> int:
+    """`reflux run` through the API: a file is pushed first (a new version only when it
+    changed), then its version runs."""
+    import asyncio
+
+    from orchestrator.plan import RunResult, StepError
+    from orchestrator.report import progress_line, run_json, run_table
+
+    target = args.target
+    if looks_like_file(target):
+        try:
+            source = Path(target).read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise SpecError([f"{target}: cannot read file: {exc.strerror}"]) from None
+        pushed = await api.call("POST", "/workflows", json={"source": source})
+        target = f"{pushed['workflow_id']}@{pushed['version']}"
+    run_id = (await api.call("POST", "/runs", json={"workflow": target, "inputs": inputs}))[
+        "run_id"
+    ]
+    if args.no_wait:
+        out(json.dumps({"run_id": run_id, "status": "running"}) if args.json else run_id)
+        return EXIT_OK
+    if args.follow:
+        err(f"run {run_id} started")
+        async for event in api.events(run_id):
+            err(event_line(event))
+    elif not args.json:
+        err(f"run {run_id} started")
+    last = ""
+    while True:
+        detail = await api.call("GET", f"/runs/{run_id}")
+        if detail["status"] != "running":
+            break
+        line = progress_line(RunResult.model_validate({**detail, "workflow": ""}).steps)
+        if not args.json and not args.follow and line != last:
+            err(line)
+            last = line
+        await asyncio.sleep(0.5)
+    error = detail.get("error")
+    result = RunResult(
+        run_id=run_id,
+        workflow=detail["workflow_id"],
+        status=detail["status"],
+        outputs=detail["outputs"],
+        steps=detail["steps"],
+        error=StepError.model_validate(error) if error else None,
+        failed_step=(error or {}).get("step"),
+    )
+    out(run_json(result) if args.json else run_table(result))
+    return EXIT_OK if result.status == "completed" else EXIT_FAILED
 
 
 def add_parsers(sub: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ from orchestrator.cli.output import EXIT_INVALID, EXIT_OK, database, out, out_js
 
 
 async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
+
+    if (api := remote(settings)) is not None:
+        async with api:
+            return await _push_remote(api, args.files)
     from orchestrator.validate import validate_file
     from registry.nodes import NodeRegistry
     from registry.workflows import WorkflowRegistry
@@ -33,6 +39,29 @@ async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
             if pushed.created:
                 for line in await _sync_schedules(settings, spec, before):
                     out(f"  {line}")
+    return code
+
+
+async def _push_remote(api: Any, files: list[str]) -> int:
+    from infra.errors import SpecError
+
+    code = EXIT_OK
+    for path in files:
+        try:
+            source = Path(path).read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            out(f"{path}: cannot read file: {exc.strerror}")
+            code = EXIT_INVALID
+            continue
+        try:
+            pushed = await api.call("POST", "/workflows", json={"source": source})
+        except SpecError as exc:
+            for problem in exc.problems:
+                out(str(problem).replace("<request>", path, 1))
+            code = EXIT_INVALID
+            continue
+        ref = f"{pushed['workflow_id']}@{pushed['version']}"
+        out(f"{path}: stored as {ref}" if pushed["created"] else f"{path}: unchanged ({ref})")
     return code
 
 
@@ -66,11 +95,19 @@ async def _sync_schedules(settings: Settings, spec: Any, before: set[str]) -> li
 
 
 async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from orchestrator.report import table
-    from registry.workflows import WorkflowRegistry
+    from registry.workflows import Workflow, WorkflowRegistry
 
-    async with database(settings) as pool:
-        found = await WorkflowRegistry(pool, settings.user).workflows()
+    if (api := remote(settings)) is not None:
+        async with api:
+            listed = await api.call("GET", "/workflows")
+        found = [
+            Workflow(**{**w, "updated_at": datetime.fromisoformat(w["updated_at"])}) for w in listed
+        ]
+    else:
+        async with database(settings) as pool:
+            found = await WorkflowRegistry(pool, settings.user).workflows()
     if args.json:
         out_json([w.__dict__ for w in found])
         return EXIT_OK
@@ -111,15 +148,21 @@ async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from registry.workflows import WorkflowRegistry, parse_ref
 
     workflow_id, version = parse_ref(args.ref)
-    async with database(settings) as pool:
-        found = await WorkflowRegistry(pool, settings.user).get(workflow_id, version)
-    if args.json:
-        out_json(found.__dict__)
+    if (api := remote(settings)) is not None:
+        async with api:
+            params = {"version": version} if version else {}
+            shown = await api.call("GET", f"/workflows/{workflow_id}", params=params)
     else:
-        out(found.source.rstrip("\n"))
+        async with database(settings) as pool:
+            shown = (await WorkflowRegistry(pool, settings.user).get(workflow_id, version)).__dict__
+    if args.json:
+        out_json(shown)
+    else:
+        out(shown["source"].rstrip("\n"))
     return EXIT_OK
 
 
