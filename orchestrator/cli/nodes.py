@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from types import SimpleNamespace
 from typing import Any
 
 from infra.errors import ServiceError
@@ -65,12 +66,25 @@ def _served_text(served: dict[tuple[str, str], Any] | None, name: str, version: 
 
 
 async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from orchestrator.report import table
     from registry.nodes import NodeRegistry
 
-    async with database(settings) as pool:
-        nodes = await NodeRegistry(pool, settings.user).nodes()
-    served = await _served_or_none(settings)
+    if (api := remote(settings)) is not None:  # who serves what is not told over the API
+        async with api:
+            listed = await api.call("GET", "/nodes")
+        nodes: list[Any] = [
+            SimpleNamespace(
+                rollout=SimpleNamespace(**n["rollout"]) if n["rollout"] else None,
+                versions=[SimpleNamespace(name=n["name"], **v) for v in n["versions"]],
+            )
+            for n in listed
+        ]
+        served = None
+    else:
+        async with database(settings) as pool:
+            nodes = await NodeRegistry(pool, settings.user).nodes()
+        served = await _served_or_none(settings)
     versions = [
         {
             "name": v.name,
@@ -193,8 +207,15 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from registry.nodes import NodeRegistry
 
+    if (api := remote(settings)) is not None:
+        body = {"to": args.to, "force": args.force, "note": args.note}
+        async with api:
+            path = f"/nodes/{args.name}/versions/{args.version}/promote"
+            _say_change(SimpleNamespace(**await api.call("POST", path, json=body)))
+        return EXIT_OK
     async with database(settings) as pool:
         change = await NodeRegistry(pool, settings.user).promote(
             args.name, args.version, args.to, force=args.force, note=args.note
@@ -204,8 +225,14 @@ async def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_deprecate(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from registry.nodes import NodeRegistry
 
+    if (api := remote(settings)) is not None:
+        async with api:
+            path = f"/nodes/{args.name}/versions/{args.version}/deprecate"
+            _say_change(SimpleNamespace(**await api.call("POST", path, json={"note": args.note})))
+        return EXIT_OK
     async with database(settings) as pool:
         change = await NodeRegistry(pool, settings.user).deprecate(
             args.name, args.version, note=args.note
@@ -223,12 +250,19 @@ def _say_change(change: Any) -> None:
 
 
 async def cmd_rollout(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from registry.nodes import NodeRegistry
 
-    async with database(settings) as pool:
-        previous = await NodeRegistry(pool, settings.user).rollout(
-            args.name, args.version, args.percent
-        )
+    previous = None
+    if (api := remote(settings)) is not None:
+        async with api:
+            path = f"/nodes/{args.name}/versions/{args.version}/rollout"
+            await api.call("PUT", path, json={"percent": args.percent})
+    else:
+        async with database(settings) as pool:
+            previous = await NodeRegistry(pool, settings.user).rollout(
+                args.name, args.version, args.percent
+            )
     ref = f"{args.name}@{args.version}"
     was = f" (was {previous.version} at {previous.percent}%)" if previous else ""
     if args.percent == 0:

@@ -130,11 +130,22 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from orchestrator.report import table
-    from registry.workflows import WorkflowRegistry
+    from registry.workflows import WorkflowRegistry, WorkflowVersion
 
-    async with database(settings) as pool:
-        versions = await WorkflowRegistry(pool, settings.user).versions(args.id)
+    if (api := remote(settings)) is not None:
+        async with api:
+            listed = await api.call("GET", f"/workflows/{args.id}/versions")
+        versions = [
+            WorkflowVersion(
+                **{**v, "source": "", "created_at": datetime.fromisoformat(v["created_at"])}
+            )  # noqa: E501
+            for v in listed
+        ]
+    else:
+        async with database(settings) as pool:
+            versions = await WorkflowRegistry(pool, settings.user).versions(args.id)
     if args.json:
         out_json([{k: v for k, v in w.__dict__.items() if k != "source"} for w in versions])
         return EXIT_OK
@@ -167,10 +178,16 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestrator.cli.remote import remote
     from registry.workflows import WorkflowRegistry
 
-    async with database(settings) as pool:
-        diff = await WorkflowRegistry(pool, settings.user).diff(args.id, args.old, args.new)
+    if (api := remote(settings)) is not None:
+        async with api:
+            params = {"old": args.old, "new": args.new}
+            diff = (await api.call("GET", f"/workflows/{args.id}/diff", params=params))["diff"]
+    else:
+        async with database(settings) as pool:
+            diff = await WorkflowRegistry(pool, settings.user).diff(args.id, args.old, args.new)
     out(diff.rstrip("\n") if diff else f"{args.id}@{args.old} and @{args.new} are the same text")
     return EXIT_OK
 

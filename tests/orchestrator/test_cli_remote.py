@@ -75,6 +75,38 @@ def test_push_run_follow_stats_traces_through_the_api(stack: RunningStack, tmp_p
     assert stats.returncode == 0, stats.stderr
     assert set(json.loads(stats.stdout)) == {"nodes", "workflows", "failing_steps"}
 
+    path.write_text(FLOW.format(id=workflow_id).replace("hello", "hi"))
+    assert cli("workflows", "push", str(path)).returncode == 0
+    versions = cli("workflows", "versions", workflow_id)
+    assert [line.split()[0] for line in versions.stdout.splitlines()[1:]] == ["1", "2"]
+    diff = cli("workflows", "diff", workflow_id, "1", "2")
+    assert '-    with: {value: "hello' in diff.stdout and '+    with: {value: "hi' in diff.stdout
+    nodes = cli("nodes", "list", "--json")
+    assert {"name": "core.transform", "version": "1.0.0"}.items() <= next(
+        n for n in json.loads(nodes.stdout) if n["name"] == "core.transform"
+    ).items()
+
+
+def test_reviewer_changes_through_the_api(stack: RunningStack):
+    reviewer = remote_cli(stack, make_token(stack, "reviewer"))
+    deprecated = reviewer("nodes", "deprecate", "test.echo", "2.0.0")
+    assert deprecated.stdout.strip() == "test.echo@2.0.0: production -> deprecated", (
+        deprecated.stderr
+    )  # noqa: E501
+    promoted = reviewer("nodes", "promote", "test.echo", "2.0.0", "--to", "production", "--force")
+    assert promoted.stdout.strip() == "test.echo@2.0.0: deprecated -> production", promoted.stderr
+    started = reviewer("nodes", "rollout", "test.echo", "1.1.0", "--percent", "20")
+    assert "takes 20% of new runs" in started.stdout, started.stderr
+    stopped = reviewer("nodes", "rollout", "test.echo", "1.1.0", "--percent", "0")
+    assert "rollout stopped" in stopped.stdout, stopped.stderr
+    again = reviewer("nodes", "rollout", "test.echo", "1.1.0", "--percent", "0")
+    assert (again.returncode, again.stderr.strip()) == (
+        1,
+        "reflux: RegistryError: no rollout of test.echo@1.1.0 to stop (test.echo has none)",
+    )
+    missing = reviewer("nodes", "deprecate", "core.transform", "9.9.9")
+    assert missing.returncode == 1 and "9.9.9" in missing.stderr
+
 
 def test_remote_errors_are_the_cli_errors(stack: RunningStack, tmp_path):
     viewer = remote_cli(stack, make_token(stack, "viewer"))

@@ -63,12 +63,27 @@ def test_missing_and_bad_tokens_are_401(api, tokens):
 
 ENDPOINTS = [
     ("GET", "/workflows", None, "viewer"),
+    ("GET", "/workflows/no-such/versions", None, "viewer"),
     ("GET", "/runs", None, "viewer"),
+    ("GET", "/runs/no-such", None, "viewer"),
+    ("GET", "/runs/no-such/traces", None, "viewer"),
+    ("GET", "/runs/no-such/events", None, "viewer"),
+    ("GET", "/stats", None, "viewer"),
     ("GET", "/nodes", None, "viewer"),
+    ("GET", "/nodes/core.transform", None, "viewer"),
     ("POST", "/workflows", {"source": "id: x\nsteps: []\n"}, "author"),
     ("POST", "/runs", {"workflow": "no-such-workflow"}, "author"),
+    ("POST", "/runs/no-such/cancel", None, "author"),
+    ("POST", "/runs/no-such/pause", None, "author"),
+    ("POST", "/runs/no-such/resume", None, "author"),
+    ("POST", "/runs/no-such/redrive", {}, "author"),
+    ("POST", "/runs/no-such/rerun", {}, "author"),
+    ("POST", "/nodes/core.transform/versions/9.9.9/promote", {"to": "staging"}, "reviewer"),
     ("POST", "/nodes/core.transform/versions/9.9.9/deprecate", {}, "reviewer"),
+    ("PUT", "/nodes/core.transform/versions/9.9.9/rollout", {"percent": 0}, "reviewer"),
     ("GET", "/tokens", None, "admin"),
+    ("POST", "/tokens", {"role": "viewer", "name": "matrix"}, "admin"),
+    ("DELETE", "/tokens/no-such", None, "admin"),
 ]
 ROLES = ["viewer", "author", "reviewer", "admin"]
 
