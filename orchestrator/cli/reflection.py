@@ -97,18 +97,30 @@ async def _run_events(settings: Settings, run_id: str) -> list[dict[str, Any]]:
 
 
 async def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
+    from types import SimpleNamespace
+
     from infra.errors import NotFoundError, ServiceError
     from orchestrator.cli.output import database
+    from orchestrator.cli.remote import remote
     from orchestrator.report import table
     from registry.runs import get_run
 
-    events = await _run_events(settings, args.run_id)
-    record = None
-    try:
-        async with database(settings) as pool:
-            record = await get_run(pool, args.run_id)
-    except (NotFoundError, ServiceError) as exc:
-        err(f"note: {exc}")
+    record: Any = None
+    if (api := remote(settings)) is not None:
+        async with api:
+            events = await api.call("GET", f"/runs/{args.run_id}/traces")
+            found = await api.call("GET", f"/runs/{args.run_id}")
+        record = SimpleNamespace(
+            **{k: v for k, v in found.items() if k not in ("steps", "outputs")}
+        )
+        record.id = found["run_id"]
+    else:
+        events = await _run_events(settings, args.run_id)
+        try:
+            async with database(settings) as pool:
+                record = await get_run(pool, args.run_id)
+        except (NotFoundError, ServiceError) as exc:
+            err(f"note: {exc}")
     if args.json:
         out_json({"run": record.__dict__ if record else None, "events": events})
         return EXIT_OK

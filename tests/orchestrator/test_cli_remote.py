@@ -71,6 +71,10 @@ def test_push_run_follow_stats_traces_through_the_api(stack: RunningStack, tmp_p
 
     traces = cli("traces", body["run_id"])
     assert traces.returncode == 0, traces.stderr
+    shown = cli("runs", "show", body["run_id"])
+    assert shown.stdout.startswith(f"run {body['run_id']}: {workflow_id}@1, completed"), (
+        shown.stderr
+    )
     stats = cli("stats", "--workflow", workflow_id, "--json")
     assert stats.returncode == 0, stats.stderr
     assert set(json.loads(stats.stdout)) == {"nodes", "workflows", "failing_steps"}
