@@ -55,6 +55,11 @@ class ApiContext:
         return await NodeRegistry(self.pool, self.settings.user).catalog()
 
 
+def ctx_of(request: Any) -> ApiContext:
+    """The context of the app serving `request`."""
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
 def actor(token: Token) -> str:
     """How registry changes and runs record an API caller."""
     return f"token:{token.name or token.id}"

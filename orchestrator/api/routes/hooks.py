@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from infra.errors import SpecError
 from infra.secrets import secret_value
-from orchestrator.api.context import ApiContext
+from orchestrator.api.context import ctx_of
 from orchestrator.api.errors import ApiError
 from orchestrator.spec import WebhookTrigger
 
@@ -50,7 +50,7 @@ async def webhook(
     from orchestrator.validate import validate_text
     from registry.workflows import WorkflowRegistry
 
-    ctx: ApiContext = request.app.state.ctx
+    ctx = ctx_of(request)
     client = request.client.host if request.client else "unknown"
     ctx.limiter.check(f"hook:{client}")
     registry = WorkflowRegistry(ctx.pool, f"webhook:{workflow_id}/{trigger_id}")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import Reviewer, Viewer
-from orchestrator.api.context import ApiContext, actor
+from orchestrator.api.context import actor, ctx_of
 from registry.tokens import Token
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -78,7 +78,7 @@ class ChangeOut(BaseModel):
 def _registry(request: Request, token: Token) -> Any:
     from registry.nodes import NodeRegistry
 
-    ctx: ApiContext = request.app.state.ctx
+    ctx = ctx_of(request)
     return NodeRegistry(ctx.pool, actor(token))
 
 

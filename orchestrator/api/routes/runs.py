@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from infra.errors import NotFoundError, SpecError
 from orchestrator.api.auth import Author, Viewer
-from orchestrator.api.context import ApiContext, actor
+from orchestrator.api.context import ApiContext, actor, ctx_of
 from orchestrator.api.errors import ApiError
 from orchestrator.plan import StepResult
 from registry import runs as ledger
@@ -56,10 +56,6 @@ class RunDetail(RunSummary):
     error: dict[str, Any] | None = None
 
 
-def _ctx(request: Request) -> ApiContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
-
-
 def _summary(record: ledger.RunRecord) -> dict[str, Any]:
     return {
         "run_id": record.id,
@@ -91,7 +87,7 @@ async def start(body: StartRequest, request: Request, token: Author) -> Started:
     from orchestrator.validate import validate_text
     from registry.workflows import WorkflowRegistry, parse_ref
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     workflow_id, wanted = parse_ref(body.workflow)
     registry = WorkflowRegistry(ctx.pool, actor(token))
     namespace = await registry.namespace_of(workflow_id)
@@ -124,7 +120,7 @@ async def list_runs(
             return []
         namespace = token.namespace
     records = await ledger.list_runs(
-        _ctx(request).pool, namespace=namespace, workflow_id=workflow, status=status, limit=limit
+        ctx_of(request).pool, namespace=namespace, workflow_id=workflow, status=status, limit=limit
     )
     return [RunSummary(**_summary(r)) for r in records]
 
@@ -134,7 +130,7 @@ async def get_run(run_id: str, request: Request, token: Viewer) -> RunDetail:
     """The run as the ledger has it, with its steps' states and outputs from Temporal."""
     from orchestrator.runs import live_state
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
     detail = RunDetail(**_summary(record), pins=record.pins, error=record.error)
     state = await live_state(await ctx.temporal(), run_id)
@@ -158,7 +154,7 @@ async def events(run_id: str, request: Request, token: Viewer) -> StreamingRespo
     (type, run_id, step, at, attempt, status, error)."""
     from orchestrator.events import follow
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     await visible_run(ctx, token, run_id)
     client = await ctx.temporal()
 
@@ -192,7 +188,7 @@ async def cancel(run_id: str, request: Request, token: Author) -> RunSummary:
     """Ask a running run to stop: steps running are cancelled, steps not started are not."""
     from orchestrator.runs import run_handle
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
     if record.status != "running":
         raise ApiError(409, f"run '{run_id}' is already {record.status}")
@@ -210,7 +206,7 @@ class RedriveRequest(BaseModel):
 async def _signal(request: Request, token: Token, run_id: str, signal: str) -> RunSummary:
     from orchestrator.runs import run_handle
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
     if record.status != "running":
         raise ApiError(409, f"run '{run_id}' is {record.status}: only a running run can {signal}")
@@ -263,7 +259,7 @@ async def _again(
     from orchestrator.validate import validate_text
     from registry.workflows import WorkflowRegistry
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
     if redrive and record.status != "failed":
         raise ApiError(409, f"run '{run_id}' is {record.status}: only a failed run is re-driven")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import Admin
-from orchestrator.api.context import ApiContext
+from orchestrator.api.context import ctx_of
 from registry.tokens import Role, Token, TokenStore
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -36,7 +36,7 @@ class Created(TokenOut):
 
 
 def _store(request: Request, token: Token) -> TokenStore:
-    ctx: ApiContext = request.app.state.ctx
+    ctx = ctx_of(request)
     return TokenStore(ctx.pool, f"token:{token.name or token.id}")
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from infra.durations import parse_duration
 from orchestrator.api.auth import Viewer
-from orchestrator.api.context import ApiContext
+from orchestrator.api.context import ctx_of
 from orchestrator.api.errors import ApiError
 from orchestrator.api.routes.runs import visible_run
 
@@ -41,7 +41,7 @@ async def stats(
         seconds = parse_duration(since)
     except ValueError as exc:
         raise ApiError(422, f"since: {exc}") from None
-    settings = _ctx(request).settings
+    settings = ctx_of(request).settings
     scope: dict[str, Any] = {"node": node, "workflow": workflow, "namespace": token.namespace}
     nodes = await query(settings, *questions.node_stats(seconds, **scope))
     flows = await query(settings, *questions.workflow_stats(seconds, **scope))
@@ -59,14 +59,10 @@ async def run_traces(run_id: str, request: Request, token: Viewer) -> list[dict[
     from reflection import stats as questions
     from reflection.query import query
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     await visible_run(ctx, token, run_id)
     result = await query(ctx.settings, *questions.run_traces(run_id))
     return _plain(result.records())
-
-
-def _ctx(request: Request) -> ApiContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
 
 
 def _plain(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

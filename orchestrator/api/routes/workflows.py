@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from infra.errors import SpecError
 from orchestrator.api.auth import Author, Viewer
-from orchestrator.api.context import ApiContext, actor
+from orchestrator.api.context import ApiContext, actor, ctx_of
 from orchestrator.api.errors import ApiError
 from registry.tokens import Token
 from registry.workflows import WorkflowRegistry, WorkflowVersion
@@ -54,10 +54,6 @@ class Diff(BaseModel):
     diff: str = Field(description="unified diff of the two sources; empty when the same")
 
 
-def _ctx(request: Request) -> ApiContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
-
-
 async def _visible(ctx: ApiContext, token: Token, workflow_id: str) -> WorkflowRegistry:
     registry = WorkflowRegistry(ctx.pool, actor(token))
     namespace = await registry.namespace_of(workflow_id)
@@ -72,7 +68,7 @@ async def push(
     body: PushRequest, request: Request, response: Response, token: Author
 ) -> PushResult:
     """Validate and store a workflow as its next version (unchanged content stores nothing)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     from orchestrator.validate import validate_text
 
     spec, problems = validate_text(body.source, "<request>", await ctx.catalog())
@@ -107,7 +103,7 @@ async def _previous_cron_ids(
 
 @router.get("", response_model=list[WorkflowSummary], name="list_workflows")
 async def list_workflows(request: Request, token: Viewer) -> list[WorkflowSummary]:
-    registry = WorkflowRegistry(_ctx(request).pool, actor(token))
+    registry = WorkflowRegistry(ctx_of(request).pool, actor(token))
     return [
         WorkflowSummary(**vars(w)) for w in await registry.workflows() if token.sees(w.namespace)
     ]
@@ -125,14 +121,14 @@ async def get_workflow(
     token: Viewer,
     version: int | None = Query(None, ge=1, description="default: the latest"),
 ) -> VersionDetail:
-    registry = await _visible(_ctx(request), token, workflow_id)
+    registry = await _visible(ctx_of(request), token, workflow_id)
     stored = await registry.get(workflow_id, version)
     return VersionDetail(**_info(stored).model_dump(), source=stored.source)
 
 
 @router.get("/{workflow_id}/versions", response_model=list[VersionInfo], name="workflow_versions")
 async def versions(workflow_id: str, request: Request, token: Viewer) -> list[VersionInfo]:
-    registry = await _visible(_ctx(request), token, workflow_id)
+    registry = await _visible(ctx_of(request), token, workflow_id)
     return [_info(v) for v in await registry.versions(workflow_id)]
 
 
@@ -144,6 +140,6 @@ async def diff(
     old: int = Query(ge=1),
     new: int = Query(ge=1),
 ) -> Diff:
-    registry = await _visible(_ctx(request), token, workflow_id)
+    registry = await _visible(ctx_of(request), token, workflow_id)
     text = await registry.diff(workflow_id, old, new)
     return Diff(workflow_id=workflow_id, old=old, new=new, diff=text)
