@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from infra.settings import Settings
-    from orchestrator.plan import RunRequest, RunResult
+    from orchestrator.plan import RunRequest
     from orchestrator.spec import CronTrigger, Spec
     from orchestrator.workflow import DagWorkflow
 
@@ -79,9 +79,7 @@ class TriggerWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=5),
         )
         try:
-            await workflow.execute_child_workflow(
-                DagWorkflow.run, request, id=request.run.id, result_type=RunResult
-            )
+            await workflow.execute_child_workflow(DagWorkflow.run, request, id=request.run.id)
         except Exception as exc:  # the run's failure is the run's: the schedule goes on
             workflow.logger.info("triggered run %s failed: %s", request.run.id, exc)
         return request.run.id
