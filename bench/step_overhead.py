@@ -1,7 +1,12 @@
-"""Per-step overhead: 40 sequential light steps through Reflux vs a plain Temporal chain.
+"""Per-step overhead: 40 sequential light steps through Reflux vs a plain Temporal chain
+(regular activities), and the same chain as local activities (no server round trip per
+step: the floor of a fast path).
 
-Both run in the same session on the same embedded Temporal server, so the ratio is what
-counts on a shared, noisy machine. Usage: python bench/step_overhead.py [--steps 40] [--runs 5]
+All run in the same session on the same embedded Temporal server, so the ratios are what
+count on a shared, noisy machine. The plain chains are timed end to end by the client;
+Reflux from its first step's start to its last step's end (workflow time), which flatters
+Reflux by the run's start and end.
+Usage: python bench/step_overhead.py [--steps 40] [--runs 5]
 """
 
 from __future__ import annotations
@@ -44,6 +49,21 @@ class Chain:
         return value
 
 
+@workflow.defn(name="bench.local_chain")
+class LocalChain:
+    """The same chain as local activities: no server round trip per step (the floor a
+    fast path could reach)."""
+
+    @workflow.run
+    async def run(self, steps: int) -> int:
+        value = 0
+        for _ in range(steps):
+            value = await workflow.execute_local_activity(
+                "bench.noop", value, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return value
+
+
 def flow(steps: int) -> str:
     lines = ["id: overhead", "steps:", "  - {id: s0, node: core.transform@1, with: {value: 0}}"]
     for i in range(1, steps):
@@ -54,19 +74,25 @@ def flow(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def plain_chain(settings: Settings, steps: int, runs: int) -> list[float]:
+async def plain_chain(
+    settings: Settings, steps: int, runs: int, chain: type = Chain
+) -> list[float]:
     client = await connect_temporal(settings)
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     times = []
     # Unsandboxed: this module is not sandbox-importable (and it favours the baseline).
     runner = UnsandboxedWorkflowRunner()
     async with Worker(
-        client, task_queue=queue, workflows=[Chain], activities=[noop], workflow_runner=runner
+        client,
+        task_queue=queue,
+        workflows=[Chain, LocalChain],
+        activities=[noop],
+        workflow_runner=runner,
     ):
         for _ in range(runs):
             started = time.perf_counter()
             await client.execute_workflow(
-                Chain.run, steps, id=f"bench-{uuid.uuid4().hex}", task_queue=queue
+                chain.run, steps, id=f"bench-{uuid.uuid4().hex}", task_queue=queue
             )
             times.append(time.perf_counter() - started)
     return times
@@ -92,10 +118,12 @@ def main() -> None:
     stack = start_test_stack(Path(tempfile.mkdtemp(prefix="reflux-bench-")))
     try:
         plain = asyncio.run(plain_chain(stack.settings, args.steps, args.runs))
+        local = asyncio.run(plain_chain(stack.settings, args.steps, args.runs, LocalChain))
         ours = reflux_runs(stack, args.steps, args.runs)
     finally:
         stop_test_stack(stack)
     per_plain = statistics.median(plain) / args.steps * 1000
+    per_local = statistics.median(local) / args.steps * 1000
     per_ours = statistics.median(ours) / args.steps * 1000
     print(
         json.dumps(
@@ -103,6 +131,7 @@ def main() -> None:
                 "steps": args.steps,
                 "runs": args.runs,
                 "plain_temporal_ms_per_step": round(per_plain, 2),
+                "plain_temporal_local_activities_ms_per_step": round(per_local, 2),
                 "reflux_ms_per_step": round(per_ours, 2),
                 "reflux_vs_plain": round(per_ours / per_plain, 2),
                 "goal": "<= 5 ms per step and >= 5x faster than plain (DESIGN.md)",
