@@ -95,11 +95,7 @@ class EventListener:
         return started
 
     async def _start(self, workflow_id: str, trigger_id: str, data: bytes) -> str:
-        from infra.errors import SpecError
-        from orchestrator.runs import submit
-        from orchestrator.validate import validate_text
-        from registry.nodes import NodeRegistry
-        from registry.workflows import WorkflowRegistry
+        from orchestrator.runs import load_version, submit
 
         try:
             inputs = json.loads(data or b"{}")
@@ -107,12 +103,9 @@ class EventListener:
             raise ValueError(f"the message is not JSON: {exc}") from None
         if not isinstance(inputs, dict):
             raise ValueError("the message must be a JSON object: the run's inputs")
-        actor = f"event:{trigger_id}"
-        stored = await WorkflowRegistry(self.pool, actor).get(workflow_id)
-        catalog = await NodeRegistry(self.pool, actor).catalog()
-        spec, problems = validate_text(stored.source, stored.ref, catalog)
-        if spec is None:
-            raise SpecError(problems)
-        handle = await submit(self.client, self.pool, self.settings, spec, catalog,
-                              spec.bind_inputs(inputs), stored.version, actor)  # fmt: skip
+        loaded = await load_version(self.pool, workflow_id)
+        spec = loaded.spec
+        handle = await submit(self.client, self.pool, self.settings, spec, loaded.catalog,
+                              spec.bind_inputs(inputs), loaded.stored.version,
+                              f"event:{trigger_id}")  # fmt: skip
         return handle.id

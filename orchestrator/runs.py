@@ -34,6 +34,7 @@ from orchestrator.workflow import DagWorkflow
 from registry import runs as ledger
 from registry.objects import object_store
 from registry.versions import Catalog
+from registry.workflows import WorkflowVersion
 
 ProgressCallback = Callable[[dict[str, StepResult]], None]
 
@@ -129,6 +130,33 @@ async def submit(
         error = {"class": "RunError", "message": f"the workflow did not start: {exc}"}
         await ledger.record_end(pool, request.run.id, "failed", error)
         raise
+
+
+@dataclass(frozen=True)
+class Runnable:
+    """A stored workflow version, validated against the registry's catalog of now."""
+
+    stored: WorkflowVersion
+    spec: Spec
+    catalog: Catalog
+
+
+async def load_version(
+    pool: asyncpg.Pool, workflow_id: str, version: int | None = None
+) -> Runnable:
+    """What a run of a stored version needs (None: the latest). Raises NotFoundError,
+    or SpecError when the version no longer validates (e.g. a node it names is gone)."""
+    from infra.errors import SpecError
+    from orchestrator.validate import validate_text
+    from registry.nodes import NodeRegistry
+    from registry.workflows import WorkflowRegistry
+
+    stored = await WorkflowRegistry(pool, "").get(workflow_id, version)
+    catalog = await NodeRegistry(pool, "").catalog()
+    spec, problems = validate_text(stored.source, stored.ref, catalog)
+    if spec is None:
+        raise SpecError(problems)
+    return Runnable(stored, spec, catalog)
 
 
 @dataclass(frozen=True)

@@ -92,22 +92,23 @@ class TriggerActivities:
 
     @activity.defn(name=PREPARE_ACTIVITY)
     async def prepare(self, launch: Launch) -> RunRequest:
-        from orchestrator.runs import prepare_run
-        from orchestrator.validate import validate_text
-        from registry.nodes import NodeRegistry
-        from registry.workflows import WorkflowRegistry
+        from infra.errors import SpecError
+        from orchestrator.runs import load_version, prepare_run
 
-        actor = f"cron:{launch.trigger_id}"
-        stored = await WorkflowRegistry(self.pool, actor).get(launch.workflow_id)
-        catalog = await NodeRegistry(self.pool, actor).catalog()
-        spec, problems = validate_text(stored.source, stored.ref, catalog)
-        trigger = spec.trigger(launch.trigger_id) if spec else None
-        if spec is None or not isinstance(trigger, CronTrigger):
-            why = problems[0] if problems else f"it has no cron trigger '{launch.trigger_id}'"
-            raise ApplicationError(f"{stored.ref} cannot be started: {why}", non_retryable=True)
+        ref = f"{launch.workflow_id} (latest)"
+        try:
+            loaded = await load_version(self.pool, launch.workflow_id)
+        except SpecError as exc:
+            why = exc.problems[0]
+            raise ApplicationError(f"{ref} cannot be started: {why}", non_retryable=True) from None
+        spec, ref = loaded.spec, loaded.stored.ref
+        trigger = spec.trigger(launch.trigger_id)
+        if not isinstance(trigger, CronTrigger):
+            why = f"it has no cron trigger '{launch.trigger_id}'"
+            raise ApplicationError(f"{ref} cannot be started: {why}", non_retryable=True)
         return await prepare_run(
-            self.pool, self.settings, spec, catalog, spec.bind_inputs(trigger.inputs),
-            stored.version, actor,
+            self.pool, self.settings, spec, loaded.catalog, spec.bind_inputs(trigger.inputs),
+            loaded.stored.version, f"cron:{launch.trigger_id}",
         )  # fmt: skip
 
 

@@ -21,7 +21,6 @@ import time
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from infra.errors import SpecError
 from infra.secrets import secret_value
 from orchestrator.api.context import ctx_of
 from orchestrator.api.errors import ApiError
@@ -46,8 +45,7 @@ class HookRun(BaseModel):
 async def webhook(
     workflow_id: str, trigger_id: str, request: Request, response: Response
 ) -> HookRun:
-    from orchestrator.runs import new_run_id, submit
-    from orchestrator.validate import validate_text
+    from orchestrator.runs import load_version, new_run_id, submit
     from registry.workflows import WorkflowRegistry
 
     ctx = ctx_of(request)
@@ -57,11 +55,8 @@ async def webhook(
     missing = ApiError(404, f"no webhook '{trigger_id}' on workflow '{workflow_id}'")
     if await registry.namespace_of(workflow_id) is None:
         raise missing
-    stored = await registry.get(workflow_id)
-    catalog = await ctx.catalog()
-    spec, problems = validate_text(stored.source, stored.ref, catalog)
-    if spec is None:
-        raise SpecError(problems)
+    loaded = await load_version(ctx.pool, workflow_id)
+    stored, spec, catalog = loaded.stored, loaded.spec, loaded.catalog
     trigger = spec.trigger(trigger_id)
     if not isinstance(trigger, WebhookTrigger):
         raise missing

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from infra.errors import NotFoundError, SpecError
+from infra.errors import NotFoundError
 from orchestrator.api.auth import Author, Viewer
 from orchestrator.api.context import ApiContext, actor, ctx_of
 from orchestrator.api.errors import ApiError
@@ -83,8 +83,7 @@ async def visible_run(ctx: ApiContext, token: Token, run_id: str) -> ledger.RunR
 @router.post("", response_model=Started, status_code=201, name="start_run")
 async def start(body: StartRequest, request: Request, token: Author) -> Started:
     """Start a run of a stored workflow version; it runs on, this returns at once."""
-    from orchestrator.runs import submit
-    from orchestrator.validate import validate_text
+    from orchestrator.runs import load_version, submit
     from registry.workflows import WorkflowRegistry, parse_ref
 
     ctx = ctx_of(request)
@@ -93,11 +92,8 @@ async def start(body: StartRequest, request: Request, token: Author) -> Started:
     namespace = await registry.namespace_of(workflow_id)
     if namespace is None or not token.sees(namespace):
         raise ApiError(404, f"unknown workflow '{workflow_id}'")
-    stored = await registry.get(workflow_id, wanted)
-    catalog = await ctx.catalog()
-    spec, problems = validate_text(stored.source, stored.ref, catalog)
-    if spec is None:
-        raise SpecError(problems)
+    loaded = await load_version(ctx.pool, workflow_id, wanted)
+    stored, spec, catalog = loaded.stored, loaded.spec, loaded.catalog
     inputs = spec.bind_inputs(body.inputs)
     handle = await submit(
         await ctx.temporal(), ctx.pool, ctx.settings, spec, catalog, inputs, stored.version,
@@ -255,9 +251,7 @@ async def _again(
     *,
     redrive: bool,
 ) -> Started:
-    from orchestrator.runs import Redrive, live_state, original_request, submit
-    from orchestrator.validate import validate_text
-    from registry.workflows import WorkflowRegistry
+    from orchestrator.runs import Redrive, live_state, load_version, original_request, submit
 
     ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
@@ -269,12 +263,8 @@ async def _again(
     state = await live_state(client, run_id)
     if state is None:
         raise ApiError(409, f"Temporal no longer has run '{run_id}' (past its retention)")
-    registry = WorkflowRegistry(ctx.pool, actor(token))
-    stored = await registry.get(record.workflow_id, record.workflow_version)
-    catalog = await ctx.catalog()
-    spec, problems = validate_text(stored.source, stored.ref, catalog)
-    if spec is None:
-        raise SpecError(problems)
+    loaded = await load_version(ctx.pool, record.workflow_id, record.workflow_version)
+    stored, spec, catalog = loaded.stored, loaded.spec, loaded.catalog
     for step_id, params in overrides.items():
         try:
             spec.step(step_id).with_.update(params)
