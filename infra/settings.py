@@ -41,6 +41,9 @@ class TemporalSettings(BaseSettings):
     max_concurrent_activities: int = 200
     graceful_shutdown: timedelta = timedelta(seconds=20)
     """How long a stopping worker lets running activities finish."""
+    local_step_timeout: float = 10.0
+    """Steps with a timeout of at most this many seconds (their own, else their node's)
+    run as local activities unless they say `local: false`; 0 turns that off."""
 
 
 class NatsSettings(BaseSettings):

@@ -37,8 +37,18 @@ class NodeRequest(BaseModel):
     run_id: str = ""
     workflow_id: str = ""
     step_id: str = ""
+    item: int = -1
     attempt: int = 1
+    idempotency_key: str = ""
+    """`run/step[/item]/attempt`: every delivery of one attempt carries the same key."""
     timeout: float | None = None
+
+
+def idempotency_key(run_id: str, step_id: str, item: int, attempt: int) -> str:
+    """The key of one step attempt: `run/step/attempt`, with the `for_each` index as
+    `run/step/item/attempt`."""
+    parts = [run_id, step_id, *([str(item)] if item >= 0 else []), str(attempt)]
+    return "/".join(parts)
 
 
 class WireError(BaseModel):

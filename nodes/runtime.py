@@ -73,7 +73,9 @@ async def call_handler(
             run_id=request.run_id,
             workflow_id=request.workflow_id,
             step_id=request.step_id,
+            item=request.item,
             attempt=request.attempt,
+            idempotency_key=request.idempotency_key,
             timeout=request.timeout,
             settings=settings,
         )

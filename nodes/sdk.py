@@ -32,7 +32,13 @@ class NodeContext:
     run_id: str = ""
     workflow_id: str = ""
     step_id: str = ""
+    item: int = -1
+    """The `for_each` index, or -1."""
     attempt: int = 1
+    idempotency_key: str = ""
+    """`run/step[/item]/attempt`: the same on every delivery of one attempt (a worker that
+    dies mid-step makes the engine call again with the same key), so a node with side
+    effects can do them once per key."""
     timeout: float | None = None
     settings: Settings = field(default_factory=Settings)
 
@@ -49,6 +55,8 @@ class NodeDefinition(Generic[P, O]):
     handler: Callable[[P, NodeContext], Awaitable[O]]
     description: str = ""
     tags: tuple[str, ...] = ()
+    timeout: float | None = None
+    """Seconds a call needs at most; steps default to it (see `NodeGroup.node`)."""
 
     @property
     def major(self) -> int:
@@ -59,7 +67,7 @@ class NodeDefinition(Generic[P, O]):
         return f"{self.name}@{self.version}"
 
     def manifest(self) -> dict[str, Any]:
-        return {
+        manifest = {
             "name": self.name,
             "version": self.version,
             "description": self.description,
@@ -67,6 +75,9 @@ class NodeDefinition(Generic[P, O]):
             "params": self.params.model_json_schema(),
             "output": self.output.model_json_schema(),
         }
+        if self.timeout is not None:
+            manifest["timeout"] = self.timeout
+        return manifest
 
 
 class NodeGroup:
@@ -86,14 +97,22 @@ class NodeGroup:
         output: type[BaseModel],
         description: str = "",
         tags: Iterable[str] = (),
+        timeout: float | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Register the decorated async handler as node `name` at `version`."""
+        """Register the decorated async handler as node `name` at `version`.
+
+        `timeout`: the seconds a call needs at most, for steps that set none. A node that
+        declares a short one (the engine's local-step limit, 10 s by default) runs as a
+        Temporal local activity: no server round trip per step (see the README's fast path).
+        """
         if not NAME_RE.match(name):
             raise ConfigError(f"node name {name!r} must look like 'group.action' (lowercase)")
         if not SEMVER_RE.match(version):
             raise ConfigError(f"node {name}: version {version!r} is not MAJOR.MINOR.PATCH")
         if any(n.name == name and n.version == version for n in self.nodes):
             raise ConfigError(f"node {name}@{version} is defined twice in group {self.name!r}")
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"node {name}@{version}: timeout must be > 0 seconds")
 
         def decorate(handler: Handler) -> Handler:
             self.nodes.append(
@@ -105,6 +124,7 @@ class NodeGroup:
                     handler=handler,
                     description=description or (handler.__doc__ or "").strip(),
                     tags=tuple(tags),
+                    timeout=timeout,
                 )
             )
             return handler

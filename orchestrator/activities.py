@@ -19,7 +19,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from infra.errors import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
-from nodes.protocol import NodeReply, NodeRequest, exact_subject, fetch, offload
+from nodes.protocol import (
+    NodeReply,
+    NodeRequest,
+    exact_subject,
+    fetch,
+    idempotency_key,
+    offload,
+)
 from reflection.cache import StepCache
 from reflection.events import TraceEvent, TraceStatus, inputs_hash
 from reflection.publisher import TracePublisher
@@ -150,7 +157,9 @@ class StepActivities:
             run_id=call.run_id,
             workflow_id=call.workflow_id,
             step_id=call.step_id,
+            item=call.item,
             attempt=attempt,
+            idempotency_key=idempotency_key(call.run_id, call.step_id, call.item, attempt),
             timeout=call.timeout,
         )
         try:

@@ -16,6 +16,10 @@ from registry.versions import Catalog
 
 MetaKind = Literal["delay", "switch"]
 META_NODES: dict[str, MetaKind] = {"core.delay": "delay", "core.switch": "switch"}
+DEFAULT_TIMEOUT = 300.0
+"""A step's timeout when neither it nor its node's manifest sets one."""
+LOCAL_STEP_TIMEOUT = 10.0
+"""Steps whose timeout is at most this (seconds) run as local activities by default."""
 
 
 class RetryPolicy(BaseModel):
@@ -36,7 +40,10 @@ class PlannedStep(BaseModel):
     if_: Any = None
     for_each: Any = None
     concurrency: int | None = None
-    timeout: float = 300.0
+    timeout: float = DEFAULT_TIMEOUT
+    local: bool = False
+    """Run as a Temporal local activity: in the worker, recorded in the workflow's history
+    when its workflow task completes, with no server round trip of its own."""
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     continue_on_error: bool = False
     cache_ttl: float | None = None
@@ -124,14 +131,31 @@ def resolve_pins(spec: Spec, catalog: Catalog, run_id: str) -> dict[str, str]:
     }
 
 
-def build_plan(spec: Spec, pins: dict[str, str], version: int | None = None) -> Plan:
-    """Compile a validated spec with every step's node version pinned (`resolve_pins`)."""
+def runs_local(local: bool | None, timeout: float, local_timeout: float) -> bool:
+    """The fast path's rule: a step runs as a local activity when it says `local: true`, or
+    says nothing and its timeout is at most `local_timeout`. Long steps stay regular
+    activities, so a worker crash never redoes minutes of work, and cancels, queries and
+    signals are never held up behind a running step."""
+    return local if local is not None else timeout <= local_timeout
+
+
+def build_plan(
+    spec: Spec,
+    pins: dict[str, str],
+    version: int | None = None,
+    catalog: Catalog | None = None,
+    local_timeout: float = LOCAL_STEP_TIMEOUT,
+) -> Plan:
+    """Compile a validated spec with every step's node version pinned (`resolve_pins`).
+    `catalog` gives the timeouts nodes declare, for steps that set none."""
     graph = dependencies(spec)
     steps = []
     for step in spec.steps:
         pinned = pins.get(step.id)
         if pinned is None:
             raise SpecError([f"step {step.id}: no version pinned for {step.node}"])
+        declared = catalog.timeout(step.node_name, pinned) if catalog is not None else None
+        timeout = step.timeout or declared or DEFAULT_TIMEOUT
         refs = step_references(step)
         reads = refs.steps
         cache = step.cache
@@ -148,7 +172,8 @@ def build_plan(spec: Spec, pins: dict[str, str], version: int | None = None) -> 
                 if_=step.if_,
                 for_each=step.for_each,
                 concurrency=step.concurrency,
-                timeout=step.timeout,
+                timeout=timeout,
+                local=runs_local(step.local, timeout, local_timeout),
                 retry=RetryPolicy(**step.retry.model_dump()),
                 continue_on_error=step.continue_on_error,
                 cache_ttl=cache.ttl if cache is not None and cacheable else None,

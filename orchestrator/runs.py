@@ -97,7 +97,9 @@ async def prepare_run(
             version=workflow_version,
             redrive_of=redrive.run_id if redrive else None,
         ),
-        plan=build_plan(spec, pins, workflow_version),
+        plan=build_plan(
+            spec, pins, workflow_version, catalog, settings.temporal.local_step_timeout
+        ),
         inputs=inputs,
         done=done,
     )

@@ -117,7 +117,11 @@ class StepSpec(_Model):
     if_: str | bool | None = Field(None, alias="if")
     for_each: str | list[Any] | None = None
     concurrency: int | None = Field(default=None, ge=1)
-    timeout: Duration = 300.0
+    timeout: Duration | None = None
+    """Unset: the node's declared timeout, else 300 s."""
+    local: bool | None = None
+    """Run as a Temporal local activity (true) or a regular one (false). Unset: local when
+    the timeout is short (see `orchestrator.plan.runs_local`)."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
     cache: CacheSpec | None = None
     continue_on_error: bool = False

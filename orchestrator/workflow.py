@@ -1,12 +1,13 @@
 """`DagWorkflow`: runs a `Plan` on Temporal.
 
-Steps whose dependencies are done run at once; each node call is one activity (so Temporal
-owns retries and timeouts); `core.delay`/`core.switch` run in the workflow itself. Templates
-are rendered here, deterministically, from inputs and earlier results. A failed step (without
+Steps whose dependencies are done run at once; each node call is one activity, so Temporal
+owns retries and timeouts. Short steps run as local activities (the fast path: in this
+worker, with no server round trip per step, recorded when the workflow task completes);
+`core.delay`/`core.switch` run in the workflow itself. Templates are rendered here,
+deterministically, from inputs and earlier results. A failed step (without
 `continue_on_error`) fails the run: steps still running are cancelled, steps not started are
 marked cancelled, and the Temporal execution fails with the step's error class, carrying the
-whole `RunResult` as its detail so clients can show the step table.
-"""
+whole `RunResult` as its detail so clients can show the step table."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TimeoutError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from infra.durations import parse_duration
@@ -108,6 +115,7 @@ class DagWorkflow:
                     if task is resumed:
                         continue
                     step_id = running.pop(task)
+                    task.result()  # a bug in the engine fails the workflow task, to be retried
                     result = self.steps[step_id]
                     soft = by_id[step_id].continue_on_error
                     if result.status == "failed" and not soft and not failure:
@@ -303,48 +311,50 @@ class DagWorkflow:
             return {"branch": branch}, 1
         run = self.request.run
         retry = step.retry
+        call = StepCall(
+            node=step.node,
+            version=step.version,
+            params=params,
+            run_id=run.id,
+            workflow_id=run.workflow,
+            workflow_version=run.version,
+            namespace=self.request.plan.namespace,
+            step_id=step.id,
+            item=item,
+            timeout=step.timeout,
+            cache_ttl=step.cache_ttl,
+        )
+        options: dict[str, Any] = dict(
+            result_type=StepCallResult,
+            # The node call times out first with a clean NodeTimeoutError; this is the backstop.
+            start_to_close_timeout=timedelta(seconds=step.timeout + 5),
+            retry_policy=RetryPolicy(
+                maximum_attempts=retry.max_attempts,
+                initial_interval=timedelta(seconds=retry.initial_interval),
+                backoff_coefficient=retry.backoff,
+                maximum_interval=timedelta(seconds=max(retry.max_interval, retry.initial_interval)),
+                non_retryable_error_types=retry.non_retryable or None,
+            ),
+            cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
+            summary=f"{step.id}: {step.node}@{step.version}",
+        )
         try:
-            done: StepCallResult = await workflow.execute_activity(
-                STEP_ACTIVITY,
-                StepCall(
-                    node=step.node,
-                    version=step.version,
-                    params=params,
-                    run_id=run.id,
-                    workflow_id=run.workflow,
-                    workflow_version=run.version,
-                    namespace=self.request.plan.namespace,
-                    step_id=step.id,
-                    item=item,
-                    timeout=step.timeout,
-                    cache_ttl=step.cache_ttl,
-                ),
-                result_type=StepCallResult,
-                # The node call times out first with a clean NodeTimeoutError; this is the backstop.
-                start_to_close_timeout=timedelta(seconds=step.timeout + 5),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=retry.max_attempts,
-                    initial_interval=timedelta(seconds=retry.initial_interval),
-                    backoff_coefficient=retry.backoff,
-                    maximum_interval=timedelta(
-                        seconds=max(retry.max_interval, retry.initial_interval)
-                    ),
-                    non_retryable_error_types=retry.non_retryable or None,
-                ),
-                cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
-                summary=f"{step.id}: {step.node}@{step.version}",
-            )
-        except ActivityError as exc:
-            if isinstance(exc.cause, CancelledError):  # the run is being cancelled
+            if step.local:
+                done = await workflow.execute_local_activity(STEP_ACTIVITY, call, **options)
+            else:
+                done = await workflow.execute_activity(STEP_ACTIVITY, call, **options)
+        except FailureError as exc:
+            # A regular activity's failure comes wrapped in ActivityError, a local one's bare.
+            cause = exc.cause if isinstance(exc, ActivityError) else exc
+            if isinstance(cause, CancelledError):  # the run is being cancelled
                 raise asyncio.CancelledError() from None
-            raise StepFailed(*_step_error(exc)) from None
+            raise StepFailed(*_step_error(cause or exc)) from None
         if done.cache_hit:
             self.steps[step.id].cache_hits += 1
         return done.output, done.attempt
 
 
-def _step_error(exc: ActivityError) -> tuple[StepError, int]:
-    cause = exc.cause
+def _step_error(cause: BaseException) -> tuple[StepError, int]:
     if isinstance(cause, ApplicationError):
         info = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
         return (
@@ -358,4 +368,4 @@ def _step_error(exc: ActivityError) -> tuple[StepError, int]:
         )
     if isinstance(cause, TimeoutError):
         return StepError(class_="NodeTimeoutError", message=f"activity timed out: {cause}"), 1
-    return StepError(class_=type(cause or exc).__name__, message=str(cause or exc)), 1
+    return StepError(class_=type(cause).__name__, message=str(cause)), 1

@@ -183,12 +183,15 @@ class NodeRegistry:
         """Every version's status and every rollout, read in one snapshot."""
         async with self.pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                versions = await conn.fetch("SELECT name, version, status FROM node_versions")
+                versions = await conn.fetch(
+                    "SELECT name, version, status, (manifest->>'timeout')::float8 AS timeout"
+                    " FROM node_versions"
+                )
                 rollouts = await conn.fetch("SELECT name, version, percent FROM node_rollouts")
         catalog = Catalog()
         for row in versions:
             catalog.versions.setdefault(row["name"], []).append(
-                VersionInfo(row["version"], row["status"])
+                VersionInfo(row["version"], row["status"], row["timeout"])
             )
         for row in rollouts:
             catalog.rollouts[row["name"]] = Rollout(row["version"], row["percent"])

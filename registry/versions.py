@@ -87,6 +87,8 @@ def check_transition(current: Status, target: Status, *, force: bool = False) ->
 class VersionInfo:
     version: str
     status: Status
+    timeout: float | None = None
+    """The seconds a call needs at most, as the node's manifest declares (None: not said)."""
 
     @property
     def semver(self) -> Semver:
@@ -122,6 +124,11 @@ class Catalog:
         """This catalog plus production `defaults` for node names it does not know."""
         extra = Catalog.of({n: vs for n, vs in defaults.items() if n not in self.versions})
         return Catalog({**self.versions, **extra.versions}, dict(self.rollouts))
+
+    def timeout(self, name: str, version: str) -> float | None:
+        """The call timeout node `name@version` declares, if it does."""
+        found = next((v for v in self.versions.get(name, ()) if v.version == version), None)
+        return found.timeout if found is not None else None
 
     def resolve(self, name: str, spec: str | None, run_id: str | None = None) -> str:
         """The exact version a step asking for `name@spec` runs in run `run_id`."""

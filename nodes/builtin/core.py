@@ -27,7 +27,12 @@ class TransformOutput(BaseModel):
 
 
 @group.node(
-    "core.transform", "1.0.0", params=TransformParams, output=TransformOutput, tags=("data",)
+    "core.transform",
+    "1.1.0",  # 1.1: declares its timeout, so its steps take the fast path
+    params=TransformParams,
+    output=TransformOutput,
+    tags=("data",),
+    timeout=5.0,
 )
 async def transform(params: TransformParams, ctx: NodeContext) -> TransformOutput:
     """Return `value` as given; templates in `with` compute it."""

@@ -43,7 +43,7 @@ import sys
 
 from infra.errors import RefluxError, SpecError
 from infra.settings import Settings
-from orchestrator.cli import api, nodes, reflection, runs, sandbox, stack, workflows
+from orchestrator.cli import api, bench, nodes, reflection, runs, sandbox, stack, workflows
 from orchestrator.cli.output import EXIT_FAILED, EXIT_INVALID, err
 
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, nodes, workflows, runs, reflection, sandbox, api):
+    for module in (stack, nodes, workflows, runs, reflection, sandbox, api, bench):
         module.add_parsers(sub)
     return parser
 

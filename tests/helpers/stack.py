@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from infra.database import pool_for
+from infra.ports import free_ports
 from infra.settings import Settings
 from infra.stack import ProcessSpec, Stack, addresses
 from orchestrator.plan import RunResult
 from registry.nodes import NodeRegistry
-from tests.helpers.ports import free_ports
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 TEST_CATALOG = "tests.support.nodes:catalog"

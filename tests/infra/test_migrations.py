@@ -15,7 +15,7 @@ import pytest
 from infra.database import connect
 from infra.errors import ConfigError, ServiceError
 from infra.migrations import MIGRATIONS_DIR, load_migrations, migrate, schema_status
-from tests.helpers.ports import free_port
+from infra.ports import free_port
 from tests.helpers.stack import CLI
 
 pytestmark = pytest.mark.timeout(120)

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from infra.errors import ServiceError
+from infra.ports import free_ports
 from infra.processes import ProcessSpec
 from infra.settings import DatabaseSettings, NatsSettings, Settings, TemporalSettings
 from infra.stack import Addresses, ServiceStatus, Stack, addresses
-from tests.helpers.ports import free_ports
 
 pytestmark = pytest.mark.timeout(120)
 

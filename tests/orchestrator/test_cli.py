@@ -142,7 +142,7 @@ def test_validate_without_a_stack_falls_back_to_the_builtin_catalog(tmp_path):
     import subprocess
     import sys
 
-    from tests.helpers.ports import free_port
+    from infra.ports import free_port
 
     env = {**os.environ, "REFLUX_HOME": str(tmp_path), "REFLUX_DATABASE_PORT": str(free_port())}
     env.pop("REFLUX_DATABASE_URL", None)

@@ -119,8 +119,8 @@ def test_nodes_show_and_search(stack: RunningStack):
     assert done.returncode == 1 and "did you mean 'http.request'?" in done.stderr
     done = stack.cli("nodes", "promote", "core.transform", "9.9.9", "--to", "staging")
     assert done.returncode == 1
-    assert "core.transform has no version 9.9.9 (known: 1.0.0)" in done.stderr
-    done = stack.cli("nodes", "promote", "core.transform", "1.0.0", "--to", "staging")
+    assert "core.transform has no version 9.9.9 (known: 1.1.0)" in done.stderr
+    done = stack.cli("nodes", "promote", "core.transform", "1.1.0", "--to", "staging")
     assert done.returncode == 1 and "never move back to staging" in done.stderr
 
 
@@ -151,7 +151,7 @@ def test_every_command_works_against_an_external_database(external_db_stack: Run
     listed = {
         (r["name"], r["version"]): r for r in json.loads(ok(stack, "nodes", "list", "--json"))
     }
-    assert listed[("core.transform", "1.0.0")]["status"] == "production"
+    assert listed[("core.transform", "1.1.0")]["status"] == "production"
     assert listed[("test.echo", "2.0.0")]["status"] == "production"  # promoted by the fixture
     assert "test.echo" in ok(stack, "nodes", "search", "echo")
 

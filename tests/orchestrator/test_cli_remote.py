@@ -8,7 +8,7 @@ import json
 import subprocess
 import uuid
 
-from tests.helpers.ports import free_port
+from infra.ports import free_port
 from tests.helpers.stack import CLI, RunningStack
 from tests.orchestrator.api.conftest import make_token
 
@@ -86,7 +86,7 @@ def test_push_run_follow_stats_traces_through_the_api(stack: RunningStack, tmp_p
     diff = cli("workflows", "diff", workflow_id, "1", "2")
     assert '-    with: {value: "hello' in diff.stdout and '+    with: {value: "hi' in diff.stdout
     nodes = cli("nodes", "list", "--json")
-    assert {"name": "core.transform", "version": "1.0.0"}.items() <= next(
+    assert {"name": "core.transform", "version": "1.1.0"}.items() <= next(
         n for n in json.loads(nodes.stdout) if n["name"] == "core.transform"
     ).items()
 

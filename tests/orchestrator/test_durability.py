@@ -1,4 +1,5 @@
-"""A run survives the Temporal dev server being SIGKILLed and restarted on the same file."""
+"""A run survives the Temporal dev server, or the worker running its local-activity steps,
+being SIGKILLed and restarted."""
 
 from __future__ import annotations
 
@@ -80,6 +81,48 @@ def test_run_completes_after_temporal_is_killed_and_restarted(own_stack: Running
         json.loads(line)["label"] for line in (tmp_path / "events.jsonl").read_text().splitlines()
     ]
     assert sorted(set(labels), key=int) == [str(i) for i in range(12)]
+
+
+def test_local_steps_survive_the_worker_being_killed(own_stack: RunningStack, tmp_path):
+    """Local activities are recorded when their workflow task completes: a worker killed
+    mid-chain loses the ones since, and the next worker runs them again. Every step still
+    runs, and every delivery of an attempt carries the same idempotency key."""
+    stack = own_stack
+    flow = stack.write(
+        "local-chain.yaml",
+        "id: local-chain\nsteps:\n"
+        + "".join(
+            f"  - {{id: s{i}, node: test.sleep@1, local: true,"
+            f" with: {{seconds: 0.3, label: '{i}', record_dir: '{tmp_path}'}}"
+            + (f", needs: [s{i - 1}]" if i else "")
+            + "}\n"
+            for i in range(12)
+        ),
+    )
+    started = stack.cli("run", str(flow), "--no-wait")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    events = tmp_path / "events.jsonl"
+    wait_for(lambda: events.exists() and len(events.read_text().splitlines()) >= 3, what="3 steps")
+    worker = record(stack, "worker")
+    os.kill(worker["pid"], signal.SIGKILL)
+    stack.up()  # notices the dead worker and starts another
+    assert record(stack, "worker")["pid"] != worker["pid"]
+
+    async def finish():
+        client = await connect_temporal(stack.settings)
+        return await wait_run(run_handle(client, run_id))
+
+    result = asyncio.run(finish())
+    assert result.status == "completed", result.error
+    assert [result.steps[f"s{i}"].output["label"] for i in range(12)] == [str(i) for i in range(12)]
+    calls = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {c["step"] for c in calls} == {f"s{i}" for i in range(12)}  # each ran at least once
+    for call in calls:
+        assert call["key"] == f"{run_id}/{call['step']}/1", call
+    # The chain's first steps were not yet in the history when the worker died: they ran
+    # again, under the keys they had the first time.
+    assert len(calls) > 12, calls
 
 
 def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack):

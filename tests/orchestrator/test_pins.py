@@ -75,7 +75,7 @@ def test_pins_follow_the_lifecycle_and_hold_for_a_whole_run(staged: RunningStack
     rows = json.loads(ok(staged, "nodes", "list", "--json"))
     listing = {(r["name"], r["version"]): r for r in rows}
     assert listing[("test.pick", "1.1.0")]["status"] == "staging"
-    assert listing[("core.transform", "1.0.0")]["status"] == "production"  # built-in
+    assert listing[("core.transform", "1.1.0")]["status"] == "production"  # built-in
 
     # Staging is reached by an exact pin only; `@1` is the newest production 1.x.
     result = staged.run(FLOW.format(seconds=0, spec="@1"))

@@ -147,7 +147,7 @@ def test_step_defaults_and_aliases():
     step = StepSpec.model_validate({"id": "fetch", "node": "http.request@1.2", "if": "{{ x }}"})
     assert step.if_ == "{{ x }}"
     assert step.with_ == {}
-    assert step.timeout == 300.0
+    assert step.timeout is None and step.local is None  # the node and the plan decide
     assert step.retry == RetrySpec()
     assert step.node_name == "http.request"
     assert step.node_version_spec == "1.2"

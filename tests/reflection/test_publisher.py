@@ -11,12 +11,12 @@ from pathlib import Path
 import nats
 import pytest
 
+from infra.ports import free_port
 from infra.settings import Settings, TracesSettings
 from reflection.events import TraceEvent
 from reflection.publisher import TracePublisher
 from reflection.stream import STREAM, SUBJECT, decode
 from tests.helpers.natsserver import start_nats, stop_nats
-from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -185,7 +185,7 @@ def test_stats_count_what_the_run_did(stack: RunningStack, traced: RunResult):
     flaky = nodes[("test.flaky", "1.0.0")]
     assert flaky["count"] == 3 and flaky["retry_rate"] == pytest.approx(2 / 3)
     assert flaky["error_rate"] == pytest.approx(2 / 3) and flaky["top_errors"] == ["FlakyError"]
-    transform = nodes[("core.transform", "1.0.0")]  # 3 items + warm + hit; skips not counted
+    transform = nodes[("core.transform", "1.1.0")]  # 3 items + warm + hit; skips not counted
     assert transform["count"] == 5 and transform["cache_hit_rate"] == pytest.approx(1 / 5)
     assert transform["error_rate"] == 0
     [flow] = body["workflows"]

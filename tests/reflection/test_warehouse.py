@@ -17,6 +17,7 @@ import clickhouse_connect
 import pytest
 
 from infra.errors import ConfigError, ServiceError
+from infra.ports import free_port
 from infra.settings import ClickHouseSettings, Settings
 from reflection.events import TraceEvent
 from reflection.warehouse import (
@@ -27,7 +28,6 @@ from reflection.warehouse import (
     open_warehouse,
 )
 from tests.helpers.clickhouse_http import REPO, clickhouse_http_server
-from tests.helpers.ports import free_port
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
 

@@ -21,6 +21,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from infra.errors import ConfigError, ObjectStoreError
+from infra.ports import free_port, free_ports
 from infra.settings import ObjectStoreSettings, Settings
 from registry.objects import (
     LocalObjectStore,
@@ -29,7 +30,6 @@ from registry.objects import (
     object_key,
     object_store,
 )
-from tests.helpers.ports import free_port, free_ports
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -57,7 +57,10 @@ async def sleep(params: SleepParams, ctx: NodeContext) -> SleepOutput:
     await asyncio.sleep(params.seconds)
     out = SleepOutput(label=params.label, pid=os.getpid(), started=started, finished=time.time())
     if params.record_dir:
-        record(params.record_dir, {"step": ctx.step_id, **out.model_dump()})
+        record(
+            params.record_dir,
+            {"step": ctx.step_id, "key": ctx.idempotency_key, **out.model_dump()},
+        )
     return out
 
 

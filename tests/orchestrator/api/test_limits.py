@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers.ports import free_port
+from infra.ports import free_port
 from tests.helpers.stack import CLI, RunningStack
 from tests.orchestrator.api.conftest import auth
 

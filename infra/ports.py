@@ -1,4 +1,5 @@
-"""Free loopback ports for tests that start servers, so parallel test runs never clash."""
+"""Free loopback ports for stacks and servers that must not clash with others on the machine
+(tests in parallel, a benchmark beside `reflux up`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,143 @@
+"""`reflux bench [SCENARIO…] [--json FILE] [--quick]` (or `python -m bench`): start an
+embedded stack of its own, run the scenarios against it, each beside its baseline measured in
+the same run, and print one table (and write it as JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # kept light: `reflux` builds this parser on every command
+    import asyncpg
+    from temporalio.client import Client
+
+    from bench.figures import Figure
+    from bench.stack import BenchStack
+    from orchestrator.plan import RunResult
+    from orchestrator.spec import Spec
+
+SCENARIOS = {
+    "floor": "a bare NATS request to a node service vs a raw NATS round trip",
+    "chain": "40 light steps in sequence vs the same chain of plain Temporal activities",
+    "fanout": "for_each over 100 items, concurrency 20, vs plain Temporal activities",
+    "start": "submit -> first step running, vs a plain Temporal start -> first workflow task",
+    "concurrent": "200 concurrent runs of 5 steps: throughput and memory",
+    "cache": "a step cache hit vs a plain NATS request",
+    "ingest": "trace events published -> queryable in ClickHouse, vs raw JetStream publishing",
+    "sandbox": "a trivial sandboxed Python run vs starting a plain interpreter",
+}
+"""Name -> what it measures, in the order they run; each is `bench.scenarios.<name>.run`."""
+
+
+@dataclass
+class Bench:
+    """What a scenario gets: the stack, clients to it, and how long to run."""
+
+    stack: BenchStack
+    client: Client
+    pool: asyncpg.Pool
+    quick: bool
+
+    def say(self, line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    async def run(self, spec: Spec, inputs: dict[str, Any] | None = None) -> RunResult:
+        """One run as `reflux run` makes it: catalog snapshot, pins, ledger, start, wait."""
+        handle = await self.submit(spec, inputs)
+        return await self.wait(handle)
+
+    async def submit(self, spec: Spec, inputs: dict[str, Any] | None = None) -> Any:
+        from orchestrator.runs import submit
+        from registry.nodes import NodeRegistry
+
+        settings = self.stack.settings
+        catalog = await NodeRegistry(self.pool, settings.user).catalog()
+        return await submit(self.client, self.pool, settings, spec, catalog, inputs or {})
+
+    async def wait(self, handle: Any) -> RunResult:
+        from orchestrator.runs import wait_run
+
+        result = await wait_run(handle)
+        if result.status != "completed":
+            raise RuntimeError(f"bench run {result.run_id} {result.status}: {result.error}")
+        return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    listing = "; ".join(f"{name}: {title}" for name, title in SCENARIOS.items())
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"what to run (default: all). {listing}"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: small counts, figures not meaningful"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the stack's home (logs) after the run"
+    )
+
+
+async def run_bench(args: argparse.Namespace) -> int:
+    from bench.figures import table
+    from bench.stack import embedded_stack
+    from infra.database import create_pool, database_url
+    from orchestrator.runs import connect_temporal
+
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        print(
+            f"reflux bench: unknown scenario {', '.join(unknown)} (one of {', '.join(SCENARIOS)})",
+            file=sys.stderr,
+        )
+        return 2
+    chosen = args.scenarios or list(SCENARIOS)
+    figures: list[Figure] = []
+    began = time.monotonic()
+
+    def echo(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    async with embedded_stack(echo, keep=args.keep) as stack:
+        client = await connect_temporal(stack.settings)
+        pool = await create_pool(database_url(stack.settings), min_size=1, max_size=8)
+        bench = Bench(stack, client, pool, args.quick)
+        try:
+            for name in chosen:
+                echo(f"{name}: {SCENARIOS[name]}")
+                started = time.monotonic()
+                scenario = importlib.import_module(f"bench.scenarios.{name}")
+                figures += await scenario.run(bench)
+                echo(f"  done in {time.monotonic() - started:.1f}s")
+        finally:
+            await pool.close()
+    print(table(figures))
+    if args.quick:
+        print("(--quick: small counts; these figures only show the bench works)")
+    report = {
+        "taken": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "quick": args.quick,
+        "seconds": round(time.monotonic() - began, 1),
+        "figures": [f.as_dict() for f in figures],
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        echo(f"figures written to {args.json}")
+    return 0 if all(f.met is not False for f in figures) or args.quick else 1
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+    }

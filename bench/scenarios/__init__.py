@@ -1,0 +1,2 @@
+"""One module per scenario, named in `bench.runner.SCENARIOS`: `NAME` and
+`async def run(bench) -> list[Figure]`."""

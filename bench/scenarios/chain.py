@@ -1,0 +1,70 @@
+"""A chain of light steps (`core.transform@1`, each adding one to the step before), beside
+the same chain as plain Temporal activities, and as plain local activities (the floor a
+fast path can reach), on the same server. All three are timed the same way: the client's
+submit to its result, runs interleaved."""
+
+from __future__ import annotations
+
+import time
+
+from bench import baseline
+from bench.figures import Figure, ms, p50, p95
+from bench.runner import Bench
+from orchestrator.validate import parse_spec
+
+NAME = "chain"
+
+
+def chain_flow(steps: int) -> str:
+    lines = [
+        f"id: chain{steps}",
+        "steps:",
+        "  - {id: s0, node: core.transform@1, with: {value: 1}}",
+    ]
+    lines += [
+        f"  - {{id: s{i}, node: core.transform@1,"
+        f" with: {{value: '{{{{ steps.s{i - 1}.output.value + 1 }}}}'}}}}"
+        for i in range(1, steps)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def run(bench: Bench) -> list[Figure]:
+    steps, rounds = (10, 2) if bench.quick else (40, 7)
+    spec = parse_spec(chain_flow(steps))
+    ours, plain, local = [], [], []
+    async with baseline.plain_worker(bench.client) as queue:
+        for i in range(rounds + 1):  # the first round warms up, and is not counted
+            started = time.perf_counter()
+            await baseline.execute(bench.client, queue, baseline.Chain.run, steps, False)
+            took_plain = time.perf_counter() - started
+            started = time.perf_counter()
+            await baseline.execute(bench.client, queue, baseline.Chain.run, steps, True)
+            took_local = time.perf_counter() - started
+            started = time.perf_counter()
+            result = await bench.run(spec)
+            took_ours = time.perf_counter() - started
+            assert result.steps[f"s{steps - 1}"].output == {"value": steps}
+            if i:
+                ours.append(ms(took_ours) / steps)
+                plain.append(ms(took_plain) / steps)
+                local.append(ms(took_local) / steps)
+                bench.say(
+                    f"round {i}/{rounds}: {ours[-1]:.2f} ms/step; plain Temporal"
+                    f" {plain[-1]:.2f}, local activities {local[-1]:.2f}"
+                )
+    measure = f"per step, {steps}-step chain"
+    return [
+        Figure(
+            NAME, measure, p50(ours), "ms", p95(ours), p50(plain), p95(plain),
+            "plain Temporal activities", goal=5.0, goal_ratio=5.0,
+        ),
+        Figure(
+            NAME, measure, p50(ours), "ms", p95(ours), p50(local), p95(local),
+            "plain Temporal local activities (the floor)",
+        ),
+        Figure(
+            NAME, f"whole {steps}-step run", p50(ours) * steps, "ms", p95(ours) * steps,
+            p50(plain) * steps, p95(plain) * steps, "plain Temporal activities",
+        ),
+    ]  # fmt: skip
