@@ -11,7 +11,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,18 @@ class Bench:
     client: Client
     pool: asyncpg.Pool
     quick: bool
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _stock: Client | None = None
+
+    async def stock(self) -> Client:
+        """A client to a stock Temporal dev server (started on first use, stopped at the end
+        of the bench): for baselines on Temporal as it comes."""
+        from bench.stack import stock_temporal
+
+        if self._stock is None:
+            self.say("starting a stock Temporal dev server for the baseline …")
+            self._stock = await self.resources.enter_async_context(stock_temporal(self.stack))
+        return self._stock
 
     def say(self, line: str) -> None:
         print(f"  {line}", file=sys.stderr, flush=True)
@@ -101,6 +114,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         return 2
     chosen = args.scenarios or list(SCENARIOS)
     figures: list[Figure] = []
+    failed: list[str] = []
     began = time.monotonic()
 
     def echo(line: str) -> None:
@@ -115,11 +129,19 @@ async def run_bench(args: argparse.Namespace) -> int:
                 echo(f"{name}: {SCENARIOS[name]}")
                 started = time.monotonic()
                 scenario = importlib.import_module(f"bench.scenarios.{name}")
-                figures += await scenario.run(bench)
+                try:
+                    figures += await scenario.run(bench)
+                except Exception as exc:  # the other scenarios' figures still count
+                    failed.append(name)
+                    echo(f"  {name} FAILED: {type(exc).__name__}: {exc}")
+                    continue
                 echo(f"  done in {time.monotonic() - started:.1f}s")
         finally:
+            await bench.resources.aclose()
             await pool.close()
     print(table(figures))
+    if failed:
+        print(f"failed: {', '.join(failed)} (see above)")
     if args.quick:
         print("(--quick: small counts; these figures only show the bench works)")
     report = {
@@ -128,11 +150,14 @@ async def run_bench(args: argparse.Namespace) -> int:
         "quick": args.quick,
         "seconds": round(time.monotonic() - began, 1),
         "figures": [f.as_dict() for f in figures],
+        "failed": failed,
     }
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         echo(f"figures written to {args.json}")
-    return 0 if all(f.met is not False for f in figures) or args.quick else 1
+    if failed:
+        return 1
+    return 0 if args.quick or all(f.met is not False for f in figures) else 1
 
 
 def _machine() -> dict[str, Any]:

@@ -1,19 +1,27 @@
 """An embedded stack of its own for a benchmark: Temporal, NATS, PostgreSQL, the worker, the
 trace sink, the API and the built-in node services, under a temporary home on free loopback
-ports, so it never touches (or is slowed by) a `reflux up` stack on the same machine."""
+ports, so it never touches (or is slowed by) a `reflux up` stack on the same machine. And a
+second Temporal dev server as it comes, for baselines on stock Temporal."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.ports import free_ports
+from temporalio.client import Client
+
+from infra.ports import free_port, free_ports
+from infra.processes import spawn, stop
+from infra.services import TemporalService
 from infra.settings import Settings
 from infra.stack import Stack
 
@@ -54,7 +62,47 @@ async def embedded_stack(
     try:
         await stack.up(echo, extra_processes=background_processes(settings), timeout=120)
         yield BenchStack(home, settings)
+    except BaseException:
+        keep = True
+        echo(f"the stack's logs are kept under {home / 'logs'}")
+        raise
     finally:
         await stack.down(echo)
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+@asynccontextmanager
+async def stock_temporal(stack: BenchStack) -> AsyncIterator[Client]:
+    """A Temporal dev server started as `reflux up` starts it, less our low-latency setting
+    (`infra.services.LOW_LATENCY`): what plain Temporal gives out of the box. Yields a
+    client to it (default data converter: the baselines pass plain ints)."""
+    home = stack.home / "stock-temporal"
+    settings = stack.settings.model_copy(
+        update={"temporal": stack.settings.temporal.model_copy(update={"port": free_port()})}
+    )
+    service = TemporalService(settings, home)
+    service.low_latency = ()
+    service.prepare()
+    spec = service.process_spec()
+    record = spawn(
+        dataclasses.replace(spec, name="stock-temporal"),
+        log_path=home / "temporal.log",
+        run_dir=home,
+    )
+    address = service.default_address
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await service.probe(address)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the stock Temporal server did not start: {record.log}"
+                    ) from None
+                await asyncio.sleep(0.1)
+        yield await Client.connect(address, namespace=settings.temporal.namespace)
+    finally:
+        await stop(record)

@@ -1,7 +1,8 @@
 """A chain of light steps (`core.transform@1`, each adding one to the step before), beside
-the same chain as plain Temporal activities, and as plain local activities (the floor a
-fast path can reach), on the same server. All three are timed the same way: the client's
-submit to its result, runs interleaved."""
+the same chain as plain Temporal activities and as plain local activities (the floor a fast
+path can reach) on the same server, and as plain activities on a stock Temporal dev server
+(without our low-latency setting: Temporal as it comes). All are timed the same way: the
+client's submit to its result, runs interleaved."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def chain_flow(steps: int) -> str:
 async def run(bench: Bench) -> list[Figure]:
     steps, rounds = (10, 2) if bench.quick else (40, 7)
     spec = parse_spec(chain_flow(steps))
-    ours, plain, local = [], [], []
-    async with baseline.plain_worker(bench.client) as queue:
+    ours, plain, local, stock = [], [], [], []
+    stock_client = await bench.stock()
+    async with (
+        baseline.plain_worker(bench.client) as queue,
+        baseline.plain_worker(stock_client) as stock_queue,
+    ):
         for i in range(rounds + 1):  # the first round warms up, and is not counted
+            started = time.perf_counter()
+            await baseline.execute(stock_client, stock_queue, baseline.Chain.run, steps, False)
+            took_stock = time.perf_counter() - started
             started = time.perf_counter()
             await baseline.execute(bench.client, queue, baseline.Chain.run, steps, False)
             took_plain = time.perf_counter() - started
@@ -49,15 +57,20 @@ async def run(bench: Bench) -> list[Figure]:
                 ours.append(ms(took_ours) / steps)
                 plain.append(ms(took_plain) / steps)
                 local.append(ms(took_local) / steps)
+                stock.append(ms(took_stock) / steps)
                 bench.say(
                     f"round {i}/{rounds}: {ours[-1]:.2f} ms/step; plain Temporal"
-                    f" {plain[-1]:.2f}, local activities {local[-1]:.2f}"
+                    f" {plain[-1]:.2f}, local activities {local[-1]:.2f}, stock {stock[-1]:.2f}"
                 )
     measure = f"per step, {steps}-step chain"
     return [
         Figure(
             NAME, measure, p50(ours), "ms", p95(ours), p50(plain), p95(plain),
             "plain Temporal activities", goal=5.0, goal_ratio=5.0,
+        ),
+        Figure(
+            NAME, measure, p50(ours), "ms", p95(ours), p50(stock), p95(stock),
+            "plain Temporal activities, stock dev server", goal_ratio=5.0,
         ),
         Figure(
             NAME, measure, p50(ours), "ms", p95(ours), p50(local), p95(local),

@@ -273,3 +273,18 @@ def test_skips_propagate_whatever_the_order_steps_are_listed_in(stack: RunningSt
         "a": "skipped",
         "d": "completed",
     }
+
+
+def test_bad_params_of_an_engine_step_fail_that_step(stack: RunningStack):
+    result = stack.run(
+        """
+        id: bad-switch
+        inputs:
+          cases: {type: any, default: [a, b]}
+        steps:
+          - {id: pick, node: core.switch@1, with: {value: b, cases: "{{ inputs.cases }}"}}
+        """
+    )
+    assert result.status == "failed"
+    assert result.error is not None and result.error.class_ == "ValidationError"
+    assert result.error.message == "core.switch: with.cases: Input should be a valid dictionary"
