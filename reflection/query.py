@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import nats
+from nats.aio.client import Client
 from nats.errors import NoRespondersError
 
 from infra.errors import ServiceError
@@ -34,30 +35,19 @@ async def query(
     *,
     timeout: float = TIMEOUT,
     subject: str = QUERY_SUBJECT,
+    nc: Client | None = None,
 ) -> QueryResult:
     """Run one read-only statement (SELECT, WITH, SHOW, DESCRIBE) on the traces.
-    `{name:Type}` placeholders take their values from `parameters`."""
+    `{name:Type}` placeholders take their values from `parameters`. `nc`: a NATS connection
+    to ask the sink through (a long-lived process passes its own; else one is opened)."""
     if settings.clickhouse.url is not None:
         return await asyncio.to_thread(_ask_server, settings, sql, parameters)
-    return await _ask_sink(settings, sql, parameters, timeout, subject)
-
-
-def _ask_server(settings: Settings, sql: str, parameters: Mapping[str, Any] | None) -> QueryResult:
-    with open_warehouse(settings) as warehouse:
-        return warehouse.query(sql, parameters)
-
-
-async def _ask_sink(
-    settings: Settings,
-    sql: str,
-    parameters: Mapping[str, Any] | None,
-    timeout: float,
-    subject: str,
-) -> QueryResult:
-    url = addresses(settings).nats
     request = json.dumps({"sql": sql, "parameters": dict(parameters or {})}, default=str)
+    if nc is not None:
+        return await _ask_sink(nc, request.encode(), timeout, subject)
+    url = addresses(settings).nats
     try:
-        nc = await nats.connect(
+        own = await nats.connect(
             url,
             name="reflux-query",
             connect_timeout=min(timeout, 5),
@@ -68,13 +58,23 @@ async def _ask_sink(
     except Exception as exc:  # nats-py raises several unrelated types for "cannot connect"
         raise ServiceError(f"cannot reach NATS at {url} to ask the trace sink: {exc}") from None
     try:
-        reply = await nc.request(subject, request.encode(), timeout=timeout)
+        return await _ask_sink(own, request.encode(), timeout, subject)
+    finally:
+        await own.close()
+
+
+def _ask_server(settings: Settings, sql: str, parameters: Mapping[str, Any] | None) -> QueryResult:
+    with open_warehouse(settings) as warehouse:
+        return warehouse.query(sql, parameters)
+
+
+async def _ask_sink(nc: Client, request: bytes, timeout: float, subject: str) -> QueryResult:
+    try:
+        reply = await nc.request(subject, request, timeout=timeout)
     except NoRespondersError:
         raise ServiceError(NO_SINK) from None
     except TimeoutError:
         raise ServiceError(f"the trace sink did not answer within {timeout:g}s") from None
-    finally:
-        await nc.close()
     body = json.loads(reply.data)
     if "error" in body:
         raise ServiceError(str(body["error"]))

@@ -89,7 +89,7 @@ async def end_to_end(settings: Settings, url: str, batch: list[TraceEvent], pref
         started = time.perf_counter()
         for event in batch:
             publisher.emit(event)
-        while (await query(settings, sql, {"prefix": prefix})).rows[0][0] < len(batch):
+        while (await query(settings, sql, {"prefix": prefix}, nc=nc)).rows[0][0] < len(batch):
             await asyncio.sleep(0.05)
         took = time.perf_counter() - started
         assert publisher.dropped == 0, "events were dropped"

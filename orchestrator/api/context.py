@@ -5,16 +5,20 @@ what it can, while Temporal is still coming up)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 from temporalio.client import Client
 
+from infra.errors import ServiceError
 from infra.settings import Settings
 from orchestrator.api.guards import RateLimiter
 from registry.tokens import Token, TokenStore
 from registry.versions import Catalog
+
+log = logging.getLogger("reflux.api")
 
 
 @dataclass
@@ -36,13 +40,20 @@ class ApiContext:
             return self._temporal
 
     async def nats(self) -> Any:
+        """The API's one NATS connection (opened on first use, again if it closed)."""
         async with self._lock:
             if self._nats is None or self._nats.is_closed:
                 import nats
 
                 from infra.stack import addresses
 
-                self._nats = await nats.connect(addresses(self.settings).nats, name="reflux-api")
+                url = addresses(self.settings).nats
+                try:
+                    self._nats = await nats.connect(
+                        url, name="reflux-api", connect_timeout=5, error_cb=_log_nats_error
+                    )
+                except Exception as exc:  # nats-py raises several types for "cannot connect"
+                    raise ServiceError(f"cannot reach NATS at {url}: {exc}") from None
             return self._nats
 
     async def close(self) -> None:
@@ -63,3 +74,7 @@ def ctx_of(request: Any) -> ApiContext:
 def actor(token: Token) -> str:
     """How registry changes and runs record an API caller."""
     return f"token:{token.name or token.id}"
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("nats: %s", exc)

@@ -41,11 +41,12 @@ async def stats(
         seconds = parse_duration(since)
     except ValueError as exc:
         raise ApiError(422, f"since: {exc}") from None
-    settings = ctx_of(request).settings
+    ctx = ctx_of(request)
+    settings, nc = ctx.settings, await ctx.nats()
     scope: dict[str, Any] = {"node": node, "workflow": workflow, "namespace": token.namespace}
-    nodes = await query(settings, *questions.node_stats(seconds, **scope))
-    flows = await query(settings, *questions.workflow_stats(seconds, **scope))
-    failing = await query(settings, *questions.failing_steps(seconds, **scope))
+    nodes = await query(settings, *questions.node_stats(seconds, **scope), nc=nc)
+    flows = await query(settings, *questions.workflow_stats(seconds, **scope), nc=nc)
+    failing = await query(settings, *questions.failing_steps(seconds, **scope), nc=nc)
     return Stats(
         nodes=_plain(nodes.records()),
         workflows=_plain(flows.records()),
@@ -61,7 +62,7 @@ async def run_traces(run_id: str, request: Request, token: Viewer) -> list[dict[
 
     ctx = ctx_of(request)
     await visible_run(ctx, token, run_id)
-    result = await query(ctx.settings, *questions.run_traces(run_id))
+    result = await query(ctx.settings, *questions.run_traces(run_id), nc=await ctx.nats())
     return _plain(result.records())
 
 
