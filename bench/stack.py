@@ -36,6 +36,11 @@ class BenchStack:
         state = json.loads((self.home / "stack.json").read_text())
         return int(next(p["pid"] for p in state["processes"] if p["name"] == name))
 
+    def cpu_seconds(self, name: str) -> float:
+        """User + system CPU time one of the stack's processes has used so far."""
+        fields = Path(f"/proc/{self.pid(name)}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 @asynccontextmanager
 async def embedded_stack(

@@ -2,7 +2,9 @@
 the same chain as plain Temporal activities and as plain local activities (the floor a fast
 path can reach) on the same server, and as plain activities on a stock Temporal dev server
 (without our low-latency setting: Temporal as it comes). All are timed the same way: the
-client's submit to its result, runs interleaved."""
+client's submit to its result, runs interleaved. Also the CPU time each process of the stack
+spends per step of the Reflux runs, beside the bench process's (worker and client) for the
+plain local-activity chain: where a step's time goes."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from bench.runner import Bench
 from orchestrator.validate import parse_spec
 
 NAME = "chain"
+PROCESSES = ("worker", "nodes-core", "temporal", "nats")
+"""Processes whose CPU time the Reflux runs are charged (the profile in one line each). The
+trace sink works after a run ends (its events linger), so it is not among them."""
 
 
 def chain_flow(steps: int) -> str:
@@ -33,7 +38,8 @@ def chain_flow(steps: int) -> str:
 async def run(bench: Bench) -> list[Figure]:
     steps, rounds = (10, 2) if bench.quick else (40, 7)
     spec = parse_spec(chain_flow(steps))
-    ours, plain, local, stock = [], [], [], []
+    ours, plain, local, stock, cpu_local = [], [], [], [], []
+    cpu_ours: dict[str, list[float]] = {name: [] for name in PROCESSES}
     stock_client = await bench.stock()
     async with (
         baseline.plain_worker(bench.client) as queue,
@@ -46,14 +52,24 @@ async def run(bench: Bench) -> list[Figure]:
             started = time.perf_counter()
             await baseline.execute(bench.client, queue, baseline.Chain.run, steps, False)
             took_plain = time.perf_counter() - started
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await baseline.execute(bench.client, queue, baseline.Chain.run, steps, True)
             took_local = time.perf_counter() - started
-            started = time.perf_counter()
+            cpu_local.append(ms(time.process_time() - cpu) / steps)
+            before = {name: bench.stack.cpu_seconds(name) for name in PROCESSES}
+            started, cpu = time.perf_counter(), time.process_time()
             result = await bench.run(spec)
             took_ours = time.perf_counter() - started
+            client = time.process_time() - cpu
+            for name in PROCESSES:
+                cpu_ours[name].append(ms(bench.stack.cpu_seconds(name) - before[name]) / steps)
+            cpu_ours["worker"][-1] += ms(client) / steps
             assert result.steps[f"s{steps - 1}"].output == {"value": steps}
-            if i:
+            if not i:  # the warm-up round
+                cpu_local.clear()
+                for samples in cpu_ours.values():
+                    samples.clear()
+            else:
                 ours.append(ms(took_ours) / steps)
                 plain.append(ms(took_plain) / steps)
                 local.append(ms(took_local) / steps)
@@ -75,6 +91,14 @@ async def run(bench: Bench) -> list[Figure]:
         Figure(
             NAME, measure, p50(ours), "ms", p95(ours), p50(local), p95(local),
             "plain Temporal local activities (the floor)",
+        ),
+        Figure(
+            NAME, "CPU per step: worker and client", p50(cpu_ours["worker"]), "ms",
+            baseline=p50(cpu_local), baseline_name="plain local activities: worker and client",
+        ),
+        *(
+            Figure(NAME, f"CPU per step: {name}", p50(cpu_ours[name]), "ms")
+            for name in PROCESSES[1:]
         ),
         Figure(
             NAME, f"whole {steps}-step run", p50(ours) * steps, "ms", p95(ours) * steps,
