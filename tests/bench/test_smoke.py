@@ -28,8 +28,8 @@ def test_every_scenario_runs_and_reports_against_a_baseline(tmp_path):
     assert report["quick"] is True
     figures = report["figures"]
     assert {f["scenario"] for f in figures} == set(SCENARIOS)
-    for figure in figures:
-        assert figure["value"] > 0, figure
+    for figure in figures:  # CPU figures count 10 ms ticks: a quick run may see none
+        assert figure["value"] > 0 or figure["measure"].startswith("CPU"), figure
     with_baseline = {f["scenario"] for f in figures if f["baseline"]}
     assert with_baseline == set(SCENARIOS), "every scenario has a figure beside a baseline"
     assert "SCENARIO" in done.stdout and "chain" in done.stdout
