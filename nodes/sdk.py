@@ -67,7 +67,7 @@ class NodeDefinition(Generic[P, O]):
         return f"{self.name}@{self.version}"
 
     def manifest(self) -> dict[str, Any]:
-        manifest = {
+        manifest: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "description": self.description,
