@@ -125,14 +125,17 @@ def test_local_steps_survive_the_worker_being_killed(own_stack: RunningStack, tm
     assert len(calls) > 12, calls
 
 
-def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack):
+@pytest.mark.parametrize("local", [False, True], ids=["regular", "local"])
+def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack, local: bool):
+    """A local step holds the workflow task open: the query and the cancel reach the run
+    when the worker heartbeats the task (about every 8 s), and the step is cancelled."""
     flow = own_stack.write(
-        "cancel.yaml",
-        """
+        f"cancel-{local}.yaml",
+        f"""
         id: cancel-me
         steps:
-          - {id: slow, node: test.sleep@1, with: {seconds: 30}}
-          - {id: later, node: core.transform@1, needs: [slow], with: {value: 1}}
+          - {{id: slow, node: test.sleep@1, local: {str(local).lower()}, with: {{seconds: 60}}}}
+          - {{id: later, node: core.transform@1, needs: [slow], with: {{value: 1}}}}
         """,
     )
     started = own_stack.cli("run", str(flow), "--no-wait")
