@@ -18,8 +18,6 @@ MetaKind = Literal["delay", "switch"]
 META_NODES: dict[str, MetaKind] = {"core.delay": "delay", "core.switch": "switch"}
 DEFAULT_TIMEOUT = 300.0
 """A step's timeout when neither it nor its node's manifest sets one."""
-LOCAL_STEP_TIMEOUT = 10.0
-"""Steps whose timeout is at most this (seconds) run as local activities by default."""
 
 
 class RetryPolicy(BaseModel):
@@ -134,8 +132,8 @@ def resolve_pins(spec: Spec, catalog: Catalog, run_id: str) -> dict[str, str]:
 def runs_local(local: bool | None, timeout: float, local_timeout: float) -> bool:
     """The fast path's rule: a step runs as a local activity when it says `local: true`, or
     says nothing and its timeout is at most `local_timeout`. Long steps stay regular
-    activities, so a worker crash never redoes minutes of work, and cancels, queries and
-    signals are never held up behind a running step."""
+    activities: a worker crash redoes a local step whole, and while local steps run the
+    workflow task stays open, so cancels, queries and signals wait (up to its heartbeat)."""
     return local if local is not None else timeout <= local_timeout
 
 
@@ -144,18 +142,23 @@ def build_plan(
     pins: dict[str, str],
     version: int | None = None,
     catalog: Catalog | None = None,
-    local_timeout: float = LOCAL_STEP_TIMEOUT,
+    local_timeout: float = 0.0,
 ) -> Plan:
     """Compile a validated spec with every step's node version pinned (`resolve_pins`).
-    `catalog` gives the timeouts nodes declare, for steps that set none."""
+    `catalog` gives the timeouts nodes declare, for steps that set none; `local_timeout`
+    (`REFLUX_TEMPORAL_LOCAL_STEP_TIMEOUT`) is the fast path's limit (0: only steps that say
+    `local: true`)."""
     graph = dependencies(spec)
     steps = []
     for step in spec.steps:
         pinned = pins.get(step.id)
         if pinned is None:
             raise SpecError([f"step {step.id}: no version pinned for {step.node}"])
-        declared = catalog.timeout(step.node_name, pinned) if catalog is not None else None
-        timeout = step.timeout or declared or DEFAULT_TIMEOUT
+        timeout = step.timeout
+        if timeout is None and catalog is not None:
+            timeout = catalog.timeout(step.node_name, pinned)
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT
         refs = step_references(step)
         reads = refs.steps
         cache = step.cache
