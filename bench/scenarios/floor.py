@@ -24,10 +24,8 @@ async def run(bench: Bench) -> list[Figure]:
         await nc.subscribe("bench.echo", cb=baseline.echo)
         version = await _served_version(bench)
         subject = exact_subject("core.transform", version)
-        request = NodeRequest(
-            params={"value": 1}, run_id="bench", step_id="floor"
-        ).model_dump_json()
-        payload = request.encode()
+        request = NodeRequest(params={"value": 1}, run_id="bench", step_id="floor")
+        payload = request.model_dump_json().encode()
         node, echo = [], []
         for i in range(count + 50):  # the first 50 warm up
             started = time.perf_counter()
