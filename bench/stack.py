@@ -5,7 +5,6 @@ second Temporal dev server as it comes, for baselines on stock Temporal."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -15,12 +14,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from temporalio.client import Client
 
 from infra.ports import free_port, free_ports
-from infra.processes import spawn, stop
+from infra.processes import spawn, stop, wait_ready
 from infra.services import TemporalService
 from infra.settings import Settings
 from infra.stack import Stack
@@ -31,10 +31,14 @@ class BenchStack:
     home: Path
     settings: Settings
 
+    @cached_property
+    def _pids(self) -> dict[str, int]:
+        state = json.loads((self.home / "stack.json").read_text())
+        return {p["name"]: int(p["pid"]) for p in state["processes"]}
+
     def pid(self, name: str) -> int:
         """The PID of one of the stack's processes ("worker", "nodes-core" …)."""
-        state = json.loads((self.home / "stack.json").read_text())
-        return int(next(p["pid"] for p in state["processes"] if p["name"] == name))
+        return self._pids[name]
 
     def cpu_seconds(self, name: str) -> float:
         """User + system CPU time one of the stack's processes has used so far."""
@@ -89,25 +93,10 @@ async def stock_temporal(stack: BenchStack) -> AsyncIterator[Client]:
     service = TemporalService(settings, home)
     service.low_latency = ()
     service.prepare()
-    spec = service.process_spec()
-    record = spawn(
-        dataclasses.replace(spec, name="stock-temporal"),
-        log_path=home / "temporal.log",
-        run_dir=home,
-    )
-    address = service.default_address
+    spec = dataclasses.replace(service.process_spec(), name="stock-temporal")
+    record = spawn(spec, log_path=home / "temporal.log", run_dir=home)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await service.probe(address)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the stock Temporal server did not start: {record.log}"
-                    ) from None
-                await asyncio.sleep(0.1)
-        yield await Client.connect(address, namespace=settings.temporal.namespace)
+        await wait_ready(spec, record, deadline=time.monotonic() + 60)
+        yield await Client.connect(service.default_address, namespace=settings.temporal.namespace)
     finally:
         await stop(record)

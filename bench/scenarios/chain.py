@@ -55,21 +55,18 @@ async def run(bench: Bench) -> list[Figure]:
             started, cpu = time.perf_counter(), time.process_time()
             await baseline.execute(bench.client, queue, baseline.Chain.run, steps, True)
             took_local = time.perf_counter() - started
-            cpu_local.append(ms(time.process_time() - cpu) / steps)
+            cpu_plain_local = time.process_time() - cpu
             before = {name: bench.stack.cpu_seconds(name) for name in PROCESSES}
             started, cpu = time.perf_counter(), time.process_time()
             result = await bench.run(spec)
             took_ours = time.perf_counter() - started
-            client = time.process_time() - cpu
-            for name in PROCESSES:
-                cpu_ours[name].append(ms(bench.stack.cpu_seconds(name) - before[name]) / steps)
-            cpu_ours["worker"][-1] += ms(client) / steps
+            spent = {name: bench.stack.cpu_seconds(name) - before[name] for name in PROCESSES}
+            spent["worker"] += time.process_time() - cpu  # and the client, as the baseline's
             assert result.steps[f"s{steps - 1}"].output == {"value": steps}
-            if not i:  # the warm-up round
-                cpu_local.clear()
-                for samples in cpu_ours.values():
-                    samples.clear()
-            else:
+            if i:
+                cpu_local.append(ms(cpu_plain_local) / steps)
+                for name, seconds in spent.items():
+                    cpu_ours[name].append(ms(seconds) / steps)
                 ours.append(ms(took_ours) / steps)
                 plain.append(ms(took_plain) / steps)
                 local.append(ms(took_local) / steps)

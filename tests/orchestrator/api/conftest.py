@@ -7,6 +7,21 @@ import pytest
 
 from tests.helpers.stack import RunningStack
 
+ORDER_FLOW = """
+id: {id}
+inputs:
+  order: {{type: integer, required: true}}
+steps:
+  - id: echo
+    node: core.transform@1
+    with: {{value: "{{{{ inputs.order }}}}"}}
+outputs:
+  order: "{{{{ steps.echo.output.value }}}}"
+triggers:
+"""
+"""A workflow that echoes its `order` input, for trigger tests: a format string (`id`), to
+which each test appends its triggers."""
+
 
 def make_token(stack: RunningStack, role: str, namespace: str | None = None) -> str:
     args = ["tokens", "create", "--role", role, "--name", f"test-{role}"]

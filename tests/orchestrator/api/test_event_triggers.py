@@ -11,23 +11,15 @@ import uuid
 import nats
 
 from tests.helpers.stack import RunningStack, nats_url
-from tests.orchestrator.api.conftest import auth
+from tests.orchestrator.api.conftest import ORDER_FLOW, auth
 
-FLOW = """
-id: {id}
-inputs:
-  order: {{type: integer, required: true}}
-steps:
-  - id: echo
-    node: core.transform@1
-    with: {{value: "{{{{ inputs.order }}}}"}}
-outputs:
-  order: "{{{{ steps.echo.output.value }}}}"
-triggers:
-  - type: event
+FLOW = (
+    ORDER_FLOW
+    + """  - type: event
     id: on-order
     subject: "shop.{tag}.orders.*"
 """
+)
 
 
 def request(stack: RunningStack, subject: str, body: bytes) -> dict:

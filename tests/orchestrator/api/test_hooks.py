@@ -11,22 +11,13 @@ import uuid
 
 import pytest
 
-from tests.orchestrator.api.conftest import auth
+from tests.orchestrator.api.conftest import ORDER_FLOW, auth
 
 SECRET = "test-hook-secret"  # REFLUX_SECRET_TEST_HOOK in the test stack's environment
 
-FLOW = """
-id: {id}
-inputs:
-  order: {{type: integer, required: true}}
-steps:
-  - id: echo
-    node: core.transform@1
-    with: {{value: "{{{{ inputs.order }}}}"}}
-outputs:
-  order: "{{{{ steps.echo.output.value }}}}"
-triggers:
-  - type: webhook
+FLOW = (
+    ORDER_FLOW
+    + """  - type: webhook
     id: on-order
     secret: TEST_HOOK
     max_body_kb: 1
@@ -35,6 +26,7 @@ triggers:
     id: unset
     secret: NOT_SET_ANYWHERE
 """
+)
 
 
 def signed(
