@@ -119,6 +119,12 @@ class RunRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     done: dict[str, StepResult] = Field(default_factory=dict)
     """Steps already completed (by the run re-driven): taken as they are, not run again."""
+    local_end: bool = False
+    """Record the run's end as a local activity (no server round trip). Every run prepared
+    now says so; runs prepared before this field recorded it as a regular activity and
+    replay as they ran. Carried in the request, not decided by `workflow.patched`: a patch
+    checked after a local activity can replay differently from how it ran when a query
+    splits the workflow task (the marker lands in the next task)."""
 
 
 def resolve_pins(spec: Spec, catalog: Catalog, run_id: str) -> dict[str, str]:

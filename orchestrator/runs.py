@@ -102,6 +102,7 @@ async def prepare_run(
         ),
         inputs=inputs,
         done=done,
+        local_end=True,
     )
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
     await ledger.record_start(

@@ -162,9 +162,7 @@ class DagWorkflow:
             summary=f"run ended: {status}",
         )
         try:
-            # A local activity: no server round trip at the end of every run. Runs that
-            # recorded their end as a regular activity replay as they ran.
-            if workflow.patched("run-end-local-activity"):
+            if self.request.local_end:
                 await workflow.execute_local_activity(RUN_END_ACTIVITY, end, **options)
             else:
                 await workflow.execute_activity(RUN_END_ACTIVITY, end, **options)

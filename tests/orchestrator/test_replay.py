@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from orchestrator.runs import connect_temporal, run_handle
+from infra.database import pool_for
+from orchestrator.runs import connect_temporal, run_handle, submit, wait_run
 from orchestrator.triggers import TriggerWorkflow
+from orchestrator.validate import parse_spec
 from orchestrator.workflow import DagWorkflow
+from registry.nodes import NodeRegistry
 from tests.helpers.stack import RunningStack
 
 pytestmark = pytest.mark.timeout(180)
@@ -77,3 +81,48 @@ def test_histories_replay_under_the_workflow_sandbox(stack: RunningStack, tmp_pa
     failed = stack.run(FAILING.replace("{record_dir}", str(tmp_path / "b")))
     assert failed.status == "failed" and failed.steps["never"].status == "cancelled"
     asyncio.run(replay(stack, [done.run_id, failed.run_id]))
+
+
+SHORT_LOCAL = """
+id: query-split
+steps:
+  - {id: only, node: core.transform@1, local: true, with: {value: 1}}
+"""
+
+
+def split_between_markers(history: WorkflowHistory) -> bool:
+    """Whether a workflow task ended between the step's local-activity marker and the next
+    (the run's end): what ran after the step was recorded in another task."""
+    kinds = [
+        "marker" if e.HasField("marker_recorded_event_attributes") else "task"
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        or e.HasField("workflow_task_completed_event_attributes")
+    ]
+    markers = [i for i, kind in enumerate(kinds) if kind == "marker"]
+    return len(markers) > 1 and "task" in kinds[markers[0] : markers[-1]]
+
+
+async def split_run(stack: RunningStack, tries: int = 300) -> str:
+    """A run whose workflow task a query split after its local step: started and queried at
+    once (now and then the query catches the first task in flight), until one is."""
+    async with pool_for(stack.settings) as pool:
+        catalog = await NodeRegistry(pool, stack.settings.user).catalog()
+        spec = parse_spec(SHORT_LOCAL, catalog=catalog)
+        client = await connect_temporal(stack.settings)
+        for _ in range(tries):
+            handle = await submit(client, pool, stack.settings, spec, catalog, {})
+            await handle.query("progress")
+            assert (await wait_run(handle)).status == "completed"
+            if split_between_markers(await handle.fetch_history()):
+                return handle.id
+    raise AssertionError(f"no query split a workflow task after the step in {tries} runs")
+
+
+def test_a_run_whose_task_a_query_split_replays(stack: RunningStack):
+    """A query reaching a run while its first workflow task runs a local step splits that
+    task: the step's marker lands in one, what follows in the next. What the workflow does
+    after a local step must not depend on where that boundary fell (a `workflow.patched`
+    there did: the query failed with a nondeterminism error)."""
+    run_id = asyncio.run(split_run(stack))
+    asyncio.run(replay(stack, [run_id]))
