@@ -203,10 +203,17 @@ async def wait_run(
         return await _failed_result(handle, exc)
 
 
-async def live_state(client: Client, run_id: str) -> RunResult | None:
+async def live_state(client: Client, run_id: str, timeout: float = 30) -> RunResult | None:
     """The run's step states (and outputs, once ended) from Temporal; None when Temporal
-    no longer has it (retention) or never did."""
-    from temporalio.client import WorkflowExecutionStatus
+    no longer has it (retention) or never did. A running run's state comes from its worker:
+    ServiceError when none answers within `timeout` seconds."""
+    from datetime import timedelta
+
+    from temporalio.client import (
+        WorkflowExecutionStatus,
+        WorkflowQueryFailedError,
+        WorkflowQueryRejectedError,
+    )
     from temporalio.service import RPCError
 
     handle = run_handle(client, run_id)
@@ -214,11 +221,17 @@ async def live_state(client: Client, run_id: str) -> RunResult | None:
         described = await handle.describe()
     except RPCError:
         return None
-    if described.status == WorkflowExecutionStatus.RUNNING:
-        steps = await handle.query("progress", result_type=dict[str, StepResult])
-        paused = await handle.query("paused", result_type=bool)
-        return RunResult(run_id=run_id, workflow="", status="running", steps=steps, paused=paused)
-    return await wait_run(handle)
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        return await wait_run(handle)
+    wait = timedelta(seconds=timeout)
+    try:
+        steps = await handle.query("progress", result_type=dict[str, StepResult], rpc_timeout=wait)
+        paused = await handle.query("paused", result_type=bool, rpc_timeout=wait)
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+        raise ServiceError(
+            f"run {run_id} is running, but no worker told its state: {exc}"
+        ) from None
+    return RunResult(run_id=run_id, workflow="", status="running", steps=steps, paused=paused)
 
 
 async def _failed_result(handle: WorkflowHandle, exc: WorkflowFailureError) -> RunResult:
