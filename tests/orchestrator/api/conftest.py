@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -46,3 +48,24 @@ def api(stack: RunningStack) -> Iterator[httpx.Client]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def ended(run: dict[str, Any]) -> bool:
+    return run["status"] != "running"
+
+
+def poll_run(
+    api: httpx.Client,
+    tokens: dict[str, str],
+    run_id: str,
+    until: Callable[[dict[str, Any]], bool] = ended,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """GET /runs/<run_id> (as the viewer) until `until` holds of it, or `timeout` seconds
+    have passed: its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
+        if until(run) or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)

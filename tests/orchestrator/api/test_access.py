@@ -11,7 +11,7 @@ import pytest
 from infra.database import connect
 from infra.stack import addresses
 from tests.helpers.stack import RunningStack
-from tests.orchestrator.api.conftest import auth, make_token
+from tests.orchestrator.api.conftest import auth, make_token, poll_run
 
 FLOW = """
 id: {id}
@@ -116,11 +116,7 @@ def test_push_show_run_and_list(api, tokens):
     )
     assert started.status_code == 201, started.text
     run_id = started.json()["run_id"]
-    for _ in range(300):
-        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
-        if run["status"] != "running":
-            break
-        asyncio.run(asyncio.sleep(0.1))
+    run = poll_run(api, tokens, run_id)
     assert run["status"] == "completed", run
     assert run["outputs"] == {"greeting": "hi Ada"}
     assert run["steps"]["hello"]["status"] == "completed"

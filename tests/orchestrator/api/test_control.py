@@ -7,7 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.orchestrator.api.conftest import auth
+from tests.orchestrator.api.conftest import auth, poll_run
 from tests.support.nodes import events
 
 
@@ -20,15 +20,6 @@ def start(api, tokens, workflow_id: str) -> str:
     response = api.post("/runs", json={"workflow": workflow_id}, headers=auth(tokens["author"]))
     assert response.status_code == 201, response.text
     return str(response.json()["run_id"])
-
-
-def wait(api, tokens, run_id: str, until, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
-        if until(run) or time.monotonic() > deadline:
-            return run
-        time.sleep(0.1)
 
 
 def calls(directory: Path) -> int:
@@ -52,7 +43,7 @@ steps:
     run_id = start(api, tokens, workflow_id)
     paused = api.post(f"/runs/{run_id}/pause", headers=auth(tokens["author"]))
     assert paused.status_code == 202, paused.text
-    run = wait(
+    run = poll_run(
         api, tokens, run_id, lambda r: r["steps"].get("wait", {}).get("status") == "completed"
     )  # noqa: E501
     time.sleep(1.0)  # long enough for `after` to have started, were the run not paused
@@ -61,7 +52,7 @@ steps:
     assert run["steps"]["after"]["status"] == "pending"
 
     assert api.post(f"/runs/{run_id}/resume", headers=auth(tokens["author"])).status_code == 202
-    run = wait(api, tokens, run_id, lambda r: r["status"] != "running")
+    run = poll_run(api, tokens, run_id)
     assert run["status"] == "completed"
     assert run["steps"]["after"]["output"] == {"value": "done"}
     again = api.post(f"/runs/{run_id}/pause", headers=auth(tokens["author"]))
@@ -73,7 +64,7 @@ steps:
         headers=auth(tokens["author"]),
     )
     assert rerun.status_code == 201, rerun.text
-    second = wait(api, tokens, rerun.json()["run_id"], lambda r: r["status"] != "running")
+    second = poll_run(api, tokens, rerun.json()["run_id"])
     assert second["status"] == "completed"
     # from the start: its first step ran again, after the first run had ended
     assert second["steps"]["wait"]["started_at"] > run["steps"]["after"]["finished_at"]
@@ -100,7 +91,7 @@ outputs:
   report: "{{{{ steps.report.output.value }}}}"
 """)  # fmt: skip
     failed_id = start(api, tokens, workflow_id)
-    failed = wait(api, tokens, failed_id, lambda r: r["status"] != "running")
+    failed = poll_run(api, tokens, failed_id)
     assert failed["status"] == "failed"
     assert (calls(tmp_path / "fetch"), calls(tmp_path / "load")) == (1, 1)
 
@@ -116,7 +107,7 @@ outputs:
     assert redriven.status_code == 201, redriven.text
     run_id = redriven.json()["run_id"]
     assert run_id != failed_id
-    run = wait(api, tokens, run_id, lambda r: r["status"] != "running")
+    run = poll_run(api, tokens, run_id)
     assert run["status"] == "completed", json.dumps(run)[:2000]
     assert run["outputs"] == {"report": "1/2"}
     # fetch completed in the failed run and was not called again; load was

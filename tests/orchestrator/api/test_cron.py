@@ -13,7 +13,7 @@ from temporalio.service import RPCError
 from orchestrator.runs import connect_temporal
 from orchestrator.triggers import schedule_id
 from tests.helpers.stack import RunningStack
-from tests.orchestrator.api.conftest import auth
+from tests.orchestrator.api.conftest import auth, poll_run
 
 FLOW = """
 id: {id}
@@ -66,11 +66,7 @@ def test_a_schedule_fires_and_goes_with_its_trigger(stack: RunningStack, api, to
     fired = cron_runs(api, tokens, workflow_id)
     assert fired, "the schedule never started a run"
     run_id = fired[-1]["run_id"]
-    for _ in range(100):
-        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
-        if run["status"] != "running":
-            break
-        time.sleep(0.1)
+    run = poll_run(api, tokens, run_id)
     assert (run["status"], run["outputs"]) == ("completed", {"greeting": "hi cron"})
 
     # version 2 drops the trigger: its schedule is deleted, no run starts after

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import nats
 
 from tests.helpers.stack import RunningStack, nats_url
-from tests.orchestrator.api.conftest import ORDER_FLOW, auth
+from tests.orchestrator.api.conftest import ORDER_FLOW, auth, poll_run
 
 FLOW = (
     ORDER_FLOW
@@ -48,11 +47,7 @@ def test_a_message_starts_a_run_and_a_bad_one_does_not(stack: RunningStack, api,
 
     answer = request(stack, f"shop.{tag}.orders.new", json.dumps({"order": 7}).encode())
     run_id = answer["run_id"]
-    for _ in range(100):
-        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
-        if run["status"] != "running":
-            break
-        time.sleep(0.1)
+    run = poll_run(api, tokens, run_id)
     assert (run["status"], run["outputs"], run["started_by"]) == (
         "completed",
         {"order": 7},

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.orchestrator.api.conftest import ORDER_FLOW, auth
+from tests.orchestrator.api.conftest import ORDER_FLOW, auth, poll_run
 
 SECRET = "test-hook-secret"  # REFLUX_SECRET_TEST_HOOK in the test stack's environment
 
@@ -67,11 +67,7 @@ def test_a_signed_delivery_starts_one_run(api, tokens, hooked):
     )  # noqa: E501
     assert (again.status_code, again.json()) == (200, {"run_id": run_id, "duplicate": True})
     assert [r["run_id"] for r in runs_of(api, tokens, hooked)] == [run_id]
-    for _ in range(200):
-        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
-        if run["status"] != "running":
-            break
-        time.sleep(0.1)
+    run = poll_run(api, tokens, run_id)
     assert (run["status"], run["outputs"], run["started_by"]) == (
         "completed",
         {"order": 42},
