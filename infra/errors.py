@@ -4,7 +4,9 @@
     ├── ConfigError            settings or environment are unusable
     ├── SpecError              a workflow file is invalid (carries every Problem found)
     ├── ServiceError           an embedded or external service failed to start or answer
-    ├── ExpressionError        a template failed to compile or render
+    ├── ExpressionError        a template failed to compile or render, or went over a limit
+    ├── InputShapeError        run inputs nest too deeply or are too large (a user's mistake)
+    ├── SecretError            a secret cannot be stored or read (no key, wrong key, unset)
     ├── NodeError              a node call failed; on the wire: {class, message, retryable, details}
     │   ├── ValidationError    params did not match the node's model (not retryable)
     │   ├── NoRespondersError  nobody serves the node's subject (retryable)
@@ -55,6 +57,14 @@ class RunError(RefluxError):
 
 
 class ExpressionError(RefluxError, ValueError):
+    pass
+
+
+class InputShapeError(RefluxError, ValueError):
+    pass
+
+
+class SecretError(RefluxError):
     pass
 
 

@@ -44,6 +44,8 @@ class TemporalSettings(BaseSettings):
     local_step_timeout: float = 10.0
     """Steps with a timeout of at most this many seconds (their own, else their node's)
     run as local activities unless they say `local: false`; 0 turns that off."""
+    reconcile_every: timedelta = timedelta(seconds=60)
+    """How often a worker closes ledger rows whose Temporal execution has ended."""
 
 
 class NatsSettings(BaseSettings):
@@ -147,6 +149,43 @@ class SandboxSettings(BaseSettings):
     """Container runtime; unset: runsc (gVisor) when the engine offers it, else its default."""
 
 
+class SecretsSettings(BaseSettings):
+    """The secret store: values encrypted (AES-GCM) in PostgreSQL under a key that is never
+    in the database."""
+
+    model_config = SettingsConfigDict(env_prefix="REFLUX_SECRETS_")
+
+    key: str | None = None
+    """The 32-byte key, base64. Unset: read from `key_file`."""
+    key_file: Path | None = None
+    """A file holding the key (base64). Unset: `REFLUX_HOME/secrets.key`, made (mode 0600)
+    by `reflux up` or the first `reflux secrets set` when missing."""
+    cache_ttl: float = 5.0
+    """Seconds a node service keeps a secret it read (a change reaches calls after this)."""
+
+
+class LimitsSettings(BaseSettings):
+    """Bounds on what one workflow, input or expression may make the platform do."""
+
+    model_config = SettingsConfigDict(env_prefix="REFLUX_")
+
+    expression_max_bytes: int = 1024 * 1024
+    """The most one rendered template value (and any string or list an expression builds
+    on the way) may hold."""
+    expression_max_iterations: int = 100_000
+    """Loop and comprehension iterations one rendering may make, nested ones multiplied."""
+    input_max_depth: int = 64
+    """How deeply a run's inputs (CLI, API, webhook, event) may nest."""
+    input_max_bytes: int = 1024 * 1024
+    """The largest run inputs (serialized JSON) accepted at any boundary."""
+    source_max_bytes: int = 512 * 1024
+    """The largest workflow source `validate`, `push` and `POST /workflows` accept."""
+    fanout_max_items: int = 100_000
+    """The most items one `for_each` may have; more fails the step at once."""
+    fanout_shard_items: int = 1_000
+    """Items one child workflow of a large fan-out holds."""
+
+
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_API_")
 
@@ -180,6 +219,8 @@ class Settings(BaseSettings):
     traces: TracesSettings = Field(default_factory=TracesSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     inline_limit: int = 256 * 1024
     """Values this size or larger (bytes, serialized) go to the object store and travel by
     reference, in Temporal history and in node messages alike."""

@@ -35,6 +35,9 @@ class NodeRequest(BaseModel):
     params_ref: str | None = None
     """Set: the params are this object in the store (and `params` is empty)."""
     run_id: str = ""
+    namespace: str = "default"
+    """The run's namespace: only its secrets (and the default namespace's environment
+    ones, for the default namespace) resolve."""
     workflow_id: str = ""
     step_id: str = ""
     item: int = -1

@@ -155,6 +155,7 @@ class StepActivities:
             params=params or {},
             params_ref=params_ref,
             run_id=call.run_id,
+            namespace=call.namespace,
             workflow_id=call.workflow_id,
             step_id=call.step_id,
             item=call.item,

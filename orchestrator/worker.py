@@ -20,7 +20,7 @@ from orchestrator.activities import RunActivities, StepActivities
 from orchestrator.listener import EventListener
 from orchestrator.runs import connect_temporal
 from orchestrator.triggers import TriggerActivities, TriggerWorkflow
-from orchestrator.workflow import DagWorkflow
+from orchestrator.workflow import WORKFLOWS
 from reflection.cache import StepCache
 from reflection.publisher import TracePublisher
 from registry.objects import object_store
@@ -51,7 +51,7 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     worker = Worker(
         client,
         task_queue=settings.temporal.task_queue,
-        workflows=[DagWorkflow, TriggerWorkflow],
+        workflows=[*WORKFLOWS, TriggerWorkflow],
         workflow_runner=RUNNER,
         activities=[
             steps.call_node,

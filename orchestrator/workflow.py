@@ -367,6 +367,10 @@ class DagWorkflow:
         return done.output, done.attempt
 
 
+WORKFLOWS: list[type] = [DagWorkflow]
+"""The workflow classes a worker runs (besides the cron launcher)."""
+
+
 def _step_error(cause: BaseException) -> tuple[StepError, int]:
     if isinstance(cause, ApplicationError):
         info = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
