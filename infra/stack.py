@@ -36,6 +36,7 @@ from infra.processes import (
     stop,
     wait_ready,
 )
+from infra.secrets import secrets_key
 from infra.services import PROBE_TIMEOUT, Service, all_services
 from infra.settings import Settings
 
@@ -182,6 +183,8 @@ class Stack:
                 for s in self.services
             )  # fmt: skip
             await self._migrate(echo)
+            if not self.settings.secrets.key:  # the node services and the API read it
+                secrets_key(self.settings, create=True)
             await self._gather(
                 self._ensure_process(spec, state, echo, deadline) for spec in extra_processes
             )

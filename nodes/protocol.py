@@ -45,6 +45,9 @@ class NodeRequest(BaseModel):
     idempotency_key: str = ""
     """`run/step[/item]/attempt`: every delivery of one attempt carries the same key."""
     timeout: float | None = None
+    secrets: list[str] | None = None
+    """The secret names the step's templates name: only these resolve (None: a caller
+    that predates the list; then any name in a secret-bearing param does)."""
 
 
 def idempotency_key(run_id: str, step_id: str, item: int, attempt: int) -> str:

@@ -9,6 +9,10 @@ nats-py runs a subscription's callback to completion before the next message, so
 endpoint handler only starts a task; a semaphore bounds the work in flight. On SIGTERM
 the service stops taking requests, finishes those in flight, then closes.
 
+Secrets: `nodes.secrets` swaps values into the params a node marks as secret-bearing, from
+the run's namespace; `infra.redact.Masker` then masks them in the output, the error and
+the log lines of that call.
+
 Before serving, the service registers its node versions in the registry: the built-in
 library's as production, any other's as drafts. A version whose manifest differs from the
 one registered under the same version is refused, and the service does not start.
@@ -22,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -31,19 +36,22 @@ from nats.aio.client import Client
 from nats.micro import Request, Service, add_service
 from nats.micro.service import EndpointConfig
 
-from infra.errors import NodeError, ObjectStoreError, ValidationError
+from infra.errors import NodeError, ObjectStoreError, SecretError, ValidationError
+from infra.redact import Masker, redact
+from infra.secrets import environment_secret
 from infra.settings import Settings
 from nodes.protocol import (
     MANIFEST_KEY,
     NodeReply,
     NodeRequest,
+    WireError,
     exact_subject,
     fetch,
     major_subject,
     offload,
 )
 from nodes.sdk import NodeContext, NodeDefinition, NodeGroup
-from nodes.secrets import resolve_secrets
+from nodes.secrets import SecretResolver
 from registry.objects import ObjectStore, object_store
 
 log = logging.getLogger("reflux.nodes")
@@ -54,20 +62,38 @@ def micro_name(node: str) -> str:
     return "reflux-" + node.replace(".", "_")
 
 
+async def _environment_only(namespace: str, name: str) -> str | None:
+    return environment_secret("secret", namespace, name)
+
+
 async def call_handler(
-    node: NodeDefinition[Any, Any], request: NodeRequest, settings: Settings
+    node: NodeDefinition[Any, Any],
+    request: NodeRequest,
+    settings: Settings,
+    secrets: SecretResolver | None = None,
 ) -> NodeReply:
-    """Run one request through a node's handler; every failure becomes a structured error."""
+    """Run one request through a node's handler; every failure becomes a structured error.
+    Secret values it resolved are masked in whatever the reply carries."""
     reply = NodeReply(node=node.name, version=node.version)
+    mask = Masker({})
     try:
+        resolver = secrets or SecretResolver(_environment_only)
+        raw, resolved = await resolver.resolve(
+            request.params,
+            namespace=request.namespace,
+            secret_params=node.secret_params,
+            allowed=request.secrets,
+            node=node.ref,
+        )
+        mask = Masker(resolved)
         try:
-            params = node.params.model_validate(resolve_secrets(request.params))
+            params = node.params.model_validate(raw)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "params"
-            raise ValidationError(
+            raise ValidationError(  # pydantic's `input` would echo the value: leave it out
                 f"{node.ref}: {where}: {first['msg']}",
-                details={"errors": json.loads(exc.json(include_url=False))},
+                details={"errors": [_error_entry(e) for e in exc.errors()[:20]]},
             ) from None
         ctx = NodeContext(
             run_id=request.run_id,
@@ -80,15 +106,28 @@ async def call_handler(
             settings=settings,
         )
         result = await node.handler(params, ctx)
-        reply.output = node.output.model_validate(result).model_dump(mode="json")
+        reply.output = mask(node.output.model_validate(result).model_dump(mode="json"))
+    except SecretError as exc:  # the store is unreachable or a key is wrong: retry may help
+        reply.error = _wire(NodeError(str(exc), retryable=True, error_class=exc.code), mask)
     except NodeError as exc:
-        reply.error = exc.to_wire()  # type: ignore[assignment]
+        reply.error = _wire(exc, mask)
     except Exception as exc:  # a bug in a handler: report it, keep serving
-        log.exception("node %s failed", node.ref)
-        reply.error = NodeError(
-            f"{type(exc).__name__}: {exc}", retryable=False, error_class=type(exc).__name__
-        ).to_wire()  # type: ignore[assignment]
+        log.error("node %s failed: %s", node.ref, mask.text(traceback.format_exc()))
+        name = type(exc).__name__
+        reply.error = _wire(NodeError(f"{name}: {exc}", retryable=False, error_class=name), mask)
     return reply
+
+
+def _wire(error: NodeError, mask: Masker) -> WireError:
+    """The error as sent: secret values masked, sensitive keys of its details redacted."""
+    wire = error.to_wire()
+    wire["message"] = mask.text(str(wire["message"]))
+    wire["details"] = redact(mask(wire["details"]))
+    return WireError.model_validate(wire)
+
+
+def _error_entry(error: Any) -> dict[str, Any]:
+    return {"loc": [str(p) for p in error["loc"]], "msg": error["msg"], "type": error["type"]}
 
 
 class NodeService:
@@ -106,10 +145,28 @@ class NodeService:
         self._services: list[Service] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.nodes.max_concurrency)
+        self.secrets = SecretResolver(self._secret_value, settings.secrets.cache_ttl)
+        self._secret_store: Any = None
 
     @property
     def nodes(self) -> list[NodeDefinition[Any, Any]]:
         return [node for group in self.groups for node in group.nodes]
+
+    async def _secret_value(self, namespace: str, name: str) -> str | None:
+        """From the secret store (its pool opened on first use), else the environment."""
+        if self._secret_store is None:
+            from infra.database import create_pool, database_url
+            from infra.secrets import secrets_key
+            from registry.secrets import SecretStore
+
+            try:
+                key = secrets_key(self.settings)
+            except SecretError:  # no key here: only the environment's secrets resolve
+                key = None
+            pool = await create_pool(database_url(self.settings), min_size=0, max_size=2)
+            self._secret_store = SecretStore(pool, key)
+        value: str | None = await self._secret_store.value(namespace, name)
+        return value
 
     async def register(self) -> None:
         """Record this service's node versions in the registry (idempotent)."""
@@ -177,9 +234,10 @@ class NodeService:
                 call = NodeRequest.model_validate_json(request.data)
             except pydantic.ValidationError as exc:
                 reply = NodeReply(node=node.name, version=node.version)
-                reply.error = ValidationError(
-                    f"malformed request to {node.ref}: {exc.errors()[0]['msg']}"
-                ).to_wire()  # type: ignore[assignment]
+                reply.error = _wire(
+                    ValidationError(f"malformed request to {node.ref}: {exc.errors()[0]['msg']}"),
+                    Masker({}),
+                )
             else:
                 reply = await self._call(node, call)
             reply.replica = self.replica
@@ -193,14 +251,14 @@ class NodeService:
         limit = self.settings.inline_limit
         try:
             call.params = await fetch(call.params, call.params_ref, self.store)
-            reply = await call_handler(node, call, self.settings)
+            reply = await call_handler(node, call, self.settings, self.secrets)
             if reply.error is None:
                 reply.output, reply.output_ref = await offload(reply.output, self.store, limit)
         except ObjectStoreError as exc:
             reply = NodeReply(node=node.name, version=node.version)
-            reply.error = NodeError(  # type: ignore[assignment]
-                str(exc), retryable=True, error_class=exc.code
-            ).to_wire()
+            reply.error = _wire(
+                NodeError(str(exc), retryable=True, error_class=exc.code), Masker({})
+            )
         return reply
 
     async def drain(self, grace: float = 30.0) -> None:
@@ -218,6 +276,8 @@ class NodeService:
             await service.stop()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
+        if self._secret_store is not None:
+            await self._secret_store.pool.close()
 
     async def serve_forever(
         self, nats_url: str, on_ready: Callable[[], None] | None = None

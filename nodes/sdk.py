@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -57,6 +57,10 @@ class NodeDefinition(Generic[P, O]):
     tags: tuple[str, ...] = ()
     timeout: float | None = None
     """Seconds a call needs at most; steps default to it (see `NodeGroup.node`)."""
+    secret_params: Mapping[str, str] = field(default_factory=dict)
+    """Params that may carry `secret()`: name -> `value` (anywhere in it) or `query` (a URL,
+    only after its `?`). Everywhere else `secret()` is refused by validation and left
+    unresolved by the node service."""
 
     @property
     def major(self) -> int:
@@ -77,6 +81,8 @@ class NodeDefinition(Generic[P, O]):
         }
         if self.timeout is not None:
             manifest["timeout"] = self.timeout
+        if self.secret_params:
+            manifest["secret_params"] = dict(sorted(self.secret_params.items()))
         return manifest
 
 
@@ -98,12 +104,15 @@ class NodeGroup:
         description: str = "",
         tags: Iterable[str] = (),
         timeout: float | None = None,
+        secret_params: Mapping[str, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated async handler as node `name` at `version`.
 
         `timeout`: the seconds a call needs at most, for steps that set none. A node that
         declares a short one (the engine's local-step limit, 10 s by default) runs as a
         Temporal local activity: no server round trip per step (see the README's fast path).
+        `secret_params`: the params that may carry `secret('NAME')`, each `value` or
+        `query` (see `NodeDefinition.secret_params`).
         """
         if not NAME_RE.match(name):
             raise ConfigError(f"node name {name!r} must look like 'group.action' (lowercase)")
@@ -113,6 +122,13 @@ class NodeGroup:
             raise ConfigError(f"node {name}@{version} is defined twice in group {self.name!r}")
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"node {name}@{version}: timeout must be > 0 seconds")
+        fields = {f.alias or key for key, f in params.model_fields.items()}
+        for key, kind in (secret_params or {}).items():
+            if key not in fields or kind not in ("value", "query"):
+                raise ConfigError(
+                    f"node {name}@{version}: secret_params: {key!r}: {kind!r} must name a"
+                    " param and be 'value' or 'query'"
+                )
 
         def decorate(handler: Handler) -> Handler:
             self.nodes.append(
@@ -125,6 +141,7 @@ class NodeGroup:
                     description=description or (handler.__doc__ or "").strip(),
                     tags=tuple(tags),
                     timeout=timeout,
+                    secret_params=dict(secret_params or {}),
                 )
             )
             return handler

@@ -1,39 +1,125 @@
-"""`secret('NAME')` in a workflow renders to a placeholder (`${secret:NAME}`, see
-`orchestrator.expressions`); the node service swaps in the value, from its own
-environment (`REFLUX_SECRET_NAME`), just before the handler runs. So values never enter
-Temporal history, traces, the step cache key or logs; only the serving process holds them.
+"""`secret('NAME')` at call time: where it may appear, where the value comes from, and the
+mask on everything that leaves.
+
+A template's `secret('NAME')` renders to a placeholder (`${secret:NAME}`, see
+`orchestrator.expressions`), so values never enter Temporal history, traces, the step
+cache key or logs. The node service swaps in the values just before the handler runs, and
+only:
+- in the params its node marks as secret-bearing (`secret_params` in the manifest: e.g.
+  http.request's headers and auth; `query` ones, like its url, only after the `?`). A
+  placeholder anywhere else stays as it is: data that happens to look like one is data;
+- for names the step's templates name (`NodeRequest.secrets`), so a value that arrives as
+  data (an input, a response) cannot ask for another secret;
+- from the run's namespace in the secret store (the default namespace also reads
+  `REFLUX_SECRET_NAME` from the environment).
+Every resolved value is then masked (`[secret:NAME]`) in the output, the error and its
+details before the reply is sent.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from infra.errors import ValidationError
-from infra.secrets import secret_value
+from infra.errors import SecretError, ValidationError
+from infra.secrets import environment_variable
 
-__all__ = ["resolve_secrets"]
+__all__ = ["PLACEHOLDER", "SecretLookup", "SecretResolver", "placeholder_names"]
 
-_PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
 
-
-def resolve_secrets(value: Any) -> Any:
-    """`value` with every placeholder replaced, at any depth; an unset secret is a
-    ValidationError naming the variable (never a value)."""
-    if isinstance(value, str):
-        return _PLACEHOLDER.sub(_lookup, value) if "${secret:" in value else value
-    if isinstance(value, dict):
-        return {k: resolve_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_secrets(v) for v in value]
-    return value
+SecretLookup = Callable[[str, str], Awaitable[str | None]]
+"""(namespace, name) -> the value, or None when unset."""
 
 
-def _lookup(match: re.Match[str]) -> str:
-    name = match.group(1)
-    found = secret_value(name)
-    if found is None:
-        raise ValidationError(
-            f"secret '{name}' is not set where this node runs (REFLUX_SECRET_{name})"
-        )
+def placeholder_names(value: Any) -> set[str]:
+    """Names of the placeholders in `value`, at any depth."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "${secret:" in item:
+                found.update(PLACEHOLDER.findall(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
     return found
+
+
+class SecretResolver:
+    """Resolves the placeholders of one call; values are cached for `ttl` seconds."""
+
+    def __init__(self, lookup: SecretLookup, ttl: float = 5.0) -> None:
+        self._lookup = lookup
+        self._ttl = ttl
+        self._cache: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    async def resolve(
+        self,
+        params: dict[str, Any],
+        *,
+        namespace: str,
+        secret_params: Mapping[str, str],
+        allowed: Iterable[str] | None,
+        node: str,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """(params with values swapped in, {name: value} of what was resolved)."""
+        wanted = {key: placeholder_names(params[key]) for key in secret_params if key in params}
+        names = set().union(*wanted.values()) if wanted else set()
+        if allowed is not None:
+            names &= set(allowed)
+        if not names:
+            return params, {}
+        values: dict[str, str] = {}
+        for name in sorted(names):
+            found = await self._value(namespace, name)
+            if found is None:
+                where = (
+                    f" or {environment_variable('secret', name)}" if namespace == "default" else ""
+                )
+                raise ValidationError(
+                    f"secret '{name}' is not set in namespace '{namespace}'"
+                    f" (reflux secrets set {name} --namespace {namespace}{where})"
+                )
+            values[name] = found
+        resolved = dict(params)
+        for key, kind in secret_params.items():
+            if key in params and wanted.get(key):
+                resolved[key] = _swap(params[key], values, kind, f"{node}: with.{key}")
+        return resolved, values
+
+    async def _value(self, namespace: str, name: str) -> str | None:
+        now = time.monotonic()
+        cached = self._cache.get((namespace, name))
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            value = await self._lookup(namespace, name)
+        except SecretError:
+            raise
+        except Exception as exc:  # the store is unreachable: worth a retry
+            raise SecretError(f"the secret store did not answer: {type(exc).__name__}") from None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[(namespace, name)] = (now, value)
+        return value
+
+
+def _swap(value: Any, values: Mapping[str, str], kind: str, where: str) -> Any:
+    if isinstance(value, str):
+        if "${secret:" not in value:
+            return value
+        if kind == "query":
+            head, sep, _ = value.partition("?")
+            if PLACEHOLDER.search(head) and any(n in values for n in PLACEHOLDER.findall(head)):
+                raise ValidationError(f"{where}: secret() may be used only in the query string")
+        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: _swap(v, values, kind, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_swap(v, values, kind, where) for v in value]
+    return value

@@ -1,6 +1,6 @@
 """Reflection: what happened, kept where it can be asked about.
 
-- `events`: `TraceEvent`, one attempt of one step; `redact`: secrets never reach a trace.
+- `events`: `TraceEvent`, one attempt of one step (sensitive keys redacted by `infra.redact`).
 - `stream`: the JetStream stream traces travel on and its message format.
 - `publisher`: buffered, never-blocking publishing from the worker.
 - `sink`: the trace sink, JetStream → ClickHouse, and the query door to an embedded engine.

@@ -184,14 +184,16 @@ class NodeRegistry:
         async with self.pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 versions = await conn.fetch(
-                    "SELECT name, version, status, (manifest->>'timeout')::float8 AS timeout"
-                    " FROM node_versions"
+                    "SELECT name, version, status, (manifest->>'timeout')::float8 AS timeout,"
+                    " manifest->'secret_params' AS secret_params FROM node_versions"
                 )
                 rollouts = await conn.fetch("SELECT name, version, percent FROM node_rollouts")
         catalog = Catalog()
         for row in versions:
             catalog.versions.setdefault(row["name"], []).append(
-                VersionInfo(row["version"], row["status"], row["timeout"])
+                VersionInfo(
+                    row["version"], row["status"], row["timeout"], row["secret_params"] or {}
+                )
             )
         for row in rollouts:
             catalog.rollouts[row["name"]] = Rollout(row["version"], row["percent"])

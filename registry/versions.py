@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from infra.errors import LifecycleError, NotFoundError, PinError
 
@@ -89,6 +89,8 @@ class VersionInfo:
     status: Status
     timeout: float | None = None
     """The seconds a call needs at most, as the node's manifest declares (None: not said)."""
+    secret_params: Mapping[str, str] = field(default_factory=dict)
+    """The params that may carry `secret()`, as the manifest marks them."""
 
     @property
     def semver(self) -> Semver:
@@ -120,15 +122,35 @@ class Catalog:
         """Every listed version with one status (the built-in catalog when no registry)."""
         return cls({name: [VersionInfo(v, status) for v in vs] for name, vs in served.items()})
 
+    @classmethod
+    def from_manifests(
+        cls, manifests: Iterable[Mapping[str, Any]], status: Status = "production"
+    ) -> Catalog:
+        """Node versions as their manifests describe them (timeouts, secret-bearing params)."""
+        catalog = cls()
+        for m in manifests:
+            catalog.versions.setdefault(m["name"], []).append(
+                VersionInfo(m["version"], status, m.get("timeout"), m.get("secret_params") or {})
+            )
+        return catalog
+
     def with_defaults(self, defaults: Mapping[str, Iterable[str]]) -> Catalog:
         """This catalog plus production `defaults` for node names it does not know."""
         extra = Catalog.of({n: vs for n, vs in defaults.items() if n not in self.versions})
         return Catalog({**self.versions, **extra.versions}, dict(self.rollouts))
 
+    def info(self, name: str, version: str) -> VersionInfo | None:
+        return next((v for v in self.versions.get(name, ()) if v.version == version), None)
+
     def timeout(self, name: str, version: str) -> float | None:
         """The call timeout node `name@version` declares, if it does."""
-        found = next((v for v in self.versions.get(name, ()) if v.version == version), None)
+        found = self.info(name, version)
         return found.timeout if found is not None else None
+
+    def secret_params(self, name: str, version: str) -> Mapping[str, str]:
+        """The params of `name@version` that may carry `secret()` (none when unknown)."""
+        found = self.info(name, version)
+        return found.secret_params if found is not None else {}
 
     def resolve(self, name: str, spec: str | None, run_id: str | None = None) -> str:
         """The exact version a step asking for `name@spec` runs in run `run_id`."""

@@ -172,6 +172,7 @@ def main():
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     set_limits(request["limits"])
+    os.environ.update(request.get("env") or {})
     for name, text in request["files"].items():
         with open(name, "w") as f:
             f.write(text)

@@ -3,6 +3,7 @@ CodeRunResult, shaped for Python and shell code given inline)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -56,6 +57,21 @@ class Limits(BaseModel):
         return max(1, round(self.cpu_s if self.cpu_s is not None else self.timeout_s))
 
 
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+RESERVED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "REFLUX_INPUTS_FILE",
+    }
+)
+
+
 class CodeRunRequest(BaseModel):
     lang: Literal["python", "shell"]
     code: str = Field(max_length=1024 * 1024)
@@ -66,7 +82,23 @@ class CodeRunRequest(BaseModel):
     """JSON given to the entry function (python) or as $REFLUX_INPUTS_FILE (shell)."""
     files: dict[str, str] = Field(default_factory=dict)
     """Extra text files written into the working directory before the run."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables of the code (set inside the sandbox, never on a command line)."""
     limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("env")
+    @classmethod
+    def _plain_env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if (
+                not ENV_NAME.match(name)
+                or name in RESERVED_ENV
+                or name.startswith(("LD_", "PYTHON"))
+            ):
+                raise ValueError(f"env name {name!r} must be A-Z, 0-9 and _ and not a reserved one")
+            if "\0" in value:
+                raise ValueError(f"env {name!r} contains NUL")
+        return env
 
     @field_validator("files")
     @classmethod

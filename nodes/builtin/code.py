@@ -10,6 +10,10 @@
         inputs: {values: "{{ steps.fetch.output.json.values }}"}
         limits: {timeout: 5s, memory_mb: 256, network: off}
 
+`env` sets environment variables of the code, and is the one param that may carry
+`secret('NAME')` (`env: {API_KEY: "{{ secret('API_KEY') }}"}`): the value reaches the code,
+and is masked in the step's output and error.
+
 A run that fails, times out or is killed fails the step with `CodeRunError` (not
 retried: the same code would do the same again); its details hold the status, the
 metrics and the tail of stdout and stderr.
@@ -31,6 +35,8 @@ __all__ = ["group"]
 group = NodeGroup("code", "Untrusted Python and shell code, run in the sandbox")
 
 TAIL = 2000
+ENV_HELP = "environment variables of the code; the one param where secret() may be used"
+SECRET_PARAMS = {"env": "value"}
 _backends: dict[str, Backend] = {}
 
 
@@ -52,6 +58,7 @@ class PythonParams(BaseModel):
     files: dict[str, str] = Field(
         default_factory=dict, description="extra text files in the working directory"
     )
+    env: dict[str, str] = Field(default_factory=dict, description=ENV_HELP)
     limits: Limits = Field(default_factory=Limits)
 
 
@@ -64,6 +71,7 @@ class ShellParams(BaseModel):
     code: str = Field(description="a /bin/sh script; the inputs are JSON in $REFLUX_INPUTS_FILE")
     inputs: Any = None
     files: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description=ENV_HELP)
     check: bool = Field(True, description="a non-zero exit status fails the step")
     limits: Limits = Field(default_factory=Limits)
 
@@ -96,7 +104,12 @@ def _failure(node: str, result: CodeRunResult) -> CodeRunError:
 
 
 @group.node(
-    "code.python", "1.0.0", params=PythonParams, output=PythonOutput, tags=("code", "sandbox")
+    "code.python",
+    "1.1.0",  # 1.1: env, where secret() may be used
+    params=PythonParams,
+    output=PythonOutput,
+    tags=("code", "sandbox"),
+    secret_params=SECRET_PARAMS,
 )
 async def python(params: PythonParams, ctx: NodeContext) -> PythonOutput:
     """Run a Python function in the sandbox; its return value is the step's output."""
@@ -106,6 +119,7 @@ async def python(params: PythonParams, ctx: NodeContext) -> PythonOutput:
         entry=params.entry,
         inputs=params.inputs,
         files=params.files,
+        env=params.env,
         limits=params.limits,
     )
     result = await _run(request, ctx)
@@ -114,12 +128,19 @@ async def python(params: PythonParams, ctx: NodeContext) -> PythonOutput:
     return PythonOutput(result.output)
 
 
-@group.node("code.shell", "1.0.0", params=ShellParams, output=ShellOutput, tags=("code", "sandbox"))
+@group.node(
+    "code.shell",
+    "1.1.0",  # 1.1: env, where secret() may be used
+    params=ShellParams,
+    output=ShellOutput,
+    tags=("code", "sandbox"),
+    secret_params=SECRET_PARAMS,
+)
 async def shell(params: ShellParams, ctx: NodeContext) -> ShellOutput:
     """Run a shell script in the sandbox; stdout, stderr and the exit status are the output."""
     request = CodeRunRequest(
         lang="shell", code=params.code, inputs=params.inputs, files=params.files,
-        limits=params.limits,
+        env=params.env, limits=params.limits,
     )  # fmt: skip
     result = await _run(request, ctx)
     failed = result.status != "ok" and not (

@@ -16,6 +16,7 @@ httpx exceptions are translated once, in `_translate_errors`, into the node erro
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -64,8 +65,31 @@ _BODY_HEADERS = (
 _CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "host")
 
 
+class HttpAuth(BaseModel):
+    """Credentials sent as the Authorization header: a bearer token, or basic auth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bearer: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> HttpAuth:
+        if (self.bearer is None) == (self.username is None):
+            raise ValueError("give either bearer, or username (and password)")
+        return self
+
+    def header(self) -> str:
+        if self.bearer is not None:
+            return f"Bearer {self.bearer}"
+        pair = f"{self.username}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+
 class HttpRequestParams(BaseModel):
-    """Params of `http.request`. `json` and `body` are exclusive."""
+    """Params of `http.request`. `json` and `body` are exclusive. `secret()` may be used in
+    `headers`, `auth`, `params` and the query string of `url`."""
 
     model_config = ConfigDict(
         extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
@@ -74,6 +98,7 @@ class HttpRequestParams(BaseModel):
     method: str = "GET"
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
+    auth: HttpAuth | None = Field(default=None, description="Sent as the Authorization header.")
     params: dict[str, Any] = Field(default_factory=dict, description="Query parameters.")
     json_: Any = Field(default=None, alias="json", description="Sent as application/json.")
     body: str | None = Field(default=None, description="Sent as UTF-8 text.")
@@ -174,7 +199,14 @@ def _canonical_numeric_host(text: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-@group.node("http.request", "1.0.0", params=HttpRequestParams, output=HttpResponse, tags=["http"])
+@group.node(
+    "http.request",
+    "1.1.0",  # 1.1: auth, and the params that may carry secret() are marked
+    params=HttpRequestParams,
+    output=HttpResponse,
+    tags=["http"],
+    secret_params={"headers": "value", "auth": "value", "params": "value", "url": "query"},
+)
 async def request(params: HttpRequestParams, ctx: NodeContext) -> HttpResponse:
     """Make an HTTP request; refuses private and reserved addresses on every hop."""
     settings = ctx.settings.http
@@ -218,6 +250,8 @@ async def _fetch(
     """Send the request and follow redirects; returns the final, unread response."""
     method = params.method
     headers = httpx.Headers(params.headers)
+    if params.auth is not None:
+        headers["authorization"] = params.auth.header()
     content: bytes | None = None
     if params.json_ is not None:
         try:

@@ -14,7 +14,16 @@ from infra.settings import Settings
 from orchestrator.api.context import ApiContext
 from orchestrator.api.errors import ErrorBody, install_handlers
 from orchestrator.api.guards import BodyLimit, RateLimiter
-from orchestrator.api.routes import health, hooks, nodes, runs, tokens, traces, workflows
+from orchestrator.api.routes import (
+    health,
+    hooks,
+    nodes,
+    runs,
+    secrets,
+    tokens,
+    traces,
+    workflows,
+)
 from registry import audit
 from registry.tokens import TokenStore
 
@@ -62,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_handlers(app)
     app.middleware("http")(_audit)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
-    for module in (health, workflows, runs, traces, nodes, tokens, hooks):
+    for module in (health, workflows, runs, traces, nodes, tokens, secrets, hooks):
         app.include_router(module.router)
     return app
 

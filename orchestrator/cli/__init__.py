@@ -28,6 +28,8 @@
 
     reflux api [--host H --port P]       serve the HTTP API in the foreground (docs at /docs)
     reflux tokens create --role R [--namespace NS] [--name N] | list | revoke ID
+    reflux secrets set NAME [--namespace NS] [--webhook]   the value from stdin
+    reflux secrets list [--namespace NS] | delete NAME [--namespace NS] [--webhook]
 
 Exit codes: 0 success; 1 a run failed, `validate` found problems, the registry refused a
 change, or a service is unreachable; 2 invalid input (a workflow file, --input, arguments).
@@ -43,7 +45,17 @@ import sys
 
 from infra.errors import RefluxError, SpecError
 from infra.settings import Settings
-from orchestrator.cli import api, bench, nodes, reflection, runs, sandbox, stack, workflows
+from orchestrator.cli import (
+    api,
+    bench,
+    nodes,
+    reflection,
+    runs,
+    sandbox,
+    secrets,
+    stack,
+    workflows,
+)
 from orchestrator.cli.output import EXIT_FAILED, EXIT_INVALID, err
 
 
@@ -54,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, nodes, workflows, runs, reflection, sandbox, api, bench):
+    for module in (stack, nodes, workflows, runs, reflection, sandbox, api, secrets, bench):
         module.add_parsers(sub)
     return parser
 

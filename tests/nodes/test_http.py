@@ -60,8 +60,14 @@ def server() -> Iterator[HttpTestServer]:
 
 def test_node_is_registered_with_manifest() -> None:
     (definition,) = http.group.nodes
-    assert definition.ref == "http.request@1.0.0"
+    assert definition.ref == "http.request@1.1.0"
     manifest = definition.manifest()
+    assert manifest["secret_params"] == {
+        "auth": "value",
+        "headers": "value",
+        "params": "value",
+        "url": "query",
+    }
     assert "json" in manifest["params"]["properties"]
     assert "json" in manifest["output"]["properties"]
 

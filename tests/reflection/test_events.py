@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from infra.redact import REDACTED, is_sensitive, redact
 from reflection.events import TraceEvent, inputs_hash
-from reflection.redact import REDACTED, is_sensitive, redact
 
 
 @pytest.mark.parametrize(

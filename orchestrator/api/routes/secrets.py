@@ -1,0 +1,106 @@
+"""Secrets (admin): set, list (names and scopes, never values), delete. A token scoped to a
+namespace manages that namespace's secrets only; every call is in the audit log (the
+name, never the value)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from infra.errors import SecretError
+from infra.secrets import DEFAULT_NAMESPACE, secrets_key
+from orchestrator.api.auth import Admin
+from orchestrator.api.context import actor, ctx_of
+from orchestrator.api.errors import ApiError
+from registry.secrets import SecretStore, check_name
+from registry.tokens import Token
+
+router = APIRouter(prefix="/secrets", tags=["secrets"])
+
+Kind = Literal["secret", "webhook"]
+
+
+class SetRequest(BaseModel):
+    value: str = Field(min_length=1, max_length=64 * 1024, description="never shown again")
+    namespace: str | None = Field(None, description="default: the token's, else 'default'")
+    kind: Kind = Field("secret", description="webhook: a webhook signing key")
+
+
+class SecretOut(BaseModel):
+    name: str
+    namespace: str
+    kind: Kind
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+
+
+class SetResult(BaseModel):
+    name: str
+    namespace: str
+    kind: Kind
+    created: bool
+
+
+def _namespace(token: Token, asked: str | None) -> str:
+    namespace = asked or token.namespace or DEFAULT_NAMESPACE
+    if not token.sees(namespace):
+        raise ApiError(403, f"the token may not manage secrets of namespace '{namespace}'")
+    return namespace
+
+
+def _store(request: Request, token: Token, *, sealing: bool) -> SecretStore:
+    ctx = ctx_of(request)
+    key = None
+    if sealing:
+        try:
+            key = secrets_key(ctx.settings)
+        except SecretError as exc:
+            raise ApiError(503, f"the API cannot seal secrets: {exc}") from None
+    return SecretStore(ctx.pool, key, actor(token))
+
+
+def _name(name: str) -> str:
+    try:
+        return check_name(name)
+    except SecretError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+@router.put("/{name}", response_model=SetResult, name="set_secret")
+async def set_secret(name: str, body: SetRequest, request: Request, token: Admin) -> SetResult:
+    """Store a secret's value (replacing any), sealed; it is never returned."""
+    namespace = _namespace(token, body.namespace)
+    store = _store(request, token, sealing=True)
+    try:
+        created = await store.set(namespace, _name(name), body.value, body.kind)
+    except SecretError as exc:
+        raise ApiError(422, str(exc)) from None
+    return SetResult(name=name, namespace=namespace, kind=body.kind, created=created)
+
+
+@router.get("", response_model=list[SecretOut], name="list_secrets")
+async def list_secrets(
+    request: Request, token: Admin, namespace: Annotated[str | None, Query()] = None
+) -> list[SecretOut]:
+    """Names, kinds and scopes, with who changed them when: never a value."""
+    scope = _namespace(token, namespace) if namespace or token.namespace else None
+    found = await _store(request, token, sealing=False).list(scope)
+    return [SecretOut(**vars(s)) for s in found]
+
+
+@router.delete("/{name}", response_model=SetResult, name="delete_secret")
+async def delete_secret(
+    name: str,
+    request: Request,
+    token: Admin,
+    namespace: Annotated[str | None, Query()] = None,
+    kind: Annotated[Kind, Query()] = "secret",
+) -> SetResult:
+    scope = _namespace(token, namespace)
+    await _store(request, token, sealing=False).delete(scope, _name(name), kind)
+    return SetResult(name=name, namespace=scope, kind=kind, created=False)
