@@ -2,13 +2,17 @@
 
 A node error crosses as `ApplicationError(type=<class>, non_retryable=not retryable)` with
 the attempt number and details as its first detail, so the workflow can show attempts.
-Every attempt, whatever its outcome, is traced (see `reflection.publisher`).
+Every attempt, whatever its outcome, is traced (see `reflection.publisher`); one lost with
+its worker (killed, or cut off from Temporal) is traced by the next attempt, as an error of
+class WorkerLost (`lost_attempt`). A local step's attempt cannot be: the next worker runs
+it again under the same attempt number (and idempotency key), so its trace is that one's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,6 +20,8 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import BaseModel, Field
 from temporalio import activity
+from temporalio.api.enums.v1 import TimeoutType
+from temporalio.client import Client as TemporalClient
 from temporalio.exceptions import ApplicationError
 
 from infra.errors import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
@@ -35,6 +41,10 @@ from registry.objects import ObjectStore
 
 STEP_ACTIVITY = "reflux.step"
 RUN_END_ACTIVITY = "reflux.run.end"
+WORKER_LOST = "WorkerLost"
+"""The error class of an attempt lost with its worker, traced by the attempt after it."""
+
+log = logging.getLogger("reflux.worker")
 
 
 class StepCall(BaseModel):
@@ -85,8 +95,11 @@ class StepActivities:
 
     @activity.defn(name=STEP_ACTIVITY)
     async def call_node(self, call: StepCall) -> StepCallResult:
-        attempt = activity.info().attempt
+        info = activity.info()
+        attempt = info.attempt
         start = datetime.now(UTC)
+        if attempt > 1 and not info.is_local:
+            await self._trace_lost_attempt(call, info)
         if call.cache_ttl:
             hit = await self.cache.get(call.node, call.version, call.params)
             if hit is not None:
@@ -114,6 +127,37 @@ class StepActivities:
         if call.cache_ttl:
             await self.cache.put(call.node, call.version, call.params, output, call.cache_ttl)
         return StepCallResult(output=output, attempt=attempt)
+
+    async def _trace_lost_attempt(self, call: StepCall, info: activity.Info) -> None:
+        """Trace the previous attempt when its worker was lost (see `lost_attempt`): it
+        could not trace itself. Tracing never fails a step: a failed look-up is logged."""
+        try:
+            lost = await lost_attempt(activity.client(), info)
+        except Exception as exc:  # Temporal busy or away: the attempt goes on untraced
+            log.warning("could not check attempt %d of %s: %s", info.attempt - 1, call.step_id, exc)
+            return
+        if lost is None:
+            return
+        start, end, message = lost
+        self.traces.emit(
+            TraceEvent.timed(
+                start,
+                end,
+                run_id=call.run_id,
+                step_id=call.step_id,
+                item=call.item,
+                attempt=info.attempt - 1,
+                node=call.node,
+                node_version=call.version,
+                status="error",
+                inputs_hash=inputs_hash(call.node, call.version, call.params),
+                error=message,
+                error_class=WORKER_LOST,
+                workflow_id=call.workflow_id,
+                workflow_version=call.workflow_version,
+                namespace=call.namespace,
+            )
+        )
 
     def _trace(
         self,
@@ -185,6 +229,44 @@ class StepActivities:
         if reply.error is not None:
             raise NodeError.from_wire(reply.error.model_dump(by_alias=True))
         return await fetch(reply.output, reply.output_ref, self.store)
+
+
+async def lost_attempt(
+    client: TemporalClient, info: activity.Info
+) -> tuple[datetime, datetime, str] | None:
+    """When the attempt before this one (a regular activity's) ended because Temporal
+    stopped waiting for its worker, its start, end and a message; else None.
+
+    The signal is Temporal's own: a retried activity's last failure is on the workflow's
+    pending activity. A traced attempt failed with an application error (the node's, or
+    one raised after tracing); only an attempt nobody answered for, its worker killed or
+    cut off, fails with a start-to-close (or heartbeat) timeout. Asked only on retries, so
+    first attempts cost nothing."""
+    assert info.workflow_id is not None
+    handle = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+    described = await handle.describe(rpc_timeout=timedelta(seconds=5))
+    pending = next(
+        (a for a in described.raw_description.pending_activities
+         if a.activity_id == info.activity_id),
+        None,
+    )  # fmt: skip
+    if pending is None or not pending.last_failure.HasField("timeout_failure_info"):
+        return None
+    kind = pending.last_failure.timeout_failure_info.timeout_type
+    if kind not in (TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE, TimeoutType.TIMEOUT_TYPE_HEARTBEAT):
+        return None
+    end = (
+        pending.last_attempt_complete_time.ToDatetime(UTC)
+        if pending.HasField("last_attempt_complete_time")
+        else info.current_attempt_scheduled_time
+    )
+    if kind == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE:
+        waited = info.start_to_close_timeout or timedelta(0)
+        start, why = end - waited, f"no result within {waited.total_seconds():g}s"
+    else:
+        start, why = end, "its heartbeats stopped"
+    message = f"attempt {info.attempt - 1} was lost with its worker: {why}; Temporal retried it"
+    return start, end, message
 
 
 class RunActivities:

@@ -1,5 +1,6 @@
-"""The Temporal worker: runs `DagWorkflow`, the cron launcher and their activities, and
-listens for event triggers, until SIGTERM."""
+"""The Temporal worker: runs `DagWorkflow`, the cron launcher and their activities, listens
+for event triggers, and reconciles the run ledger with Temporal (`orchestrator.reconcile`,
+every `REFLUX_TEMPORAL_RECONCILE_EVERY`), until SIGTERM."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from infra.settings import Settings
 from infra.stack import addresses
 from orchestrator.activities import RunActivities, StepActivities
 from orchestrator.listener import EventListener
+from orchestrator.reconcile import reconcile_forever
 from orchestrator.runs import connect_temporal
 from orchestrator.triggers import TriggerActivities, TriggerWorkflow
 from orchestrator.workflow import WORKFLOWS
@@ -68,10 +70,15 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
     running = asyncio.create_task(worker.run())
     listener = EventListener(nc, pool, client, settings)
     await listener.start()
+    reconciling = asyncio.create_task(
+        reconcile_forever(client, pool, settings.temporal.reconcile_every, stop)
+    )
     if on_ready is not None:
         on_ready()
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([running, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await reconciling
     await listener.stop()
     if not running.done():
         await worker.shutdown()

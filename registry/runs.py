@@ -5,7 +5,7 @@ and the reflection layer join against."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -38,23 +38,41 @@ async def record_start(
     pins: Pins,
     actor: str,
     namespace: str = "default",
-) -> None:
-    await pool.execute(
+) -> bool:
+    """Idempotent: a run id recorded before (a launcher retried with the same id) keeps its
+    first record, whatever this call says, even once ended. True when this call made it."""
+    done = await pool.execute(
         "INSERT INTO runs (id, workflow_id, workflow_version, pins, status, started_by,"
-        " namespace) VALUES ($1, $2, $3, $4, 'running', $5, $6)",
+        " namespace) VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (id) DO NOTHING",
         run_id, workflow_id, workflow_version, pins, actor, namespace,
     )  # fmt: skip
+    return bool(done == "INSERT 0 1")
 
 
 async def record_end(
     pool: asyncpg.Pool, run_id: str, status: str, error: dict[str, Any] | None = None
-) -> None:
-    """Idempotent: a retried call, or one for a run already ended, changes nothing."""
-    await pool.execute(
+) -> bool:
+    """Idempotent: a retried call, or one for a run already ended, changes nothing. True
+    when this call ended the run."""
+    done = await pool.execute(
         "UPDATE runs SET status = $2, error = $3, ended_at = now()"
         " WHERE id = $1 AND status = 'running'",
         run_id, status, error,
     )  # fmt: skip
+    return bool(done == "UPDATE 1")
+
+
+async def running_since(
+    pool: asyncpg.Pool, older_than: timedelta, after: str = "", limit: int = 100
+) -> list[tuple[str, datetime]]:
+    """Ids (and start times) of runs still `running` that started more than `older_than`
+    ago, in id order from after `after`: one page of what the reconciler checks."""
+    rows = await pool.fetch(
+        "SELECT id, started_at FROM runs WHERE status = 'running' AND id > $1"
+        " AND started_at < now() - $2::interval ORDER BY id LIMIT $3",
+        after, older_than, limit,
+    )  # fmt: skip
+    return [(row["id"], row["started_at"]) for row in rows]
 
 
 async def get_run(pool: asyncpg.Pool, run_id: str) -> RunRecord:

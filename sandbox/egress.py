@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from infra.errors import NodeError
+from infra.errors import NodeError, SsrfError
 from nodes import ssrf
 
 __all__ = ["EgressProxy"]
@@ -93,9 +93,7 @@ class EgressProxy:
             return await _answer(writer, 400, f"bad port in {target}")
         port = int(port_text)
         try:
-            addresses = await ssrf.resolve_checked(
-                host, port, allow_networks=self.allow_networks, url=f"//{host}:{port}"
-            )
+            addresses = await self._resolve_checked(host, port)
             upstream_reader, upstream_writer = await asyncio.wait_for(
                 asyncio.open_connection(str(addresses[0]), port), CONNECT_TIMEOUT_S
             )
@@ -112,6 +110,20 @@ class EgressProxy:
             await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
         finally:
             upstream_writer.close()
+
+    async def _resolve_checked(self, host: str, port: int) -> list[ssrf.IPAddress]:
+        """`ssrf.resolve_checked` with the sandbox's own setting in the refusal: the one
+        that opens an address to sandboxed code is not http.request's."""
+        addresses = await ssrf.resolve(host, port)
+        for address in addresses:
+            reason = ssrf.refusal(address, self.allow_networks)
+            if reason is not None:
+                raise SsrfError(
+                    f"refused to connect to {address} ({reason}) for {host}:{port}; "
+                    "allow it with REFLUX_SANDBOX_ALLOW_NETWORKS",
+                    details={"host": host, "address": str(address), "reason": reason},
+                )
+        return addresses
 
 
 def _unlink(path: str) -> None:

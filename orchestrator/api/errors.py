@@ -27,7 +27,7 @@ from infra.errors import (
     SpecError,
 )
 
-__all__ = ["ApiError", "ErrorBody", "install_handlers"]
+__all__ = ["ApiError", "ErrorBody", "database_unreachable", "install_handlers"]
 
 log = logging.getLogger("reflux.api")
 
@@ -98,6 +98,41 @@ def from_reflux(exc: RefluxError) -> ApiError:
     return ApiError(status, str(exc), code=exc.code)
 
 
+_UNREACHABLE = (
+    asyncpg.PostgresConnectionError,  # the connection failed or was lost mid-request
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def database_unreachable(exc: BaseException) -> str | None:
+    """The one-line reason when `exc` says the registry's PostgreSQL cannot be reached,
+    else None. A refused or timed-out connection surfaces as a bare OSError (TimeoutError
+    included: an acquire that waited too long); only one raised inside asyncpg counts."""
+    known = (
+        isinstance(exc, _UNREACHABLE)
+        # a connection, or the pool, closed under the request
+        or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
+        or (isinstance(exc, OSError) and _raised_in_asyncpg(exc))
+    )
+    if not known:
+        return None
+    lines = str(exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    return f"the registry database is unreachable: {reason}"
+
+
+def _raised_in_asyncpg(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _allowed_methods(request: Request) -> list[str]:
     methods: set[str] = set()
     for route in request.app.router.routes:
@@ -137,6 +172,11 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(ApiError(422, message.splitlines()[0]))
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Also where an exception raised outside the routes (the audit middleware) lands.
+        unreachable = database_unreachable(exc)
+        if unreachable is not None:
+            log.warning("%s %s: %s", request.method, request.url.path, unreachable)
+            return error_response(ApiError(503, unreachable))
         incident = uuid.uuid4().hex[:12]
         log.exception("%s %s failed (incident %s)", request.method, request.url.path, incident)
         return error_response(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from infra.processes import find_binary
+from tests.helpers.waiting import eventually
 
 
 def start_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
@@ -18,17 +18,22 @@ def start_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return process
+            return True
         except OSError:
             if process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {process.returncode}") from None
-            time.sleep(0.025)
-    process.kill()
-    raise RuntimeError(f"nats-server did not listen on {port} within 10 s")
+            return False
+
+    try:
+        eventually(listening, timeout=10, every=0.025, what=f"nats-server to listen on {port}")
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 def stop_nats(process: subprocess.Popen[bytes]) -> None:

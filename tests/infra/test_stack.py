@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from infra.ports import free_ports
 from infra.processes import ProcessSpec
 from infra.settings import DatabaseSettings, NatsSettings, Settings, TemporalSettings
 from infra.stack import Addresses, ServiceStatus, Stack, addresses
+from tests.helpers.waiting import eventually_async
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,10 +53,7 @@ def gone(pid: int) -> bool:
 
 
 async def wait_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not gone(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still alive"
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: gone(pid), timeout=timeout, what=f"pid {pid} to end")
 
 
 @pytest.fixture(scope="module")

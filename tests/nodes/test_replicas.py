@@ -14,7 +14,7 @@ import pytest
 from nodes.discovery import discover
 from nodes.protocol import NodeRequest, exact_subject
 from tests.helpers.stack import CLI, TEST_CATALOG, RunningStack, nats_url, promote_test_nodes
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import eventually_async, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -62,7 +62,7 @@ def test_killing_one_of_two_replicas_loses_no_step(stack: RunningStack):
             text=True,
         )
         # Kill a replica while steps are in flight on it.
-        wait_for(lambda: in_flight(stack), timeout=60, what="steps in flight")
+        wait_for(lambda: requests_received(stack) >= 40, timeout=60, what="steps in flight")
         replicas[0].send_signal(signal.SIGKILL)
         out, err = run.communicate(timeout=180)
         assert run.returncode == 0, err
@@ -79,25 +79,26 @@ def test_killing_one_of_two_replicas_loses_no_step(stack: RunningStack):
             proc.wait(timeout=30)
 
 
-def in_flight(stack: RunningStack) -> bool:
-    """True once the replicas have started answering (their $SRV.STATS count requests)."""
+def requests_received(stack: RunningStack, node: str = "test.work") -> int:
+    """Requests the replicas serving `node` have received so far (their $SRV.STATS count a
+    request when it arrives, before its handler runs)."""
 
-    async def ask() -> bool:
+    async def ask() -> int:
         nc = await nats.connect(nats_url(stack))
         try:
-            msg_count = 0
+            count = 0
             inbox = nc.new_inbox()
             sub = await nc.subscribe(inbox)
             await nc.publish("$SRV.STATS", b"", reply=inbox)
             try:
-                while True:
+                while True:  # every replica answers once; the first silence ends the list
                     msg = await sub.next_msg(timeout=0.2)
                     stats = json.loads(msg.data)
-                    if stats.get("metadata", {}).get("reflux.node") == "test.work":
-                        msg_count += sum(e["num_requests"] for e in stats["endpoints"])
+                    if stats.get("metadata", {}).get("reflux.node") == node:
+                        count += sum(e["num_requests"] for e in stats["endpoints"])
             except nats.errors.TimeoutError:
                 pass
-            return msg_count >= 40
+            return count
         finally:
             await nc.close()
 
@@ -130,11 +131,17 @@ def test_sigterm_drains_requests_in_flight(stack: RunningStack):
         async def call_then_terminate() -> dict:
             nc = await nats.connect(nats_url(stack))
             try:
-                request = NodeRequest(params={"seconds": 1.0, "n": 7}).model_dump_json().encode()
+                request = NodeRequest(params={"seconds": 2.0, "n": 7}).model_dump_json().encode()
                 pending = asyncio.ensure_future(
                     nc.request(exact_subject("test.work", "1.0.0"), request, timeout=10)
                 )
-                await asyncio.sleep(0.3)  # the request is in the handler now
+                # The replica has the request (its handler sleeps 2 s) before it is stopped.
+                await eventually_async(
+                    lambda: asyncio.to_thread(requests_received, stack),
+                    timeout=10,
+                    what="the replica to receive the request",
+                )
+                assert not pending.done()
                 replica.send_signal(signal.SIGTERM)
                 return json.loads((await pending).data)
             finally:

@@ -9,10 +9,9 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -26,6 +25,7 @@ from reflection.cache import BUCKET, CacheHit, StepCache, cache_key
 from reflection.events import inputs_hash
 from registry.objects import LocalObjectStore
 from tests.helpers.stack import RunningStack, nats_url
+from tests.helpers.waiting import eventually_async
 
 LIMIT = 256 * 1024
 PARAMS = {"url": "https://example.com/a", "method": "GET", "headers": {"a": "1", "b": "2"}}
@@ -36,20 +36,12 @@ SAME_PARAMS_REORDERED = {
 }
 
 
+HIT_P50_BOUND_MS = 10.0
+"""The seed's target for a cache hit."""
+
+
 def unique(prefix: str = "test") -> str:
     return f"{prefix}.cache_{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -149,7 +141,7 @@ async def test_entry_expires_for_the_reader_at_its_ttl_and_nats_forgets_it(
     async def missed() -> bool:
         return await cache.get(node, "1.0.0", PARAMS) is None
 
-    await eventually(missed, timeout=5, what="the entry to expire")
+    await eventually_async(missed, timeout=5, every=0.01, what="the entry to expire")
     # NATS keeps a message at least a whole second (Nats-TTL), so a miss this early can only
     # come from the reader's own check of the entry's expiry.
     assert time.monotonic() - stored < 0.9
@@ -164,7 +156,7 @@ async def test_entry_expires_for_the_reader_at_its_ttl_and_nats_forgets_it(
             return True
         return False
 
-    await eventually(forgotten, timeout=10, what="NATS to drop the expired entry")
+    await eventually_async(forgotten, timeout=10, every=0.01, what="NATS to drop the expired entry")
 
 
 async def test_ttl_is_capped_by_the_buckets_max_age(nc: Client, store: LocalObjectStore, bucket):
@@ -339,3 +331,8 @@ async def test_hit_latency(cache: StepCache, capsys: pytest.CaptureFixture[str])
     p95 = statistics.quantiles(samples, n=20)[18]
     with capsys.disabled():
         print(f"\nstep cache hit latency over 200 hits: p50 {p50:.3f} ms, p95 {p95:.3f} ms")
+    # The goal (p50 <= 1 ms) is the bench's (`reflux bench cache`); this bound is loose
+    # enough for a loaded shared machine and still catches a hit that goes to the object
+    # store or waits on a timeout (tens of milliseconds).
+    assert p50 < HIT_P50_BOUND_MS, f"p50 {p50:.3f} ms over {HIT_P50_BOUND_MS} ms"
+    assert p95 < 5 * HIT_P50_BOUND_MS, f"p95 {p95:.3f} ms over {5 * HIT_P50_BOUND_MS} ms"

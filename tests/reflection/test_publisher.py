@@ -4,7 +4,6 @@ acknowledged is lost across the restart."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,8 +14,10 @@ from infra.ports import free_port
 from infra.settings import Settings, TracesSettings
 from reflection.events import TraceEvent
 from reflection.publisher import TracePublisher
+from reflection.publisher import log as publisher_log
 from reflection.stream import STREAM, SUBJECT, decode
 from tests.helpers.natsserver import start_nats, stop_nats
+from tests.helpers.waiting import eventually_async
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,7 +58,9 @@ async def stored(url: str) -> int:
         await nc.close()
 
 
-async def test_buffer_while_nats_is_down_then_publish_all(tmp_path: Path):
+async def test_buffer_while_nats_is_down_then_publish_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
     server = start_nats(port, tmp_path / "js")
@@ -72,9 +75,16 @@ async def test_buffer_while_nats_is_down_then_publish_all(tmp_path: Path):
         assert publisher.published == 100 and await stored(url) == 100
 
         stop_nats(server)
-        for n in range(200):  # 150 fit in the buffer, 50 are dropped and counted
-            publisher.emit(event("during", n))
-        await asyncio.sleep(0.5)
+        with caplog.at_level("WARNING", logger=publisher_log.name):
+            for n in range(200):  # 150 fit in the buffer, 50 are dropped and counted
+                publisher.emit(event("during", n))
+            assert publisher.stats()["buffered"] == 150 and publisher.dropped == 50
+            # A publish attempt fails while NATS is away; the events stay buffered.
+            await eventually_async(
+                lambda: any("trace publish failed" in r.getMessage() for r in caplog.records),
+                timeout=30,
+                what="a failed publish",
+            )
         assert publisher.stats()["buffered"] == 150 and publisher.dropped == 50
 
         server = start_nats(port, tmp_path / "js")  # same store: file storage survives

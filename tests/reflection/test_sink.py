@@ -30,7 +30,7 @@ from reflection.query import NO_SINK, query
 from reflection.stream import STREAM, ensure_stream, message_id, subject_for
 from tests.helpers.clickhouse_http import REPO, clickhouse_http_server
 from tests.helpers.stack import RunningStack, nats_url, settings_from
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import eventually_async, wait_for
 
 SINK = textwrap.dedent(
     """
@@ -97,15 +97,13 @@ class SinkSetup:
         return rows[0][0], rows[0][1]
 
     async def wait_count(self, run: str, expected: int, timeout: float = 120) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
+        async def arrived() -> tuple[int, int]:
             got = await self.count(run)
-            if got[0] >= expected:
-                assert got == (expected, expected), f"stored {got}, expected {expected} once each"
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"only {got[0]} of {expected} traces arrived")
-            await asyncio.sleep(0.1)
+            assert got[0] >= expected, f"only {got[0]} of {expected} traces arrived"
+            return got
+
+        got = await eventually_async(arrived, timeout=timeout, every=0.1)
+        assert got == (expected, expected), f"stored {got}, expected {expected} once each"
 
 
 @dataclass
@@ -236,7 +234,7 @@ async def test_events_become_queryable_exactly_once(sink_setup: SinkSetup, js, s
         info = await js.consumer_info(STREAM, sink_setup.consumer)
         return info.num_ack_pending == 0 and info.num_pending == 0
 
-    await _eventually(settled)
+    await eventually_async(settled, timeout=60)
     assert sink.stop() == 0
     assert "sink stopped" in sink.output()
 
@@ -253,7 +251,7 @@ async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     async def some_stored() -> bool:
         return (await sink_setup.count(run))[0] > 0
 
-    await _eventually(some_stored)
+    await eventually_async(some_stored, timeout=60)
     first.kill()  # mid-stream: a batch may be fetched, inserted and not yet acked
     await publishing
     sinks.append(second := sink_setup.start())  # same home, same durable consumer
@@ -272,7 +270,7 @@ async def test_sigterm_mid_stream_hands_back_everything_it_held(sink_setup: Sink
     async def some_stored() -> bool:
         return (await sink_setup.count(run))[0] > 0
 
-    await _eventually(some_stored)
+    await eventually_async(some_stored, timeout=60)
     assert first.stop() == 0, first.output()  # SIGTERM: the batch in hand is stored first
     assert "sink stopped" in first.output()
     await publishing
@@ -328,11 +326,3 @@ async def test_with_a_server_queries_go_to_it_directly(
             subject=sink_setup.subject,
         )
         assert result.rows == [[300]]
-
-
-async def _eventually(check, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {check.__name__}")
-        await asyncio.sleep(0.05)

@@ -20,6 +20,7 @@ from infra.errors import (
 from nodes import NodeContext, NodeGroup
 from registry.nodes import Change, NodeRegistry
 from registry.versions import Rollout
+from tests.helpers.waiting import eventually_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -459,19 +460,16 @@ async def test_an_older_version_registered_concurrently_does_not_take_the_descri
 
 async def waiting_for_locks(pool: asyncpg.Pool, count: int, timeout: float = 10.0) -> None:
     """Return once `count` sessions on this database wait for a lock."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    async def enough() -> bool:
         waiting = await pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
-        if waiting >= count:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(
-                f"{waiting} sessions wait for a lock after {timeout}s, not {count}"
-            )
-        await asyncio.sleep(0.02)
+        assert waiting >= count, f"{waiting} sessions wait for a lock, not {count}"
+        return True
+
+    await eventually_async(enough, timeout=timeout, every=0.02)
 
 
 # -- rollouts -----------------------------------------------------------------------------
