@@ -21,6 +21,19 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _seconds(value: object) -> object:
+    """A duration setting as plain seconds (`60`, `0.5`) or Reflux's form (`1m`, `30s`);
+    a timedelta or an ISO 8601 one (`PT60S`) as pydantic reads it."""
+    if isinstance(value, int | float) or (isinstance(value, str) and not value.startswith("P")):
+        from infra.durations import parse_duration
+
+        return timedelta(seconds=parse_duration(value))  # type: ignore[arg-type]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+"""A duration setting: `REFLUX_…=60`, `=1m30s`, `=PT90S`."""
+
 T = TypeVar("T")
 CommaSeparated = Annotated[list[T], NoDecode, BeforeValidator(_split_commas)]
 """A list setting written in the environment as `a,b,c`."""
@@ -39,12 +52,12 @@ class TemporalSettings(BaseSettings):
     namespace: str = "default"
     task_queue: str = "reflux"
     max_concurrent_activities: int = 200
-    graceful_shutdown: timedelta = timedelta(seconds=20)
+    graceful_shutdown: Duration = timedelta(seconds=20)
     """How long a stopping worker lets running activities finish."""
     local_step_timeout: float = 10.0
     """Steps with a timeout of at most this many seconds (their own, else their node's)
     run as local activities unless they say `local: false`; 0 turns that off."""
-    reconcile_every: timedelta = timedelta(seconds=60)
+    reconcile_every: Duration = timedelta(seconds=60)
     """How often a worker closes ledger rows whose Temporal execution has ended."""
 
 
@@ -119,7 +132,7 @@ class TracesSettings(BaseSettings):
     publisher is busy)..."""
     batch_bytes: int = 8 * 1024 * 1024
     """...and at most about this many bytes of them."""
-    max_age: timedelta = timedelta(days=7)
+    max_age: Duration = timedelta(days=7)
     """How long the JetStream stream keeps events the sink has not taken yet."""
 
 

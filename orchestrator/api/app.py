@@ -38,7 +38,9 @@ def create_app(settings: Settings) -> FastAPI:
         from infra.database import create_pool
         from infra.stack import addresses
 
-        pool = await create_pool(addresses(settings).database, max_size=settings.api.pool_size)
+        pool = await create_pool(  # min 0: the API starts, and answers 503, with PostgreSQL down
+            addresses(settings).database, min_size=0, max_size=settings.api.pool_size
+        )
         limiter = RateLimiter(settings.api.rate_limit, settings.api.burst)
         app.state.ctx = ApiContext(settings, pool, TokenStore(pool, settings.user), limiter)
         try:
