@@ -14,3 +14,6 @@ CREATE TABLE secrets (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, namespace, name)
 );
+
+-- The reconciler pages through the runs still running (by id): keep that cheap on a large ledger.
+CREATE INDEX runs_running ON runs (id) WHERE status = 'running';
