@@ -118,8 +118,3 @@ def _decode(text: str, where: str) -> bytes:
     if len(key) != 32:
         raise SecretError(f"{where}: the secrets key must be 32 bytes (base64), not {len(key)}")
     return key
-
-
-def secret_value(name: str) -> str | None:
-    """Transitional: the webhook route's key lookup until it reads the secret store."""
-    return os.environ.get(f"REFLUX_SECRET_{name}") or None

@@ -4,8 +4,9 @@ inputs; started by `event:<trigger>`). Worker replicas share each subject in a q
 so a message starts one run. A push publishes `reflux.triggers.changed`, and every
 listener reloads its subscriptions.
 
-Messages that are not a JSON object, or do not fit the workflow's inputs, start nothing;
-they are logged with the reason (and answered with it, when the sender asked for a reply).
+Messages that are not a JSON object, nest deeper than REFLUX_INPUT_MAX_DEPTH, are larger
+than REFLUX_INPUT_MAX_BYTES or do not fit the workflow's inputs start nothing; they are
+logged with the reason (and answered with it, when the sender asked for a reply).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nats.aio.subscription import Subscription
 from temporalio.client import Client
 
 from infra.errors import RefluxError
+from infra.jsonshape import loads
 from infra.settings import Settings
 from orchestrator.spec import EventTrigger
 
@@ -48,6 +50,8 @@ class EventListener:
         self._subscriptions: list[Subscription] = []
         self._lock = asyncio.Lock()
         self._control: Subscription | None = None
+        self._events: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        """(workflow id, version) -> its event triggers (id, subject): what reloads reuse."""
 
     async def start(self) -> None:
         self._control = await self.nc.subscribe(CHANGED, cb=self._changed)
@@ -70,14 +74,23 @@ class EventListener:
                 await sub.unsubscribe()
             self._subscriptions.clear()
             registry = WorkflowRegistry(self.pool, "event-triggers")
+            known: dict[tuple[str, int], list[tuple[str, str]]] = {}
             for workflow in await registry.workflows():
-                stored = await registry.get(workflow.id)
-                spec, _ = validate_text(stored.source, stored.ref)
-                for trigger in spec.triggers if spec else []:
-                    if isinstance(trigger, EventTrigger):
-                        handler = self._handler(workflow.id, trigger.id)
-                        sub = await self.nc.subscribe(trigger.subject, queue=QUEUE, cb=handler)
-                        self._subscriptions.append(sub)
+                ref = (workflow.id, workflow.latest_version)
+                if ref not in self._events:  # a version is parsed once, off the event loop
+                    stored = await registry.get(workflow.id, workflow.latest_version)
+                    spec, _ = await asyncio.to_thread(validate_text, stored.source, stored.ref)
+                    self._events[ref] = [
+                        (t.id, t.subject)
+                        for t in (spec.triggers if spec else [])
+                        if isinstance(t, EventTrigger)
+                    ]
+                known[ref] = self._events[ref]
+                for trigger_id, subject in known[ref]:
+                    handler = self._handler(workflow.id, trigger_id)
+                    sub = await self.nc.subscribe(subject, queue=QUEUE, cb=handler)
+                    self._subscriptions.append(sub)
+            self._events = known
             log.info("event triggers: %d subscriptions", len(self._subscriptions))
 
     def _handler(self, workflow_id: str, trigger_id: str) -> Any:
@@ -97,10 +110,8 @@ class EventListener:
     async def _start(self, workflow_id: str, trigger_id: str, data: bytes) -> str:
         from orchestrator.runs import load_version, submit
 
-        try:
-            inputs = json.loads(data or b"{}")
-        except ValueError as exc:
-            raise ValueError(f"the message is not JSON: {exc}") from None
+        limits = self.settings.limits
+        inputs = loads(data or b"{}", limits.input_max_depth, limits.input_max_bytes, "the message")
         if not isinstance(inputs, dict):
             raise ValueError("the message must be a JSON object: the run's inputs")
         loaded = await load_version(self.pool, workflow_id)

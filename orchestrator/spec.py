@@ -212,7 +212,10 @@ class WebhookTrigger(_TriggerBase):
     secret, `X-Reflux-Timestamp: <unix seconds>` no older than `tolerance`."""
 
     type: Literal["webhook"]
-    secret: str = Field(description="the secret's name: the API reads REFLUX_SECRET_<NAME>")
+    secret: str = Field(
+        description="the signing key's name: `reflux secrets set NAME --webhook`"
+        " (or REFLUX_WEBHOOK_KEY_<NAME> on the API, for the default namespace)"
+    )
     max_body_kb: int = Field(default=256, ge=1, le=10 * 1024)
     tolerance: Duration = 300.0
 

@@ -5,15 +5,23 @@ created, updated and deleted as versions are pushed (`sync_schedules`). A Schedu
 `TriggerWorkflow`, which prepares a run of the workflow's latest version (an activity:
 pins resolved at that moment, the run recorded in the ledger, started by `cron:<trigger>`)
 and runs it as its child, so the overlap policy sees a run as going until it ends.
+
+Why the run id comes from the launcher's workflow id: Temporal makes that id unique per
+scheduled action, and the prepare activity may run more than once for one action (a retry
+after a lost completion). Deriving the id makes a repeat find the run it recorded and
+return the same request (pinned as recorded) instead of leaving an orphan `running` row.
+A run whose workflow then fails to start is recorded as failed, with the reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -31,21 +39,26 @@ with workflow.unsafe.imports_passed_through():
         ScheduleUpdateInput,
     )
 
+    from infra.errors import NotFoundError
     from infra.settings import Settings
-    from orchestrator.plan import RunRequest
+    from orchestrator.plan import RunInfo, RunRequest, build_plan
     from orchestrator.spec import CronTrigger, Spec
     from orchestrator.workflow import DagWorkflow
+    from registry import runs as ledger
 
 __all__ = [
+    "NOT_STARTED_ACTIVITY",
     "PREPARE_ACTIVITY",
     "TriggerActivities",
     "TriggerWorkflow",
     "cron_ids",
+    "launch_run_id",
     "schedule_id",
     "sync_schedules",
 ]
 
 PREPARE_ACTIVITY = "reflux.trigger.prepare"
+NOT_STARTED_ACTIVITY = "reflux.trigger.not-started"
 PREFIX = "reflux-cron."
 
 _OVERLAP = {
@@ -63,8 +76,19 @@ class Launch(BaseModel):
     trigger_id: str
 
 
+class NotStarted(BaseModel):
+    run_id: str
+    reason: str
+
+
 def schedule_id(workflow_id: str, trigger_id: str) -> str:
     return f"{PREFIX}{workflow_id}.{trigger_id}"
+
+
+def launch_run_id(workflow_id: str, launcher_id: str) -> str:
+    """The run id of the one run a launch (the launcher workflow `launcher_id`) makes."""
+    digest = hashlib.sha256(launcher_id.encode()).hexdigest()[:12]
+    return f"{workflow_id}-{digest}"
 
 
 @workflow.defn(name="reflux.trigger")
@@ -79,7 +103,24 @@ class TriggerWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=5),
         )
         try:
-            await workflow.execute_child_workflow(DagWorkflow.run, request, id=request.run.id)
+            child = await workflow.start_child_workflow(
+                DagWorkflow.run,
+                request,
+                id=request.run.id,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except BaseException as exc:  # cancelled meanwhile, or the id is taken
+            reason = f"the workflow did not start: {exc}".splitlines()[0]
+            await workflow.execute_activity(
+                NOT_STARTED_ACTIVITY,
+                NotStarted(run_id=request.run.id, reason=reason),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+                cancellation_type=workflow.ActivityCancellationType.ABANDON,
+            )
+            raise
+        try:
+            await child
         except Exception as exc:  # the run's failure is the run's: the schedule goes on
             workflow.logger.info("triggered run %s failed: %s", request.run.id, exc)
         return request.run.id
@@ -106,10 +147,42 @@ class TriggerActivities:
         if not isinstance(trigger, CronTrigger):
             why = f"it has no cron trigger '{launch.trigger_id}'"
             raise ApplicationError(f"{ref} cannot be started: {why}", non_retryable=True)
+        run_id = launch_run_id(spec.id, activity.info().workflow_id)
+        inputs = spec.bind_inputs(trigger.inputs)
+        recorded = await self._recorded(run_id)
+        if recorded is not None:  # a repeat of this launch: the run it recorded, as pinned
+            return RunRequest(
+                run=RunInfo(id=run_id, workflow=spec.id, version=recorded.workflow_version),
+                plan=build_plan(
+                    spec,
+                    {step: pin["version"] for step, pin in recorded.pins.items()},
+                    recorded.workflow_version,
+                    loaded.catalog,
+                    self.settings.temporal.local_step_timeout,
+                ),
+                inputs=inputs,
+                local_end=True,
+            )
         return await prepare_run(
-            self.pool, self.settings, spec, loaded.catalog, spec.bind_inputs(trigger.inputs),
-            loaded.stored.version, f"cron:{launch.trigger_id}",
+            self.pool, self.settings, spec, loaded.catalog, inputs,
+            loaded.stored.version, f"cron:{launch.trigger_id}", run_id,
         )  # fmt: skip
+
+    async def _recorded(self, run_id: str) -> ledger.RunRecord | None:
+        try:
+            return await ledger.get_run(self.pool, run_id)
+        except NotFoundError:
+            return None
+
+    @activity.defn(name=NOT_STARTED_ACTIVITY)
+    async def not_started(self, failed: NotStarted) -> None:
+        """A prepared run whose workflow never started: failed, with why, in the ledger."""
+        error = {"class": "RunError", "message": failed.reason}
+        await ledger.record_end(self.pool, failed.run_id, "failed", error)
+
+    def all(self) -> list[Any]:
+        """Every activity of the launcher, for a worker to register."""
+        return [self.prepare, self.not_started]
 
 
 def _schedule(spec: Spec, trigger: CronTrigger, task_queue: str) -> Schedule:

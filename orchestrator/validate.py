@@ -44,14 +44,34 @@ META_NODES: dict[str, list[str]] = {"core.delay": ["1.0.0"], "core.switch": ["1.
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_BOOLS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 _TEMPLATED_FIELDS = ("with", "if", "for_each")
+_SECRET_CALL = re.compile(r"\bsecret\s*\(")
+_SECRET_LITERAL = re.compile(r"\bsecret\s*\(\s*(['\"])[A-Za-z_][A-Za-z0-9_]*\1\s*\)")
+
+
+SOURCE_MAX_BYTES = 512 * 1024
+"""The default of `settings.limits.source_max_bytes`, for callers without settings."""
+
+
+def source_too_large(size: int, filename: str, max_bytes: int) -> Problem | None:
+    """The problem of a source of `size` bytes over `max_bytes`: parsing it would take
+    seconds of CPU (YAML and the checks are not linear), so it is refused unread."""
+    if size <= max_bytes:
+        return None
+    why = f"the source is {size} bytes, over the limit of {max_bytes} (REFLUX_SOURCE_MAX_BYTES)"
+    return Problem(filename, 0, 0, "<root>", why)
 
 
 def validate_text(
-    text: str, filename: str = "<string>", catalog: Catalog | None = None
+    text: str,
+    filename: str = "<string>",
+    catalog: Catalog | None = None,
+    max_bytes: int = SOURCE_MAX_BYTES,
 ) -> tuple[Spec | None, list[Problem]]:
     """Parse and check a workflow. Node references are resolved against `catalog` (the
     registry's versions); None skips node checks. Returns (spec, []) when valid, else
-    (None, problems sorted by position)."""
+    (None, problems sorted by position). A source over `max_bytes` is one problem, unread."""
+    if (too_large := source_too_large(len(text.encode()), filename, max_bytes)) is not None:
+        return None, [too_large]
     source = load_source(text, filename)
     if not source.syntax_ok:
         return None, sorted(source.problems)
@@ -281,6 +301,8 @@ class _Checker:
             for name in ("item", "index"):
                 if getattr(refs, name):
                     self._check_loop_name(path, step, field, name)
+            if _SECRET_CALL.search(source):
+                self._check_secret_use(path, source, step, field, relative)
             for name in sorted(refs.unknown_names):
                 allowed = sorted(expressions.CONTEXT_NAMES)
                 self.add(
@@ -288,6 +310,44 @@ class _Checker:
                     f"'{name}' is undefined{_hint(name, allowed)} (templates can read "
                     "inputs, steps, item, index, run and secret('NAME'))",
                 )
+
+    def _check_secret_use(
+        self, path: Path, source: str, step: StepSpec | None, field: str, relative: Path
+    ) -> None:
+        """`secret('NAME')` only with a literal name, only in a param its node marks as
+        secret-bearing (`query` ones only after the URL's `?`)."""
+        if len(_SECRET_CALL.findall(source)) != len(_SECRET_LITERAL.findall(source)):
+            self.add(path, "secret() takes a literal name: secret('API_KEY')")
+            return
+        marked = self._secret_params(step) if step is not None and field == "with" else {}
+        param = str(relative[0]) if relative else ""
+        kind = marked.get(param)
+        if kind is None:
+            node = step.node_name if step is not None else "this field"
+            where = (
+                f"{node} takes secret() only in: {', '.join(sorted(marked))}"
+                if marked
+                else (f"{node} takes no secret()")
+            )
+            self.add(path, f"secret() is not allowed here ({where})")
+        elif kind == "query" and len(relative) == 1:
+            first = _SECRET_CALL.search(source)
+            if first is not None and "?" not in source[: first.start()]:
+                self.add(path, f"secret() in {param} may be used only in its query string")
+
+    def _secret_params(self, step: StepSpec) -> dict[str, str]:
+        """What the step's node marks as secret-bearing: from the catalog's resolved version,
+        else (no registry at hand) the built-in library's newest version of that name."""
+        if self.catalog is not None:
+            try:
+                version = self.catalog.resolve(step.node_name, step.node_version_spec)
+            except (NotFoundError, PinError):
+                return {}
+            return dict(self.catalog.secret_params(step.node_name, version))
+        from nodes.builtin import builtin_catalog
+
+        found = [n for n in builtin_catalog().nodes() if n.name == step.node_name]
+        return dict(found[-1].secret_params) if found else {}
 
     def _check_step_reference(
         self, path: Path, step: StepSpec | None, step_id: str, attributes: frozenset[str]

@@ -58,7 +58,7 @@ async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = N
         activities=[
             steps.call_node,
             RunActivities(pool, traces).record_end,
-            TriggerActivities(pool, settings).prepare,
+            *TriggerActivities(pool, settings).all(),
         ],
         max_concurrent_activities=settings.temporal.max_concurrent_activities,
         graceful_shutdown_timeout=settings.temporal.graceful_shutdown,

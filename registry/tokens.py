@@ -89,16 +89,22 @@ class TokenStore:
             )
         return token
 
-    async def list(self) -> list[Token]:
-        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at")
+    async def list(self, namespace: str | None = None) -> list[Token]:
+        """Every token; with `namespace`, only the tokens scoped to it."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM api_tokens WHERE $1::text IS NULL OR namespace = $1"
+            " ORDER BY created_at",
+            namespace,
+        )
         return [_token(row) for row in rows]
 
-    async def revoke(self, token_id: str) -> Token:
+    async def revoke(self, token_id: str, namespace: str | None = None) -> Token:
+        """Revoke a token; with `namespace`, only one scoped to it (any other is unknown)."""
         row = await self.pool.fetchrow(
             f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
-            f" RETURNING {_COLUMNS}",
-            token_id,
-        )
+            f" AND ($2::text IS NULL OR namespace = $2) RETURNING {_COLUMNS}",
+            token_id, namespace,
+        )  # fmt: skip
         if row is None:
             raise NotFoundError(f"no token '{token_id}'")
         return _token(row)

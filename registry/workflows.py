@@ -1,6 +1,7 @@
 """Workflow definitions as numbered versions: the YAML source as pushed, its parsed spec and
 a hash of that spec, so pushing unchanged content (comments and layout aside) makes no new
-version. Pushes of one workflow are serialised by a row lock, so versions never collide."""
+version. Pushes of one workflow are serialised by a row lock, so versions never collide.
+A workflow stays in the namespace of its first push: a push never moves it to another."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def parse_ref(text: str) -> tuple[str, int | None]:
         raise RegistryError(f"'{text}' is not a workflow reference like my-flow or my-flow@3")
     version = match["version"]
     return match["id"], int(version) if version else None
+
+
+def moved_message(workflow_id: str, namespace: str, wanted: str) -> str:
+    return (
+        f"workflow '{workflow_id}' is in namespace '{namespace}': a push may not move it to"
+        f" '{wanted}' (push it with namespace: {namespace}, or choose another id)"
+    )
 
 
 @dataclass(frozen=True)
@@ -84,9 +92,13 @@ class WorkflowRegistry:
                 " VALUES ($1, $2, $3, 0, $4) ON CONFLICT (id) DO NOTHING",
                 spec.id, spec.namespace, spec.description, self.actor,
             )  # fmt: skip
-            latest = await conn.fetchval(
-                "SELECT latest_version FROM workflows WHERE id = $1 FOR UPDATE", spec.id
+            current = await conn.fetchrow(
+                "SELECT latest_version, namespace FROM workflows WHERE id = $1 FOR UPDATE",
+                spec.id,
             )
+            latest, namespace = current["latest_version"], current["namespace"]
+            if namespace != spec.namespace:
+                raise RegistryError(moved_message(spec.id, namespace, spec.namespace))
             if latest:
                 row = await conn.fetchrow(
                     f"SELECT {_COLUMNS} FROM workflow_versions"
@@ -102,9 +114,9 @@ class WorkflowRegistry:
                 spec.id, latest + 1, source, data, digest, self.actor,
             )  # fmt: skip
             await conn.execute(
-                "UPDATE workflows SET latest_version = $2, namespace = $3, description = $4,"
-                " updated_at = now() WHERE id = $1",
-                spec.id, latest + 1, spec.namespace, spec.description,
+                "UPDATE workflows SET latest_version = $2, description = $3, updated_at = now()"
+                " WHERE id = $1",
+                spec.id, latest + 1, spec.description,
             )  # fmt: skip
         return Push(_version(row), created=True)
 

@@ -72,7 +72,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_handlers(app)
     app.middleware("http")(_audit)
-    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit=settings.api.max_body_bytes, max_depth=settings.limits.input_max_depth
+    )
     for module in (health, workflows, runs, traces, nodes, tokens, secrets, hooks):
         app.include_router(module.router)
     return app

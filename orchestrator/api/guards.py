@@ -1,4 +1,8 @@
-"""Request size and rate limits."""
+"""Request size, shape and rate limits.
+
+Why the shape is checked here, on the raw bytes: Python's json and pydantic recurse, so a
+body nested a few thousand levels deep fails inside FastAPI's parsing (a RecursionError: a
+500) before any handler could look at it. The check counts brackets without recursing."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import math
 import time
 from typing import Any
 
+from infra.errors import InputShapeError
+from infra.jsonshape import check_text
 from orchestrator.api.errors import ApiError
 
 __all__ = ["BodyLimit", "RateLimiter"]
@@ -42,18 +48,27 @@ class RateLimiter:
 
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is refused with 413, whether its
-    Content-Length says so or it streams past it."""
+    Content-Length says so or it streams past it; a JSON body (or one with no type) nested
+    deeper than `max_depth` is refused with 422 before the app parses it."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, max_depth: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        if max_depth is None:
+            from infra.settings import LimitsSettings
+
+            max_depth = LimitsSettings().input_max_depth
+        self.max_depth = max_depth
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send)
+        if _is_json(headers.get(b"content-type", b"")):
+            return await self._checked(scope, receive, send)
         seen = 0
         refused = False
 
@@ -78,16 +93,51 @@ class BodyLimit:
             if not refused:
                 raise
 
+    async def _checked(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Read the whole body (at most `limit` bytes), check its depth, then hand it on."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: nothing to answer
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        try:
+            check_text(bytes(body), self.max_depth, self.limit, "the request body")
+        except InputShapeError as exc:
+            return await _answer(send, 422, "InvalidRequest", str(exc))
+        replayed = False
+
+        async def again() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for a disconnect, as usual
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, again, send)
+
     def _message(self) -> str:
         return f"the request body is larger than {self.limit} bytes"
 
     async def _refuse(self, send: Any) -> None:
-        body = json.dumps(
-            {"error": {"code": "PayloadTooLarge", "message": self._message(), "details": {}}}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 413, "PayloadTooLarge", self._message())
+
+
+def _is_json(content_type: bytes) -> bool:
+    """No type (FastAPI then reads JSON), application/json, or any `+json` type."""
+    kind = content_type.split(b";")[0].strip().lower()
+    return not kind or kind == b"application/json" or kind.endswith(b"+json")
+
+
+async def _answer(send: Any, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import SpecError
-from infra.settings import Settings
-from orchestrator.cli.output import EXIT_FAILED, EXIT_OK, database, err, out
+from infra.settings import LimitsSettings, Settings
+from orchestrator.cli.output import EXIT_FAILED, EXIT_INVALID, EXIT_OK, database, err, out
 from registry.versions import Catalog
 
 
@@ -18,10 +18,7 @@ def builtin_versions() -> Catalog:
     """What the built-in node library serves, all as production: for checks with no registry."""
     from nodes.builtin import builtin_catalog
 
-    served: dict[str, list[str]] = {}
-    for node in builtin_catalog().nodes():
-        served.setdefault(node.name, []).append(node.version)
-    return Catalog.of(served)
+    return Catalog.from_manifests(node.manifest() for node in builtin_catalog().nodes())
 
 
 async def registry_catalog(settings: Settings) -> Catalog:
@@ -40,11 +37,17 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     except ServiceError as exc:
         err(f"note: {exc}; checking nodes against the built-in library")
         catalog = builtin_versions()
+    from orchestrator.cli.workflows import oversized
+
     code = EXIT_OK
     for path in args.files:
+        if (too_large := oversized(path, settings.limits.source_max_bytes)) is not None:
+            out(too_large)
+            code = EXIT_INVALID
+            continue
         _, problems = validate_file(Path(path), catalog)
         if problems:
-            code = EXIT_FAILED
+            code = max(code, EXIT_FAILED)
             for problem in problems:
                 out(str(problem))
         else:
@@ -52,10 +55,24 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     return code
 
 
-def parse_inputs(text: str | None) -> dict[str, Any]:
+def parse_inputs(text: str | None, limits: LimitsSettings | None = None) -> dict[str, Any]:
+    """`--input`: a JSON object, or @file.json, within the input limits (else SpecError:
+    one line, exit 2)."""
+    from infra.errors import InputShapeError
+    from infra.jsonshape import check_text
+
     if not text:
         return {}
-    source = Path(text[1:]).read_text() if text.startswith("@") else text
+    limits = limits or LimitsSettings()
+    try:
+        source = Path(text[1:]).read_text() if text.startswith("@") else text
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text: {exc.reason}"
+        raise SpecError([f"--input: cannot read {text[1:]}: {why}"]) from None
+    try:
+        check_text(source, limits.input_max_depth, limits.input_max_bytes, "--input")
+    except InputShapeError as exc:
+        raise SpecError([str(exc)]) from None
     try:
         value = json.loads(source)
     except json.JSONDecodeError as exc:
@@ -76,18 +93,22 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     if (api := remote(settings)) is not None:
         async with api:
-            return await _run_remote(api, args, parse_inputs(args.input))
+            return await _run_remote(api, args, parse_inputs(args.input, settings.limits))
     from orchestrator.report import progress_line, run_json, run_table
     from orchestrator.runs import connect_temporal, submit, wait_run
     from orchestrator.validate import validate_file, validate_text
     from registry.nodes import NodeRegistry
     from registry.workflows import WorkflowRegistry, parse_ref
 
-    inputs = parse_inputs(args.input)
+    inputs = parse_inputs(args.input, settings.limits)
     async with database(settings) as pool:
         catalog = await NodeRegistry(pool, settings.user).catalog()
         version = None
         if looks_like_file(args.target):
+            from orchestrator.cli.workflows import oversized
+
+            if (too_large := oversized(args.target, settings.limits.source_max_bytes)) is not None:
+                raise SpecError([too_large])
             spec, problems = validate_file(Path(args.target), catalog)
         else:
             workflow_id, wanted = parse_ref(args.target)

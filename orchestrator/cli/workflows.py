@@ -16,16 +16,22 @@ async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
 
     if (api := remote(settings)) is not None:
         async with api:
-            return await _push_remote(api, args.files)
+            return await _push_remote(api, args.files, settings.limits.source_max_bytes)
+    from infra.errors import RegistryError
     from orchestrator.validate import validate_file
     from registry.nodes import NodeRegistry
     from registry.workflows import WorkflowRegistry
 
     code = EXIT_OK
+    limit = settings.limits.source_max_bytes
     async with database(settings) as pool:
         catalog = await NodeRegistry(pool, settings.user).catalog()
         registry = WorkflowRegistry(pool, settings.user)
         for path in args.files:
+            if (too_large := oversized(path, limit)) is not None:
+                out(too_large)
+                code = EXIT_INVALID
+                continue
             spec, problems = validate_file(Path(path), catalog)
             if spec is None:
                 for problem in problems:
@@ -33,7 +39,12 @@ async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
                 code = EXIT_INVALID
                 continue
             before = await _cron_ids_before(registry, spec.id)
-            pushed = await registry.push(spec, Path(path).read_text(encoding="utf-8-sig"))
+            try:
+                pushed = await registry.push(spec, Path(path).read_text(encoding="utf-8-sig"))
+            except RegistryError as exc:
+                out(f"{path}: {exc}")
+                code = EXIT_INVALID
+                continue
             ref = pushed.version.ref
             out(f"{path}: stored as {ref}" if pushed.created else f"{path}: unchanged ({ref})")
             if pushed.created:
@@ -42,11 +53,27 @@ async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
     return code
 
 
-async def _push_remote(api: Any, files: list[str]) -> int:
+def oversized(path: str, max_bytes: int) -> str | None:
+    """The one line for a workflow file over `max_bytes`, told from its size alone."""
+    from orchestrator.validate import source_too_large
+
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return None  # reading it says why, with the usual message
+    problem = source_too_large(size, path, max_bytes)
+    return str(problem) if problem is not None else None
+
+
+async def _push_remote(api: Any, files: list[str], max_bytes: int) -> int:
     from infra.errors import SpecError
 
     code = EXIT_OK
     for path in files:
+        if (too_large := oversized(path, max_bytes)) is not None:
+            out(too_large)
+            code = EXIT_INVALID
+            continue
         try:
             source = Path(path).read_text(encoding="utf-8-sig")
         except OSError as exc:

@@ -135,7 +135,7 @@ def start_test_stack(home: Path, **settings: str) -> RunningStack:
         "REFLUX_DATABASE_PORT": str(pg),
         "REFLUX_API_PORT": str(api),
         "REFLUX_HTTP_ALLOW_NETWORKS": "127.0.0.1/32",
-        "REFLUX_SECRET_TEST_HOOK": "test-hook-secret",
+        "REFLUX_WEBHOOK_KEY_TEST_HOOK": "test-hook-secret",
         "REFLUX_SECRET_API_TOKEN": "test-api-token",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }

@@ -21,7 +21,14 @@ from registry.versions import Catalog
 HERE = Path(__file__).parent
 INVALID = sorted((HERE / "invalid").glob("*.yaml"))
 VALID = sorted((HERE / "valid").glob("*.yaml"))
-AVAILABLE = Catalog.of({"http.request": ["1.0.0", "1.2.0"], "core.transform": ["1.0.0"]})
+HTTP_SECRETS = {"headers": "value", "auth": "value", "params": "value", "url": "query"}
+AVAILABLE = Catalog.from_manifests(
+    [
+        {"name": "http.request", "version": v, "secret_params": HTTP_SECRETS}
+        for v in ("1.0.0", "1.2.0")
+    ]
+    + [{"name": "core.transform", "version": "1.0.0"}]
+)
 EXPECT = re.compile(r"#\s*expect:\s*(\d+):(\d+):\s*(.+)")
 
 

@@ -41,6 +41,8 @@ class SleepParams(BaseModel):
     seconds: float = 0.0
     label: str = ""
     record_dir: str = ""
+    token: str = ""
+    """Unused; it may carry secret() (tests of caching steps that read one)."""
 
 
 class SleepOutput(BaseModel):
@@ -50,7 +52,9 @@ class SleepOutput(BaseModel):
     finished: float
 
 
-@testing.node("test.sleep", "1.0.0", params=SleepParams, output=SleepOutput)
+@testing.node(
+    "test.sleep", "1.0.0", params=SleepParams, output=SleepOutput, secret_params={"token": "value"}
+)
 async def sleep(params: SleepParams, ctx: NodeContext) -> SleepOutput:
     """Sleep, then say when and where it ran."""
     started = time.time()

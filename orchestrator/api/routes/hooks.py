@@ -3,26 +3,35 @@ latest version per delivery, when the request is signed with the trigger's secre
 
     X-Reflux-Timestamp: <unix seconds>            refused when older (or newer) than the
                                                   trigger's tolerance (default 5 minutes)
-    X-Reflux-Signature: sha256=<hex>              HMAC-SHA256 of "<timestamp>.<body>"
-    X-Reflux-Delivery: <id>                       optional; a repeated id starts no second
-                                                  run (default: the signature)
+    X-Reflux-Signature: sha256=<hex>              HMAC-SHA256 of "<timestamp>.<delivery>.<body>"
+                                                  with a delivery id, else "<timestamp>.<body>"
+    X-Reflux-Delivery: <id>                       optional; counts only when signed: a
+                                                  repeated id starts no second run
 
-The body (at most the trigger's max_body_kb) is a JSON object: the run's inputs. No token
-is needed: the signature is the credential. Every refusal starts nothing.
+Why the delivery id must be signed: it is the key that tells a new delivery from a repeated
+one, so a replayed capture with a fresh, unsigned id would start a new run each time. The
+dedup key is the signed delivery id, or else the signature itself; an unsigned id is
+ignored. So one signature starts at most one run, whatever the headers say; the records are
+kept (never pruned), so at least as long as any tolerance window.
+
+The body (at most the trigger's max_body_kb) is a JSON object: the run's inputs, within
+REFLUX_INPUT_MAX_DEPTH and REFLUX_INPUT_MAX_BYTES. No token is needed: the signature is the
+credential. Every refusal starts nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from infra.secrets import secret_value
-from orchestrator.api.context import ctx_of
+from infra.errors import InputShapeError, SecretError
+from infra.jsonshape import loads
+from infra.secrets import environment_variable, secrets_key
+from orchestrator.api.context import ApiContext, ctx_of
 from orchestrator.api.errors import ApiError
 from orchestrator.spec import WebhookTrigger
 
@@ -63,21 +72,23 @@ async def webhook(
 
     body = await _body(request, trigger.max_body_kb * 1024)
     timestamp = _check_timestamp(request.headers.get("x-reflux-timestamp"), trigger.tolerance)
-    key = secret_value(trigger.secret)
-    if key is None:
-        raise ApiError(
-            503, f"the webhook's secret is not set on the API (REFLUX_SECRET_{trigger.secret})"
-        )
-    signature = _check_signature(request.headers.get("x-reflux-signature"), key, timestamp, body)
+    key = await _signing_key(ctx, spec.namespace, trigger.secret)
+    delivery = _check_signature(
+        request.headers.get("x-reflux-signature"),
+        key,
+        timestamp,
+        request.headers.get("x-reflux-delivery"),
+        body,
+    )
+    limits = ctx.settings.limits
     try:
-        inputs = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise ApiError(422, f"the body is not JSON: {exc}") from None
+        inputs = loads(body or b"{}", limits.input_max_depth, limits.input_max_bytes, "the body")
+    except InputShapeError as exc:
+        raise ApiError(422, str(exc)) from None
     if not isinstance(inputs, dict):
         raise ApiError(422, "the body must be a JSON object: the run's inputs")
     bound = spec.bind_inputs(inputs)
 
-    delivery = request.headers.get("x-reflux-delivery") or signature
     run_id = new_run_id(spec.id)
     claimed = await ctx.pool.fetchval(
         "INSERT INTO webhook_deliveries (workflow_id, trigger_id, delivery_id, run_id)"
@@ -104,6 +115,30 @@ async def webhook(
     return HookRun(run_id=run_id)
 
 
+async def _signing_key(ctx: ApiContext, namespace: str, name: str) -> str:
+    """The trigger's signing key: a webhook key of the workflow's namespace in the secret
+    store (`reflux secrets set NAME --webhook`), else, for the default namespace, the API's
+    REFLUX_WEBHOOK_KEY_<NAME>. Not a `secret()` kind: workflows cannot read it."""
+    from registry.secrets import SecretStore
+
+    try:
+        sealing = secrets_key(ctx.settings)
+    except SecretError:  # no key here: only the environment's webhook keys are readable
+        sealing = None
+    try:
+        key = await SecretStore(ctx.pool, sealing).value(namespace, name, "webhook")
+    except SecretError as exc:
+        raise ApiError(503, f"the webhook's key cannot be read: {exc}") from None
+    if key is None:
+        where = f" or {environment_variable('webhook', name)}" if namespace == "default" else ""
+        raise ApiError(
+            503,
+            f"the webhook's key is not set (reflux secrets set {name} --webhook"
+            f" --namespace {namespace}{where})",
+        )
+    return key
+
+
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -125,13 +160,25 @@ def _check_timestamp(header: str | None, tolerance: float) -> str:
     return header
 
 
-def _check_signature(header: str | None, key: str, timestamp: str, body: bytes) -> str:
+def _check_signature(
+    header: str | None, key: str, timestamp: str, delivery: str | None, body: bytes
+) -> str:
+    """The delivery's dedup key: its delivery id when the signature covers it, else the
+    signature (an unsigned delivery id is ignored: anyone could change it)."""
     scheme, _, given = (header or "").partition("=")
-    expected = hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    if scheme != "sha256" or not hmac.compare_digest(given, expected.hexdigest()):
-        raise ApiError(
-            401,
-            "bad signature: expected X-Reflux-Signature: "
-            "sha256=<hex HMAC-SHA256 of '<timestamp>.<body>'>",
-        )
-    return given
+    if scheme == "sha256" and delivery:
+        material = f"{timestamp}.{delivery}.".encode() + body
+        if hmac.compare_digest(given, _mac(key, material)):
+            return delivery
+    plain = timestamp.encode() + b"." + body
+    if scheme == "sha256" and hmac.compare_digest(given, _mac(key, plain)):
+        return given
+    raise ApiError(
+        401,
+        "bad signature: expected X-Reflux-Signature: sha256=<hex HMAC-SHA256 of"
+        " '<timestamp>.<delivery>.<body>' with X-Reflux-Delivery, else '<timestamp>.<body>'>",
+    )
+
+
+def _mac(key: str, material: bytes) -> str:
+    return hmac.new(key.encode(), material, hashlib.sha256).hexdigest()

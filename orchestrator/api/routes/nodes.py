@@ -1,5 +1,6 @@
 """Nodes: the catalog, one node's versions and history, and the reviewer's changes
-(promote, deprecate, roll out)."""
+(promote, deprecate, roll out). Node versions are global, shared by every namespace, so
+changing one needs a token without a namespace."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import Reviewer, Viewer
 from orchestrator.api.context import actor, ctx_of
+from orchestrator.api.errors import ApiError
 from registry.tokens import Token
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -75,6 +77,14 @@ class ChangeOut(BaseModel):
     changed: bool
 
 
+def _global(token: Token) -> None:
+    if token.namespace is not None:
+        raise ApiError(
+            403, "node versions are shared by every namespace: changing one needs a token"
+            f" without a namespace (this one is scoped to '{token.namespace}')",
+        )  # fmt: skip
+
+
 def _registry(request: Request, token: Token) -> Any:
     from registry.nodes import NodeRegistry
 
@@ -118,6 +128,7 @@ async def promote(
     name: str, version: str, body: PromoteRequest, request: Request,
     token: Reviewer,
 ) -> ChangeOut:  # fmt: skip
+    _global(token)
     change = await _registry(request, token).promote(
         name, version, body.to, force=body.force, note=body.note
     )
@@ -131,6 +142,7 @@ async def deprecate(
     name: str, version: str, body: DeprecateRequest, request: Request,
     token: Reviewer,
 ) -> ChangeOut:  # fmt: skip
+    _global(token)
     return _change(await _registry(request, token).deprecate(name, version, note=body.note))
 
 
@@ -140,5 +152,6 @@ async def rollout(
     token: Reviewer,
 ) -> RolloutOut:  # fmt: skip
     """Send `percent` of new runs to this version (the rest keep the production one)."""
+    _global(token)
     await _registry(request, token).rollout(name, version, body.percent)
     return RolloutOut(version=version, percent=body.percent)

@@ -1,4 +1,8 @@
-"""Tokens (admin): create (the text is shown once), list, revoke."""
+"""Tokens (admin): create (the text is shown once), list, revoke.
+
+A token scoped to a namespace never reaches past it: it mints only tokens of its own
+namespace and of at most its own role, lists only those, and revokes only those (any
+other token is as unknown to it as one that never was)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import Admin
 from orchestrator.api.context import ctx_of
+from orchestrator.api.errors import ApiError
 from registry.tokens import Role, Token, TokenStore
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -42,15 +47,22 @@ def _store(request: Request, token: Token) -> TokenStore:
 
 @router.post("", response_model=Created, status_code=201, name="create_token")
 async def create(body: CreateRequest, request: Request, token: Admin) -> Created:
+    if token.namespace is not None and body.namespace != token.namespace:
+        raise ApiError(
+            403, f"a token of namespace '{token.namespace}' may create tokens of that namespace"
+            f" only: send \"namespace\": \"{token.namespace}\""
+        )  # fmt: skip
+    if not token.allows(body.role):
+        raise ApiError(403, f"a token may not create a role above its own ({token.role})")
     made, text = await _store(request, token).create(body.role, body.namespace, body.name)
     return Created(**vars(made), token=text)
 
 
 @router.get("", response_model=list[TokenOut], name="list_tokens")
 async def list_tokens(request: Request, token: Admin) -> list[TokenOut]:
-    return [TokenOut(**vars(t)) for t in await _store(request, token).list()]
+    return [TokenOut(**vars(t)) for t in await _store(request, token).list(token.namespace)]
 
 
 @router.delete("/{token_id}", response_model=TokenOut, name="revoke_token")
 async def revoke(token_id: str, request: Request, token: Admin) -> TokenOut:
-    return TokenOut(**vars(await _store(request, token).revoke(token_id)))
+    return TokenOut(**vars(await _store(request, token).revoke(token_id, token.namespace)))

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from infra.errors import SpecError
+from infra.errors import RegistryError, SpecError
 from orchestrator.api.auth import Author, Viewer
 from orchestrator.api.context import ApiContext, actor, ctx_of
 from orchestrator.api.errors import ApiError
 from registry.tokens import Token
-from registry.workflows import WorkflowRegistry, WorkflowVersion
+from registry.workflows import WorkflowRegistry, WorkflowVersion, moved_message
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 
 class PushRequest(BaseModel):
-    source: str = Field(description="the workflow's YAML text", max_length=1024 * 1024)
+    source: str = Field(
+        description="the workflow's YAML text (at most REFLUX_SOURCE_MAX_BYTES, 512 KiB)",
+        max_length=4 * 1024 * 1024,  # the real bound is the setting, checked in bytes
+    )
 
 
 class PushResult(BaseModel):
@@ -69,9 +73,15 @@ async def push(
 ) -> PushResult:
     """Validate and store a workflow as its next version (unchanged content stores nothing)."""
     ctx = ctx_of(request)
-    from orchestrator.validate import validate_text
+    from orchestrator.validate import source_too_large, validate_text
 
-    spec, problems = validate_text(body.source, "<request>", await ctx.catalog())
+    limit = ctx.settings.limits.source_max_bytes
+    if (too_large := source_too_large(len(body.source.encode()), "<request>", limit)) is not None:
+        raise ApiError(413, str(too_large))
+    # parsing and checking a large source takes seconds of CPU: not on the event loop
+    spec, problems = await asyncio.to_thread(
+        validate_text, body.source, "<request>", await ctx.catalog(), limit
+    )
     if spec is None:
         raise SpecError(problems)
     if not token.sees(spec.namespace):
@@ -79,9 +89,15 @@ async def push(
     registry = WorkflowRegistry(ctx.pool, actor(token))
     existing = await registry.namespace_of(spec.id)
     if existing is not None and existing != spec.namespace:
-        raise ApiError(409, f"workflow id '{spec.id}' is in use in another namespace")
+        raise _not_movable(token, spec.id, existing, spec.namespace)
     before = await _previous_cron_ids(registry, spec.id, existing is not None)
-    pushed = await registry.push(spec, body.source)
+    try:
+        pushed = await registry.push(spec, body.source)
+    except RegistryError:
+        existing = await registry.namespace_of(spec.id)  # another push came first
+        if existing is not None and existing != spec.namespace:
+            raise _not_movable(token, spec.id, existing, spec.namespace) from None
+        raise
     if not pushed.created:
         response.status_code = 200
     else:
@@ -93,12 +109,25 @@ async def push(
     return PushResult(workflow_id=spec.id, version=pushed.version.version, created=pushed.created)
 
 
+def _not_movable(token: Token, workflow_id: str, existing: str, wanted: str) -> ApiError:
+    """A push may not move a workflow to another namespace. A token that may not see the
+    workflow's namespace is told nothing about it: not whose it is, not that it exists
+    elsewhere; only that this id is not one it may push."""
+    if token.sees(existing):
+        return ApiError(409, moved_message(workflow_id, existing, wanted))
+    return ApiError(
+        409, f"workflow id '{workflow_id}' cannot be pushed with this token; choose another id"
+    )
+
+
 async def _previous_cron_ids(
     registry: WorkflowRegistry, workflow_id: str, exists: bool
 ) -> set[str]:
     from orchestrator.triggers import cron_ids
 
-    return cron_ids((await registry.get(workflow_id)).source) if exists else set()
+    if not exists:
+        return set()
+    return await asyncio.to_thread(cron_ids, (await registry.get(workflow_id)).source)
 
 
 @router.get("", response_model=list[WorkflowSummary], name="list_workflows")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.orchestrator.api.conftest import ORDER_FLOW, auth, poll_run
 
-SECRET = "test-hook-secret"  # REFLUX_SECRET_TEST_HOOK in the test stack's environment
+SECRET = "test-hook-secret"  # REFLUX_WEBHOOK_KEY_TEST_HOOK in the test stack's environment
 
 FLOW = (
     ORDER_FLOW
@@ -33,7 +33,8 @@ def signed(
     body: bytes, *, secret: str = SECRET, at: float | None = None, delivery: str = ""
 ) -> dict[str, str]:  # noqa: E501
     timestamp = str(int(at if at is not None else time.time()))
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    signed_part = f"{timestamp}.{delivery}." if delivery else f"{timestamp}."  # delivery signed
+    mac = hmac.new(secret.encode(), signed_part.encode() + body, hashlib.sha256).hexdigest()
     headers = {"X-Reflux-Timestamp": timestamp, "X-Reflux-Signature": f"sha256={mac}",
                "Content-Type": "application/json"}  # fmt: skip
     if delivery:
@@ -88,7 +89,7 @@ def test_a_signed_delivery_starts_one_run(api, tokens, hooked):
         ("not an object", 422, "must be a JSON object"),
         ("bad inputs", 422, "required input is missing"),
         ("unknown trigger", 404, "no webhook 'nope'"),
-        ("secret not set", 503, "REFLUX_SECRET_NOT_SET_ANYWHERE"),
+        ("secret not set", 503, "REFLUX_WEBHOOK_KEY_NOT_SET_ANYWHERE"),
     ],
 )
 def test_refused_deliveries_start_nothing(api, tokens, hooked, case, status, message):
