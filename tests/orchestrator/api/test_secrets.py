@@ -145,3 +145,32 @@ def test_a_placeholder_that_arrives_as_data_stays_data(stack: RunningStack) -> N
     )
     assert result.status == "completed"
     assert result.steps["show"].output == {"value": "${secret:TEST_HOOK}"}
+
+
+def test_a_webhook_key_is_not_a_secret_a_workflow_can_read(
+    stack: RunningStack, api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    api.put(
+        "/secrets/SHARED_NAME",
+        json={"value": "hook-signing-key-1", "kind": "webhook"},
+        headers=auth(tokens["admin"]),
+    ).raise_for_status()
+    result = stack.run(
+        """
+        id: reads-a-webhook-key
+        steps:
+          - id: call
+            node: code.python@1
+            retry: {max_attempts: 1}
+            with:
+              env: {KEY: "{{ secret('SHARED_NAME') }}"}
+              code: |
+                import os
+                def run(inputs):
+                    return os.environ["KEY"]
+        """
+    )
+    assert result.status == "failed"
+    error = result.steps["call"].error
+    assert error is not None
+    assert "secret 'SHARED_NAME' is not set in namespace 'default'" in error.message
