@@ -5,6 +5,7 @@ holds only plain data.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -113,12 +114,83 @@ class RunResult(BaseModel):
     failed_step: str | None = None
 
 
+class RunLimits(BaseModel):
+    """The bounds a run's workflow applies, as `settings.limits` had them when the run was
+    prepared: the workflow reads no settings, so what it does replays the same."""
+
+    fanout_max_items: int = 100_000
+    """A `for_each` over more items fails the step at once."""
+    fanout_shard_items: int = 1_000
+    """A `for_each` over more items runs in child workflows of at most this many each."""
+    expression_max_bytes: int = 1024 * 1024
+    expression_max_iterations: int = 100_000
+
+    @classmethod
+    def of(cls, limits: Any) -> RunLimits:
+        """From `settings.limits` (an `infra.settings.LimitsSettings`)."""
+        return cls(**{name: getattr(limits, name) for name in cls.model_fields})
+
+
+MAX_SHARDS = 1_000
+"""The most child workflows one fan-out starts: beyond, shards hold more items than
+`fanout_shard_items`, so the run's own history stays far from Temporal's limits."""
+
+
+def shard_size(items: int, shard_items: int) -> int:
+    """Items per child workflow of a fan-out over `items`."""
+    return max(1, shard_items, math.ceil(items / MAX_SHARDS))
+
+
+SHARDS_AT_ONCE = 4
+SHARD_IN_FLIGHT = 250
+"""Bounds on a sharded fan-out whatever its `concurrency`: children running at once, and
+items in flight in each. More would not run faster (a worker runs 100 local activities at
+a time) and a workflow activation scheduling thousands of activities at once can take
+longer than Temporal's deadlock detector allows (2 s) on a busy machine."""
+
+
+def shard_lanes(concurrency: int | None, size: int, shards: int) -> tuple[int, int]:
+    """(children running at once, items in flight in each) for a step's `concurrency` over
+    `shards` children of `size` items: the fewest children that can use the budget, the
+    budget split evenly between them, so the step never has more than `concurrency` items
+    in flight. Unbounded: `SHARDS_AT_ONCE` children of `SHARD_IN_FLIGHT` items."""
+    budget = concurrency if concurrency is not None else SHARDS_AT_ONCE * SHARD_IN_FLIGHT
+    per_child = min(size, SHARD_IN_FLIGHT)
+    lanes = max(1, min(shards, SHARDS_AT_ONCE, math.ceil(budget / per_child)))
+    return lanes, max(1, min(per_child, budget // lanes))
+
+
+class ShardRequest(BaseModel):
+    """One child workflow of a large fan-out: a slice of a step's items to run."""
+
+    run: RunInfo
+    namespace: str
+    step: PlannedStep
+    items: list[Any]
+    offset: int
+    """The index of the first item in the step's whole `for_each`."""
+    concurrency: int | None = None
+    limits: RunLimits | None = None
+
+
+class ShardResult(BaseModel):
+    """What a shard did: its items' outputs in order (none when it failed)."""
+
+    outputs: list[Any] = Field(default_factory=list)
+    attempts: int = 0
+    cache_hits: int = 0
+    error: StepError | None = None
+
+
 class RunRequest(BaseModel):
     run: RunInfo
     plan: Plan
     inputs: dict[str, Any] = Field(default_factory=dict)
     done: dict[str, StepResult] = Field(default_factory=dict)
     """Steps already completed (by the run re-driven): taken as they are, not run again."""
+    limits: RunLimits | None = None
+    """Set on every run prepared now; None: a run prepared before limits reached the
+    workflow, which replays as it ran (no fan-out shards, no item limit)."""
     local_end: bool = False
     """Record the run's end as a local activity (no server round trip). Every run prepared
     now says so; runs prepared before this field recorded it as a regular activity and

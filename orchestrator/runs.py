@@ -8,6 +8,7 @@ records how it ended.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import asyncpg
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
-from infra.errors import ServiceError
+from infra.errors import ServiceError, SpecError
+from infra.jsonshape import check_value
 from infra.settings import Settings
 from orchestrator.payloads import data_converter
 from orchestrator.plan import (
     RunInfo,
+    RunLimits,
     RunRequest,
     RunResult,
     StepError,
@@ -29,8 +32,9 @@ from orchestrator.plan import (
     build_plan,
     resolve_pins,
 )
-from orchestrator.spec import Spec
+from orchestrator.spec import Spec, describe_value
 from orchestrator.workflow import DagWorkflow
+from orchestrator.yamlsource import Problem
 from registry import runs as ledger
 from registry.objects import object_store
 from registry.versions import Catalog
@@ -84,7 +88,11 @@ async def prepare_run(
 ) -> RunRequest:
     """Pin a validated spec's nodes and record the run in the ledger: what starting it
     needs. `actor`: who starts it (default: `settings.user`); `run_id`: one chosen
-    beforehand; `redrive`: the steps a failed run completed, taken as they are."""
+    beforehand; `redrive`: the steps a failed run completed, taken as they are. Inputs
+    nested too deeply or too large are an InputShapeError before anything is recorded,
+    whatever the entry point (CLI, API, webhook, event, cron)."""
+    limits = settings.limits
+    check_value(inputs, limits.input_max_depth, limits.input_max_bytes, "inputs")
     run_id = run_id or new_run_id(spec.id)
     pins = resolve_pins(spec, catalog, run_id)
     done = redrive.done if redrive else {}
@@ -102,6 +110,7 @@ async def prepare_run(
         ),
         inputs=inputs,
         done=done,
+        limits=RunLimits.of(limits),
         local_end=True,
     )
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
@@ -149,7 +158,6 @@ async def load_version(
 ) -> Runnable:
     """What a run of a stored version needs (None: the latest). Raises NotFoundError,
     or SpecError when the version no longer validates (e.g. a node it names is gone)."""
-    from infra.errors import SpecError
     from orchestrator.validate import validate_text
     from registry.nodes import NodeRegistry
     from registry.workflows import WorkflowRegistry
@@ -168,6 +176,64 @@ class Redrive:
     """The failed run."""
     done: dict[str, StepResult]
     """Its completed steps."""
+
+
+def apply_overrides(
+    spec: Spec,
+    overrides: dict[str, dict[str, Any]],
+    catalog: Catalog | None = None,
+    ref: str | None = None,
+) -> Spec:
+    """The workflow with `overrides` (step id -> params set in its `with`) applied,
+    validated as a push is: SpecError when it is not valid any more (a cycle, a template
+    reading what does not exist), each problem saying "`ref` with overrides". `spec` is
+    left as it is."""
+    from orchestrator.validate import validate_text
+
+    ref = ref or spec.id
+    problems = []
+    for step_id, params in overrides.items():
+        where = f"overrides.{step_id}"
+        if not any(step.id == step_id for step in spec.steps):
+            problems.append(Problem("", 0, 0, where, f"no step '{step_id}' in {ref}"))
+        elif not isinstance(params, dict):
+            got = describe_value(params)
+            problems.append(Problem("", 0, 0, where, f"expected a mapping of params, got {got}"))
+    if problems:
+        raise SpecError(problems)
+    data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for raw in data["steps"]:
+        raw["with"] = {**raw.get("with", {}), **overrides.get(raw["id"], {})}
+    # JSON is YAML: validated from text exactly as a pushed source is.
+    changed, found = validate_text(json.dumps(data), ref, catalog)
+    if changed is None:
+        # Lines of a text nobody wrote would mislead: the path says where.
+        raise SpecError([Problem(f"{ref} with overrides", 0, 0, p.path, p.message) for p in found])
+    return changed
+
+
+def redrive_of(
+    run_id: str,
+    steps: dict[str, StepResult],
+    spec: Spec,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Redrive:
+    """A re-drive of failed run `run_id` whose steps ended as `steps`: its completed steps
+    are taken as they are, except those `overrides` change and every step that depends on
+    one of them (their outputs would be stale)."""
+    from orchestrator.validate import dependencies
+
+    graph = dependencies(spec)
+    again = set(overrides or {})
+    grew = True
+    while grew:
+        grown = {sid for sid, needed in graph.items() if needed & again} - again
+        again |= grown
+        grew = bool(grown)
+    done = {
+        sid: step for sid, step in steps.items() if step.status == "completed" and sid not in again
+    }
+    return Redrive(run_id, done)
 
 
 async def original_request(client: Client, run_id: str) -> RunRequest:

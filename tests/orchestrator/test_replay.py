@@ -12,11 +12,12 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from infra.database import pool_for
-from orchestrator.runs import connect_temporal, run_handle, submit, wait_run
+from orchestrator.runs import connect_temporal, submit, wait_run
 from orchestrator.triggers import TriggerWorkflow
 from orchestrator.validate import parse_spec
-from orchestrator.workflow import DagWorkflow
+from orchestrator.workflow import WORKFLOWS
 from registry.nodes import NodeRegistry
+from tests.helpers.requests import run_request
 from tests.helpers.stack import RunningStack
 
 pytestmark = pytest.mark.timeout(180)
@@ -63,12 +64,12 @@ steps:
 async def replay(stack: RunningStack, run_ids: list[str]) -> None:
     client = await connect_temporal(stack.settings)
     replayer = Replayer(
-        workflows=[DagWorkflow, TriggerWorkflow],
+        workflows=[*WORKFLOWS, TriggerWorkflow],
         workflow_runner=SANDBOX,
         data_converter=client.data_converter,
     )
     for run_id in run_ids:
-        history = await run_handle(client, run_id).fetch_history()
+        history = await client.get_workflow_handle(run_id).fetch_history()
         await replayer.replay_workflow(history)  # raises on any divergence or violation
 
 
@@ -126,3 +127,43 @@ def test_a_run_whose_task_a_query_split_replays(stack: RunningStack):
     there did: the query failed with a nondeterminism error)."""
     run_id = asyncio.run(split_run(stack))
     asyncio.run(replay(stack, [run_id]))
+
+
+SHARDED = """
+id: replay-shards
+inputs:
+  items: {type: array}
+steps:
+  - {id: first, node: core.transform@1, with: {value: 10}}
+  - id: each
+    node: core.transform@1
+    for_each: "{{ inputs.items }}"
+    concurrency: 3
+    with: {value: "{{ item + steps.first.output.value }}"}
+  - {id: never, node: core.transform@1, needs: [each], with: {value: 0}}
+"""
+
+
+def test_shards_and_runs_the_engine_fails_replay(stack: RunningStack):
+    """A fan-out in child workflows (replayed, each of them), and runs the engine fails
+    itself: steps it can never reach, a step it cannot schedule."""
+
+    def small_shards(request) -> None:
+        request.limits.fanout_shard_items = 2
+
+    def unreachable(request) -> None:
+        request.plan.steps[-1].needs = ["ghost"]
+
+    async def runs() -> list[str]:
+        _, sharded = await run_request(stack, SHARDED, {"items": [1, 2, 3, 4, 5]}, small_shards)
+        assert sharded.status == "completed", sharded.error
+        assert [o["value"] for o in sharded.steps["each"].output] == [11, 12, 13, 14, 15]
+        _, stuck = await run_request(stack, SHARDED, {"items": [1]}, unreachable)
+        assert stuck.status == "failed" and stuck.steps["never"].status == "failed"
+        huge = SHARDED.replace("value: 0}", "value: 0}, timeout: 99999999999d")
+        _, unschedulable = await run_request(stack, huge, {"items": [1]})
+        assert unschedulable.steps["never"].error.class_ == "EngineError"
+        shards = [f"{sharded.run_id}/each/{i}" for i in range(3)]
+        return [sharded.run_id, *shards, stuck.run_id, unschedulable.run_id]
+
+    asyncio.run(replay(stack, asyncio.run(runs())))

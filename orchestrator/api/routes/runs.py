@@ -253,7 +253,14 @@ async def _again(
     *,
     redrive: bool,
 ) -> Started:
-    from orchestrator.runs import Redrive, live_state, load_version, original_request, submit
+    from orchestrator.runs import (
+        apply_overrides,
+        live_state,
+        load_version,
+        original_request,
+        redrive_of,
+        submit,
+    )
 
     ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
@@ -266,21 +273,11 @@ async def _again(
     if state is None:
         raise ApiError(409, f"Temporal no longer has run '{run_id}' (past its retention)")
     loaded = await load_version(ctx.pool, record.workflow_id, record.workflow_version)
-    stored, spec, catalog = loaded.stored, loaded.spec, loaded.catalog
-    for step_id, params in overrides.items():
-        try:
-            spec.step(step_id).with_.update(params)
-        except KeyError:
-            raise ApiError(422, f"overrides: no step '{step_id}' in {stored.ref}") from None
+    stored, catalog = loaded.stored, loaded.catalog
+    # validated as a push is: a SpecError (422) says why, and no run starts
+    spec = apply_overrides(loaded.spec, overrides, catalog, stored.ref)
     original = await original_request(client, run_id)
-    again = None
-    if redrive:
-        done = {
-            sid: step
-            for sid, step in state.steps.items()
-            if step.status == "completed" and sid not in overrides
-        }
-        again = Redrive(run_id, done)
+    again = redrive_of(run_id, state.steps, spec, overrides) if redrive else None
     given = {k: v for k, v in original.inputs.items() if v is not None}  # bound: None = absent
     bound = spec.bind_inputs({**given, **inputs}) if inputs else original.inputs
     handle = await submit(
