@@ -35,6 +35,7 @@ SCENARIOS = {
     "cache": "a step cache hit vs a plain NATS request",
     "ingest": "trace events published -> queryable in ClickHouse, vs raw JetStream publishing",
     "sandbox": "a trivial sandboxed Python run vs starting a plain interpreter",
+    "shards": "for_each over 100,000 items in child workflows vs 1,000 in one workflow",
 }
 """Name -> what it measures, in the order they run; each is `bench.scenarios.<name>.run`."""
 

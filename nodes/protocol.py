@@ -48,6 +48,9 @@ class NodeRequest(BaseModel):
     secrets: list[str] | None = None
     """The secret names the step's templates name: only these resolve (None: a caller
     that predates the list; then any name in a secret-bearing param does)."""
+    secret_nonce: str | None = None
+    """The run's nonce: only placeholders that carry it resolve, so a placeholder that
+    arrives as data (an input, a response) cannot ask for a secret."""
 
 
 def idempotency_key(run_id: str, step_id: str, item: int, attempt: int) -> str:

@@ -84,6 +84,7 @@ async def call_handler(
             secret_params=node.secret_params,
             allowed=request.secrets,
             node=node.ref,
+            nonce=request.secret_nonce,
         )
         mask = Masker(resolved)
         try:

@@ -1,10 +1,12 @@
 """`secret('NAME')` at call time: where it may appear, where the value comes from, and the
 mask on everything that leaves.
 
-A template's `secret('NAME')` renders to a placeholder (`${secret:NAME}`, see
-`orchestrator.expressions`), so values never enter Temporal history, traces, the step
-cache key or logs. The node service swaps in the values just before the handler runs, and
-only:
+A template's `secret('NAME')` renders to a placeholder, `${secret:NAME:NONCE}` with the
+run's own random nonce (see `orchestrator.expressions`), so values never enter Temporal
+history, traces, the step cache key or logs. The node service swaps in the values just
+before the handler runs, and only:
+- for placeholders that carry the run's nonce, so a placeholder that arrives as data (an
+  input, a response) cannot ask for a secret: data cannot know the nonce;
 - in the params its node marks as secret-bearing (`secret_params` in the manifest: e.g.
   http.request's headers and auth; `query` ones, like its url, only after the `?`). A
   placeholder anywhere else stays as it is: data that happens to look like one is data;
@@ -26,23 +28,36 @@ from typing import Any
 from infra.errors import SecretError, ValidationError
 from infra.secrets import environment_variable
 
-__all__ = ["PLACEHOLDER", "SecretLookup", "SecretResolver", "placeholder_names"]
+__all__ = [
+    "PLACEHOLDER",
+    "SecretLookup",
+    "SecretResolver",
+    "canonical_placeholders",
+    "placeholder",
+    "placeholder_names",
+]
 
-PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)(?::([0-9a-f]{8,64}))?\}")
+"""`${secret:NAME}` or `${secret:NAME:NONCE}`."""
 
 SecretLookup = Callable[[str, str], Awaitable[str | None]]
 """(namespace, name) -> the value, or None when unset."""
 
 
-def placeholder_names(value: Any) -> set[str]:
-    """Names of the placeholders in `value`, at any depth."""
+def placeholder(name: str, nonce: str | None = None) -> str:
+    """What `secret('NAME')` renders to in a run whose nonce is `nonce`."""
+    return f"${{secret:{name}:{nonce}}}" if nonce else f"${{secret:{name}}}"
+
+
+def placeholder_names(value: Any, nonce: str | None = None) -> set[str]:
+    """Names of the placeholders in `value` that carry `nonce` (None: that carry none)."""
     found: set[str] = set()
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "${secret:" in item:
-                found.update(PLACEHOLDER.findall(item))
+                found.update(n for n, tag in PLACEHOLDER.findall(item) if (tag or None) == nonce)
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
@@ -66,9 +81,12 @@ class SecretResolver:
         secret_params: Mapping[str, str],
         allowed: Iterable[str] | None,
         node: str,
+        nonce: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """(params with values swapped in, {name: value} of what was resolved)."""
-        wanted = {key: placeholder_names(params[key]) for key in secret_params if key in params}
+        wanted = {
+            key: placeholder_names(params[key], nonce) for key in secret_params if key in params
+        }
         names = set().union(*wanted.values()) if wanted else set()
         if allowed is not None:
             names &= set(allowed)
@@ -89,7 +107,8 @@ class SecretResolver:
         resolved = dict(params)
         for key, kind in secret_params.items():
             if key in params and wanted.get(key):
-                resolved[key] = _swap(params[key], values, kind, f"{node}: with.{key}")
+                where = f"{node}: with.{key}"
+                resolved[key] = _swap(params[key], values, nonce, kind, where)
         return resolved, values
 
     async def _value(self, namespace: str, name: str) -> str | None:
@@ -109,17 +128,35 @@ class SecretResolver:
         return value
 
 
-def _swap(value: Any, values: Mapping[str, str], kind: str, where: str) -> Any:
+def _swap(value: Any, values: Mapping[str, str], nonce: str | None, kind: str, where: str) -> Any:
     if isinstance(value, str):
         if "${secret:" not in value:
             return value
+
+        def ours(m: re.Match[str]) -> bool:
+            return (m.group(2) or None) == nonce and m.group(1) in values
+
         if kind == "query":
-            head, sep, _ = value.partition("?")
-            if PLACEHOLDER.search(head) and any(n in values for n in PLACEHOLDER.findall(head)):
+            head = value.partition("?")[0]
+            if any(ours(m) for m in PLACEHOLDER.finditer(head)):
                 raise ValidationError(f"{where}: secret() may be used only in the query string")
-        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+        return PLACEHOLDER.sub(lambda m: values[m.group(1)] if ours(m) else m.group(0), value)
     if isinstance(value, dict):
-        return {k: _swap(v, values, kind, where) for k, v in value.items()}
+        return {k: _swap(v, values, nonce, kind, where) for k, v in value.items()}
     if isinstance(value, list):
-        return [_swap(v, values, kind, where) for v in value]
+        return [_swap(v, values, nonce, kind, where) for v in value]
+    return value
+
+
+def canonical_placeholders(value: Any) -> Any:
+    """`value` with every placeholder's nonce dropped: how the cache and traces key a call,
+    the same in every run."""
+    if isinstance(value, str):
+        if "${secret:" not in value:
+            return value
+        return PLACEHOLDER.sub(lambda m: "${secret:" + m.group(1) + "}", value)
+    if isinstance(value, dict):
+        return {k: canonical_placeholders(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical_placeholders(v) for v in value]
     return value

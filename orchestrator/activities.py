@@ -33,6 +33,7 @@ from nodes.protocol import (
     idempotency_key,
     offload,
 )
+from nodes.secrets import canonical_placeholders
 from reflection.cache import StepCache
 from reflection.events import TraceEvent, TraceStatus, inputs_hash
 from reflection.publisher import TracePublisher
@@ -61,6 +62,16 @@ class StepCall(BaseModel):
     timeout: float = 300.0
     cache_ttl: float | None = None
     """Set: an identical earlier call's result (same node version and params) may answer."""
+    secrets: list[str] | None = None
+    """The secret names the step's templates name: the only ones the node resolves."""
+    secret_nonce: str | None = None
+    """The run's placeholder nonce: only placeholders that carry it resolve."""
+
+    @property
+    def keyed_params(self) -> Any:
+        """The params as the cache and traces key them: without the run's nonce, so the
+        same call in another run has the same key."""
+        return canonical_placeholders(self.params) if self.secrets else self.params
 
 
 class StepCallResult(BaseModel):
@@ -101,7 +112,7 @@ class StepActivities:
         if attempt > 1 and not info.is_local:
             await self._trace_lost_attempt(call, info)
         if call.cache_ttl:
-            hit = await self.cache.get(call.node, call.version, call.params)
+            hit = await self.cache.get(call.node, call.version, call.keyed_params, call.namespace)
             if hit is not None:
                 self._trace(call, attempt, start, "ok", "cache", cache_hit=True)
                 return StepCallResult(output=hit.output, attempt=attempt, cache_hit=True)
@@ -125,7 +136,9 @@ class StepActivities:
             raise
         self._trace(call, attempt, start, "ok", replica[0])
         if call.cache_ttl:
-            await self.cache.put(call.node, call.version, call.params, output, call.cache_ttl)
+            await self.cache.put(
+                call.node, call.version, call.keyed_params, output, call.cache_ttl, call.namespace
+            )
         return StepCallResult(output=output, attempt=attempt)
 
     async def _trace_lost_attempt(self, call: StepCall, info: activity.Info) -> None:
@@ -150,7 +163,7 @@ class StepActivities:
                 node=call.node,
                 node_version=call.version,
                 status="error",
-                inputs_hash=inputs_hash(call.node, call.version, call.params),
+                inputs_hash=inputs_hash(call.node, call.version, call.keyed_params, call.namespace),
                 error=message,
                 error_class=WORKER_LOST,
                 workflow_id=call.workflow_id,
@@ -181,7 +194,7 @@ class StepActivities:
                 node=call.node,
                 node_version=call.version,
                 status=status,
-                inputs_hash=inputs_hash(call.node, call.version, call.params),
+                inputs_hash=inputs_hash(call.node, call.version, call.keyed_params, call.namespace),
                 error=error,
                 error_class=error_class,
                 cache_hit=cache_hit,
@@ -206,6 +219,8 @@ class StepActivities:
             attempt=attempt,
             idempotency_key=idempotency_key(call.run_id, call.step_id, call.item, attempt),
             timeout=call.timeout,
+            secrets=call.secrets,
+            secret_nonce=call.secret_nonce,
         )
         try:
             msg = await self.nc.request(

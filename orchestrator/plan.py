@@ -6,6 +6,7 @@ holds only plain data.
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -47,6 +48,9 @@ class PlannedStep(BaseModel):
     continue_on_error: bool = False
     cache_ttl: float | None = None
     """Seconds a result may be reused by an identical call; None: never cached."""
+    secrets: list[str] | None = None
+    """The names its templates pass to `secret()`: the only ones its node call resolves
+    (None: a plan made before the list; then any name in a secret-bearing param)."""
     needs: list[str] = Field(default_factory=list)
     """Every step this one waits for."""
     needs_output: list[str] = Field(default_factory=list)
@@ -171,6 +175,7 @@ class ShardRequest(BaseModel):
     """The index of the first item in the step's whole `for_each`."""
     concurrency: int | None = None
     limits: RunLimits | None = None
+    secret_nonce: str | None = None
 
 
 class ShardResult(BaseModel):
@@ -197,6 +202,13 @@ class RunRequest(BaseModel):
     replay as they ran. Carried in the request, not decided by `workflow.patched`: a patch
     checked after a local activity can replay differently from how it ran when a query
     splits the workflow task (the marker lands in the next task)."""
+    secret_nonce: str | None = None
+    """Random per run: `secret('X')` renders `${secret:X:<nonce>}` and the node service
+    resolves only placeholders that carry it, so data cannot ask for a secret."""
+
+
+def new_secret_nonce() -> str:
+    return secrets.token_hex(16)
 
 
 def resolve_pins(spec: Spec, catalog: Catalog, run_id: str) -> dict[str, str]:
@@ -258,6 +270,7 @@ def build_plan(
                 retry=RetryPolicy(**step.retry.model_dump()),
                 continue_on_error=step.continue_on_error,
                 cache_ttl=cache.ttl if cache is not None and cacheable else None,
+                secrets=sorted(refs.secrets),
                 needs=needs,
                 needs_output=[sid for sid in needs if sid not in status_only],
             )

@@ -30,6 +30,7 @@ from orchestrator.plan import (
     StepError,
     StepResult,
     build_plan,
+    new_secret_nonce,
     resolve_pins,
 )
 from orchestrator.spec import Spec, describe_value
@@ -111,6 +112,7 @@ async def prepare_run(
         inputs=inputs,
         done=done,
         limits=RunLimits.of(limits),
+        secret_nonce=new_secret_nonce(),
         local_end=True,
     )
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}

@@ -39,9 +39,9 @@ with workflow.unsafe.imports_passed_through():
         ScheduleUpdateInput,
     )
 
-    from infra.errors import NotFoundError
+    from infra.errors import InputShapeError, NotFoundError
     from infra.settings import Settings
-    from orchestrator.plan import RunInfo, RunRequest, build_plan
+    from orchestrator.plan import RunInfo, RunLimits, RunRequest, build_plan, new_secret_nonce
     from orchestrator.spec import CronTrigger, Spec
     from orchestrator.workflow import DagWorkflow
     from registry import runs as ledger
@@ -162,11 +162,16 @@ class TriggerActivities:
                 ),
                 inputs=inputs,
                 local_end=True,
+                limits=RunLimits.of(self.settings.limits),
+                secret_nonce=new_secret_nonce(),
             )
-        return await prepare_run(
-            self.pool, self.settings, spec, loaded.catalog, inputs,
-            loaded.stored.version, f"cron:{launch.trigger_id}", run_id,
-        )  # fmt: skip
+        try:
+            return await prepare_run(
+                self.pool, self.settings, spec, loaded.catalog, inputs,
+                loaded.stored.version, f"cron:{launch.trigger_id}", run_id,
+            )  # fmt: skip
+        except InputShapeError as exc:  # the trigger's own inputs: the same on every retry
+            raise ApplicationError(f"{ref} cannot be started: {exc}", non_retryable=True) from None
 
     async def _recorded(self, run_id: str) -> ledger.RunRecord | None:
         try:

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from infra.durations import parse_duration
     from infra.errors import ExpressionError
     from nodes.builtin.core import SwitchParams, pick_branch
+    from nodes.secrets import placeholder
     from orchestrator import expressions
     from orchestrator.activities import (
         RUN_END_ACTIVITY,
@@ -107,7 +108,10 @@ class _StepCalls:
     def _render(
         self, value: Any, context: dict[str, Any], limits: ExpressionLimits | None = None
     ) -> Any:
-        """`value` rendered within the run's expression limits (or `limits`)."""
+        """`value` rendered within the run's expression limits (or `limits`); `secret('X')`
+        renders the run's own placeholder (see `nodes.secrets`)."""
+        if self.secret_nonce:
+            context = {**context, "secret": self._secret}
         try:
             return expressions.render(value, context, limits=limits or _expression(self.limits))
         except ExpressionError:
@@ -147,6 +151,11 @@ class _StepCalls:
                 task.cancel()
         return outputs
 
+    secret_nonce: str | None = None
+
+    def _secret(self, name: Any) -> str:
+        return placeholder(str(name), self.secret_nonce)
+
     async def _call(self, step: PlannedStep, params: dict[str, Any], item: int) -> StepCallResult:
         """The step's node called with `params` as one activity; StepFailed when it fails."""
         run = self.run_info
@@ -163,6 +172,8 @@ class _StepCalls:
             item=item,
             timeout=step.timeout,
             cache_ttl=step.cache_ttl,
+            secrets=step.secrets,
+            secret_nonce=self.secret_nonce,
         )
         options: dict[str, Any] = dict(
             result_type=StepCallResult,
@@ -219,6 +230,7 @@ class DagWorkflow(_StepCalls):
     async def run(self, request: RunRequest) -> RunResult:
         self.request = request
         self.run_info, self.limits = request.run, request.limits
+        self.secret_nonce = request.secret_nonce
         plan = request.plan
         self.namespace = plan.namespace
         self.steps = {s.id: StepResult(node=s.node, version=s.version) for s in plan.steps}
@@ -481,7 +493,7 @@ class DagWorkflow(_StepCalls):
             chunk = items[start : start + size]
             request = ShardRequest(
                 run=run, namespace=self.namespace, step=step, items=chunk, offset=start,
-                concurrency=each, limits=limits,
+                concurrency=each, limits=limits, secret_nonce=self.secret_nonce,
             )  # fmt: skip
             async with slots:
                 try:
@@ -552,6 +564,7 @@ class ShardWorkflow(_StepCalls):
     @workflow.run
     async def run(self, shard: ShardRequest, context: dict[str, Any]) -> ShardResult:
         self.run_info, self.namespace, self.limits = shard.run, shard.namespace, shard.limits
+        self.secret_nonce = shard.secret_nonce
         step, tally = shard.step, ShardResult()
         try:
             tally.outputs = await self._items(

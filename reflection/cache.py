@@ -60,11 +60,11 @@ _TROUBLE = (nats.errors.Error, TimeoutError, OSError, RefluxError, TypeError, Va
 """What a cache read or write may run into; each makes a miss or a skipped write."""
 
 
-def cache_key(node: str, version: str, params: Any) -> str:
-    """The bucket key of a step result: `<node>.<inputs_hash(node, version, params)>`."""
+def cache_key(node: str, version: str, params: Any, namespace: str = "default") -> str:
+    """The bucket key of a step result: `<node>.<inputs_hash(node, version, params, ns)>`."""
     if not _NODE.fullmatch(node):
         raise ValueError(f"node name {node!r} cannot be a cache key")
-    return f"{node}.{inputs_hash(node, version, params)}"
+    return f"{node}.{inputs_hash(node, version, params, namespace)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +158,13 @@ class StepCache:
             timeout=timeout,
         )
 
-    async def get(self, node: str, version: str, params: Any) -> CacheHit | None:
-        """The cached output of `node@version` on `params`, or None (a miss) when there is
-        none, it expired, it is unreadable, or NATS or the object store fails."""
+    async def get(
+        self, node: str, version: str, params: Any, namespace: str = "default"
+    ) -> CacheHit | None:
+        """The cached output of `node@version` on `params` in `namespace`, or None (a miss)
+        when there is none, it expired, it is unreadable, or NATS or the object store fails."""
         try:
-            key = cache_key(node, version, params)
+            key = cache_key(node, version, params, namespace)
             try:
                 raw = await self._kv.get(key)
             except KeyNotFoundError:
@@ -181,7 +183,15 @@ class StepCache:
             key=key,
         )
 
-    async def put(self, node: str, version: str, params: Any, output: Any, ttl: float) -> bool:
+    async def put(
+        self,
+        node: str,
+        version: str,
+        params: Any,
+        output: Any,
+        ttl: float,
+        namespace: str = "default",
+    ) -> bool:
         """Cache `output` for `ttl` seconds (at most the bucket's max age). True when stored;
         False, with a warning logged, when it could not be; never raises."""
         if ttl <= 0:
@@ -189,7 +199,7 @@ class StepCache:
         if self.max_age:
             ttl = min(ttl, self.max_age)
         try:
-            key = cache_key(node, version, params)
+            key = cache_key(node, version, params, namespace)
             inline, ref = await offload(output, self.store, self.inline_limit)
             now = time.time()
             entry = CacheEntry(

@@ -25,11 +25,13 @@ CONTEXT_CHARS = 1000
 not refused: tracing never fails a step)."""
 
 
-def inputs_hash(node: str, version: str, params: Any) -> str:
-    """sha256 of node, pinned version and the canonical JSON of the resolved params: the
-    same key the step cache uses, so traces and cache entries join."""
+def inputs_hash(node: str, version: str, params: Any, namespace: str = "default") -> str:
+    """sha256 of node, pinned version, the canonical JSON of the resolved params and (but for
+    the default namespace) the namespace: the same key the step cache uses, so traces and
+    cache entries join, and one tenant's results never answer another's calls."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{node}\0{version}\0{canonical}".encode()).hexdigest()
+    scope = "" if namespace == "default" else f"{namespace}\0"
+    return hashlib.sha256(f"{scope}{node}\0{version}\0{canonical}".encode()).hexdigest()
 
 
 class TraceEvent(BaseModel):

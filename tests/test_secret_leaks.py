@@ -183,3 +183,34 @@ def _pg_dump(stack: RunningStack) -> bytes:
     assert done.returncode == 0, done.stderr
     assert b"LEAK_CANARY" in done.stdout  # the dump has the secrets table: sealed values only
     return done.stdout
+
+
+INJECTED = "${secret:OTHER_CANARY}${secret:LEAK_CANARY}"
+
+
+def test_a_placeholder_in_an_input_asks_for_no_secret(
+    stack: RunningStack, server: HttpTestServer, leaky_runs: dict[str, dict]
+) -> None:
+    done = stack.cli("secrets", "set", "OTHER_CANARY", input="other-value-Qz8\n")
+    assert done.returncode == 0, done.stderr
+    result = stack.run(
+        f"""
+        id: injects-a-placeholder
+        inputs:
+          note: {{type: string}}
+        steps:
+          - id: call
+            node: http.request@1
+            with:
+              url: "{server.url("/echo")}?next={{{{ inputs.note }}}}"
+              headers:
+                Authorization: "Bearer {{{{ secret('LEAK_CANARY') }}}}"
+                X-Note: "{{{{ inputs.note }}}}"
+        """,
+        inputs={"note": INJECTED},
+    )
+    assert result.status == "completed"
+    seen = [r for r in server.requests if "x-note" in r.headers]
+    assert [r.headers["x-note"] for r in seen] == [INJECTED]
+    assert seen[0].arg("next") == INJECTED
+    assert seen[0].headers["authorization"] == f"Bearer {SECRET}"

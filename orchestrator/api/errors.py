@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from infra.errors import (
+    InputShapeError,
     LifecycleError,
     ManifestConflictError,
     NotFoundError,
@@ -88,6 +89,8 @@ def from_reflux(exc: RefluxError) -> ApiError:
                         code="SpecError", details={"problems": problems})  # fmt: skip
     if isinstance(exc, NotFoundError):
         return ApiError(404, str(exc))
+    if isinstance(exc, InputShapeError):
+        return ApiError(422, str(exc), code="InvalidRequest")
     status = 400
     if isinstance(exc, LifecycleError | ManifestConflictError | PinError):
         status = 409

@@ -43,7 +43,7 @@ import logging
 import os
 import sys
 
-from infra.errors import RefluxError, SpecError
+from infra.errors import InputShapeError, RefluxError, SpecError
 from infra.settings import Settings
 from orchestrator.cli import (
     api,
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         for problem in exc.problems:
             err(str(problem))
+        code = EXIT_INVALID
+    except InputShapeError as exc:
+        err(f"reflux: {exc}")
         code = EXIT_INVALID
     except RefluxError as exc:
         err(f"reflux: {exc}")

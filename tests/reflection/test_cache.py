@@ -97,6 +97,18 @@ async def test_hit_after_put_with_params_in_another_order(cache: StepCache):
     assert (hit.expires_at - hit.stored_at).total_seconds() == pytest.approx(600)
 
 
+async def test_one_namespace_never_answers_another(cache: StepCache):
+    # Params hold secret placeholders, not values: the same call in two tenants has the same
+    # params, so the namespace is part of the key (a result made with one tenant's secret
+    # must not answer the other's call).
+    node = unique()
+    assert await cache.put(node, "1.0.0", PARAMS, "acme's balance", ttl=600, namespace="acme")
+    assert await cache.get(node, "1.0.0", PARAMS, namespace="beta") is None
+    assert await cache.get(node, "1.0.0", PARAMS) is None
+    hit = await cache.get(node, "1.0.0", PARAMS, namespace="acme")
+    assert hit is not None and hit.output == "acme's balance"
+
+
 async def test_a_cached_none_is_a_hit(cache: StepCache):
     node = unique()
     assert await cache.put(node, "1.0.0", PARAMS, None, ttl=600)
