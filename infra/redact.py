@@ -4,8 +4,10 @@ secret values wherever they appear, are replaced at any depth.
 `redact` blanks sensitive keys (traces, errors, the API's step views). `Masker` replaces
 each resolved secret value with `[secret:NAME]` in everything a node service sends back:
 the value itself and the forms it commonly takes on the way out (URL-encoded, JSON-escaped,
-base64 on its own or inside a longer base64 text, as in `Basic base64(user:pass)`).
-Values shorter than 4 characters are not hunted: they would blank out ordinary text.
+base64 on its own or inside a longer base64 text, as in `Basic base64(user:pass)`, with
+its whitespace collapsed, as an HTTP client puts it in a URL's query), numbers that spell
+one, and a value's start left at the end of a text that was cut short. Values shorter than
+4 characters are not hunted: they would blank out ordinary text.
 
 A key is sensitive when one of its words is (password, token, secret, authorization,
 cookie, …) or two adjacent words make one (api key, private key, access key). Words come
@@ -27,6 +29,8 @@ __all__ = ["REDACTED", "Masker", "is_sensitive", "redact"]
 REDACTED = "[redacted]"
 MAX_DEPTH = 32
 MIN_SECRET = 4
+MIN_CUT = 8
+"""A value's first this-many characters or more, at the end of a text, count as the value."""
 
 SENSITIVE_WORDS = frozenset(
     {
@@ -92,11 +96,14 @@ class Masker:
 
     def __init__(self, named: Mapping[str, str]) -> None:
         forms: dict[str, str] = {}
+        self._starts: list[tuple[str, str]] = []
         for name, value in named.items():
             if len(value) < MIN_SECRET:
                 continue
             for form in _forms(value):
                 forms.setdefault(form, f"[secret:{name}]")
+            if len(value) > MIN_CUT:
+                self._starts.append((value, f"[secret:{name}]"))
         self._forms = sorted(forms.items(), key=lambda item: len(item[0]), reverse=True)
 
     def __bool__(self) -> bool:
@@ -106,6 +113,12 @@ class Masker:
         for form, label in self._forms:
             if form in value:
                 value = value.replace(form, label)
+        for secret, label in self._starts:  # a text cut short (an excerpt, an output cap)
+            tail = value.rstrip("…. \n")
+            for size in range(len(secret) - 1, MIN_CUT - 1, -1):
+                if tail.endswith(secret[:size]):
+                    value = tail[:-size] + label + value[len(tail) :]
+                    break
         return value
 
     def __call__(self, value: Any) -> Any:
@@ -116,6 +129,10 @@ class Masker:
     def _mask(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            spelled = str(value)
+            masked = self.text(spelled)
+            return value if masked == spelled else masked
         if depth > MAX_DEPTH * 8:  # far deeper than any value we build; never recurse forever
             return "[too deep]"
         if isinstance(value, dict):
@@ -126,8 +143,16 @@ class Masker:
 
 
 def _forms(value: str) -> set[str]:
+    import httpx
+
     raw = value.encode()
     forms = {value, quote(value, safe=""), quote_plus(value), quote(value)}
+    forms.add(" ".join(value.split()))
+    try:
+        forms.add(httpx.URL("http://h/?" + value).query.decode())
+    except httpx.InvalidURL:  # a value no URL can hold raw is not in one
+        pass
+    forms.add(str(httpx.QueryParams({"k": value}))[2:])
     forms.add(json.dumps(value)[1:-1])
     forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
     for encode in (base64.b64encode, base64.urlsafe_b64encode):

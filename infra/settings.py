@@ -152,6 +152,10 @@ class SandboxSettings(BaseSettings):
         default_factory=list
     )
     """CIDRs that code with `network: limited` may reach although they are not public."""
+    allow_full_network: bool = False
+    """Let code.* steps ask for `network: full` (the host's network, its loopback services
+    included: NATS, PostgreSQL). Off: such a step fails; only for platforms whose authors
+    are all trusted."""
     launcher: Literal["auto", "bwrap", "unshare"] = "auto"
     """How the process backend makes namespaces: bubblewrap when installed (auto), or
     util-linux unshare with Reflux's own setup (slower to start)."""

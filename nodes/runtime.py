@@ -105,6 +105,7 @@ async def call_handler(
             idempotency_key=request.idempotency_key,
             timeout=request.timeout,
             settings=settings,
+            secrets=tuple(resolved.values()),
         )
         result = await node.handler(params, ctx)
         reply.output = mask(node.output.model_validate(result).model_dump(mode="json"))

@@ -41,6 +41,10 @@ class NodeContext:
     effects can do them once per key."""
     timeout: float | None = None
     settings: Settings = field(default_factory=Settings)
+    secrets: tuple[str, ...] = ()
+    """The secret values resolved into this call's params, so a node can keep them where
+    they belong (http.request drops headers carrying one on a redirect to another origin).
+    Whatever the handler returns or raises is masked anyway."""
 
 
 Handler = Callable[[Any, NodeContext], Awaitable[Any]]

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from infra.errors import CodeRunError, NodeError, SandboxError
+from infra.errors import CodeRunError, NodeError, SandboxError, ValidationError
 from infra.settings import SandboxSettings
 from nodes.sdk import NodeContext, NodeGroup
 from sandbox import Backend, CodeRunRequest, CodeRunResult, Limits, open_backend
@@ -84,6 +84,11 @@ class ShellOutput(BaseModel):
 
 
 async def _run(request: CodeRunRequest, ctx: NodeContext) -> CodeRunResult:
+    if request.limits.network == "full" and not ctx.settings.sandbox.allow_full_network:
+        raise ValidationError(  # the host's loopback holds NATS and PostgreSQL: not for tenants
+            f"code.{request.lang}: network: full is off on this platform"
+            " (REFLUX_SANDBOX_ALLOW_FULL_NETWORK); use limited"
+        )
     try:
         return await backend(ctx.settings.sandbox).run(request)
     except SandboxError as exc:  # the host cannot run sandboxes: an operator's problem

@@ -23,7 +23,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -223,7 +223,7 @@ async def request(params: HttpRequestParams, ctx: NodeContext) -> HttpResponse:
     started = time.perf_counter()
     with _translate_errors(params.method, url, timeout):
         async with asyncio.timeout(timeout), _client(timeout) as client:
-            response, url = await _fetch(client, params, url, settings)
+            response, url = await _fetch(client, params, url, settings, ctx.secrets)
             try:
                 status = response.status_code
                 if params.raise_for_status and status >= 400:
@@ -245,7 +245,11 @@ async def request(params: HttpRequestParams, ctx: NodeContext) -> HttpResponse:
 
 
 async def _fetch(
-    client: httpx.AsyncClient, params: HttpRequestParams, url: httpx.URL, settings: HttpSettings
+    client: httpx.AsyncClient,
+    params: HttpRequestParams,
+    url: httpx.URL,
+    settings: HttpSettings,
+    secrets: Iterable[str] = (),
 ) -> tuple[httpx.Response, httpx.URL]:
     """Send the request and follow redirects; returns the final, unread response."""
     method = params.method
@@ -281,7 +285,7 @@ async def _fetch(
         redirects += 1
         next_url = _redirect_target(url, location, response.status_code)
         method, headers, content = _redirected_request(
-            response.status_code, method, headers, content, url, next_url
+            response.status_code, method, headers, content, url, next_url, secrets
         )
         url = next_url
 
@@ -347,8 +351,10 @@ def _redirected_request(
     content: bytes | None,
     url: httpx.URL,
     target: httpx.URL,
+    secrets: Iterable[str] = (),
 ) -> tuple[str, httpx.Headers, bytes | None]:
-    """Method, headers and body of the next hop, following the Fetch standard."""
+    """Method, headers and body of the next hop, following the Fetch standard; to another
+    origin, neither credential headers nor any header carrying a secret's value go along."""
     headers = httpx.Headers(headers)
     if (status in (301, 302) and method == "POST") or (
         status == 303 and method not in ("GET", "HEAD")
@@ -359,6 +365,9 @@ def _redirected_request(
     if _origin(url) != _origin(target):
         for name in _CREDENTIAL_HEADERS:
             headers.pop(name, None)
+        for name, value in list(headers.items()):
+            if any(secret in value for secret in secrets):
+                headers.pop(name, None)
     return method, headers, content
 
 

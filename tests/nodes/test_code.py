@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.errors import CodeRunError
+from infra.errors import CodeRunError, ValidationError
 from infra.settings import SandboxSettings, Settings
 from nodes.builtin import code
 from nodes.sdk import NodeContext
@@ -98,6 +98,16 @@ async def test_shell_check_false_returns_a_failing_exit_status() -> None:
     }
     with pytest.raises(CodeRunError, match="exited with status 7: err"):
         await code.shell(code.ShellParams(code="echo err >&2; exit 7"), CTX)
+
+
+async def test_the_host_network_is_off_unless_the_platform_allows_it() -> None:
+    # network: full shares the host's loopback (NATS, PostgreSQL): a tenant's code could
+    # talk to node services directly. Only an operator may turn it on.
+    params = code.PythonParams(code="def run(inputs):\n    return 1", limits={"network": "full"})
+    with pytest.raises(ValidationError, match="REFLUX_SANDBOX_ALLOW_FULL_NETWORK"):
+        await code.python(params, CTX)
+    allowed = NodeContext(settings=Settings(sandbox=SandboxSettings(allow_full_network=True)))
+    assert (await code.python(params, allowed)).root == 1
 
 
 def test_limits_are_validated_with_their_names() -> None:

@@ -7,6 +7,7 @@ empty allow list and check that the server never saw a request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,6 +249,21 @@ async def test_cross_origin_redirect_drops_credentials(server: HttpTestServer) -
     assert "authorization" not in response.json_["headers"]
     assert response.json_["headers"]["x-keep"] == "1"
     assert server.requests[0].headers["authorization"] == "Bearer s3cret"
+
+
+async def test_cross_origin_redirect_drops_headers_that_carry_a_secret(
+    server: HttpTestServer,
+) -> None:
+    target = server.url("/echo", host="localhost")
+    ctx = dataclasses.replace(context(), secrets=("sk_live_123456",))
+    response = await call(
+        ctx,
+        url=server.url(f"/redirect?to={target}"),
+        headers={"X-Api-Key": "sk_live_123456", "X-Pin": "pin=sk_live_123456;", "X-Keep": "1"},
+    )
+    sent = response.json_["headers"]
+    assert "x-api-key" not in sent and "x-pin" not in sent and sent["x-keep"] == "1"
+    assert server.requests[0].headers["x-api-key"] == "sk_live_123456"  # the first origin's
 
 
 # --- limits and failures --------------------------------------------------------------
