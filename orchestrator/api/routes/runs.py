@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from infra.errors import NotFoundError
+from infra.redact import redact
 from orchestrator.api.auth import Author, Viewer
 from orchestrator.api.context import ApiContext, actor, ctx_of
 from orchestrator.api.errors import ApiError
@@ -123,16 +124,22 @@ async def list_runs(
 
 @router.get("/{run_id}", response_model=RunDetail, name="get_run")
 async def get_run(run_id: str, request: Request, token: Viewer) -> RunDetail:
-    """The run as the ledger has it, with its steps' states and outputs from Temporal."""
+    """The run as the ledger has it, with its steps' states and outputs from Temporal.
+    Values under sensitive keys (password, token, authorization, api_key, …) read
+    `[redacted]`, at any depth."""
     from orchestrator.runs import live_state
 
     ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
-    detail = RunDetail(**_summary(record), pins=record.pins, error=record.error)
+    detail = RunDetail(**_summary(record), pins=record.pins, error=redact(record.error))
     state = await live_state(await ctx.temporal(), run_id)
     if state is not None:
+        for step in state.steps.values():
+            step.output = redact(step.output)
+            if step.error is not None:
+                step.error.details = redact(step.error.details)
         detail.steps = state.steps
-        detail.outputs = state.outputs
+        detail.outputs = redact(state.outputs)
         detail.paused = state.paused
         if state.status == "running":  # the ledger hears of the end a moment before Temporal
             detail.status, detail.ended_at = "running", None

@@ -174,3 +174,32 @@ def test_a_webhook_key_is_not_a_secret_a_workflow_can_read(
     error = result.steps["call"].error
     assert error is not None
     assert "secret 'SHARED_NAME' is not set in namespace 'default'" in error.message
+
+
+def test_step_views_redact_sensitive_keys(
+    stack: RunningStack, api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    source = textwrap.dedent(
+        """
+        id: sensitive-output
+        steps:
+          - id: shape
+            node: core.transform@1
+            with:
+              value: {user: ada, password: hunter22, deep: [{api_key: k-1, note: fine}]}
+        outputs:
+          all: "{{ steps.shape.output }}"
+        """
+    )
+    admin = auth(tokens["admin"])
+    api.post("/workflows", json={"source": source}, headers=admin).raise_for_status()
+    started = api.post("/runs", json={"workflow": "sensitive-output"}, headers=admin)
+    run = poll_run(api, tokens, started.json()["run_id"])
+    assert run["status"] == "completed"
+    shown = run["steps"]["shape"]["output"]["value"]
+    assert shown == {
+        "user": "ada",
+        "password": "[redacted]",
+        "deep": [{"api_key": "[redacted]", "note": "fine"}],
+    }
+    assert "hunter22" not in json.dumps(run) and "k-1" not in json.dumps(run)
