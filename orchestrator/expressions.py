@@ -12,6 +12,11 @@ Why it looks like this:
   is common in node outputs.
 - Errors name the path the author wrote ("'steps.fetch' has no attribute 'outptu'"); that
   explanation is worked out only after a render failed, never on the hot path.
+- Every rendering is bounded (`ExpressionLimits`: bytes built, iterations run), because a
+  template that builds a gigabyte or loops 10**10 times would hold the workflow task for
+  ever. The bounds live in `expression_limits` (budget, operators, code generator) and
+  `expression_builtins` (filters, tests, methods); this module wires them into the sandbox.
+  Any failure while rendering, of any kind, leaves as one ExpressionError line.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import operator
-from collections.abc import Iterator, Mapping
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from temporalio import workflow
@@ -30,13 +35,37 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
     from jinja2.exceptions import SecurityError, UndefinedError
+    from jinja2.parser import Parser
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.utils import Namespace
+    from markupsafe import Markup
 
 from infra.errors import ExpressionError
+from orchestrator import expression_limits as limits_
+from orchestrator.expression_builtins import (
+    bounded_dumps,
+    bounded_filters,
+    bounded_tests,
+    check_call,
+    measure,
+)
+from orchestrator.expression_limits import (
+    BoundedCodeGenerator,
+    BoundedEscapeFormatter,
+    BoundedFormatter,
+    Budget,
+    ExpressionLimits,
+    LimitExceeded,
+    close_budget,
+    current,
+    no_budget,
+    open_budget,
+)
 
 __all__ = [
     "CONTEXT_NAMES",
     "CompiledTemplate",
+    "ExpressionLimits",
     "References",
     "compile_template",
     "is_template",
@@ -53,8 +82,11 @@ CONTEXT_NAMES = frozenset({"inputs", "steps", "item", "index", "run", "secret"})
 STEP_ATTRIBUTES = ("output", "status")
 
 _FALSE_STRINGS = frozenset({"", "false", "0", "none", "null"})
-_MAX_SEQUENCE = 1_000_000
-_MAX_EXPONENT = 1_000
+_RENDERABLE = (str, dict, list, tuple)
+_SEQ = (list, tuple)
+_LISTLIKE = (list, tuple, set, frozenset, range)
+_NUMBER = (int, float)
+_DEFAULT_LIMITS = ExpressionLimits()
 
 
 def secret_placeholder(name: str) -> str:
@@ -62,36 +94,114 @@ def secret_placeholder(name: str) -> str:
     return f"${{secret:{name}}}"
 
 
+_BINOPS = {
+    "+": limits_.checked_add,
+    "*": limits_.checked_mul,
+    "**": limits_.checked_pow,
+    "%": limits_.checked_mod,
+}
+
+
+_SHORT_OUTPUT = frozenset({str, float, bool, type(None)})
+_METHODS = (types.MethodType, types.BuiltinMethodType)
+
+
+def _finalize(value: Any) -> Any:
+    """What a `{{ … }}` writes that is not yet text (a list, a long number) is about to be
+    turned into text: count that against the output limit first. Text itself is only
+    referenced until the join, which _concat measures; a float or a short int prints short."""
+    kind = type(value)
+    if kind in _SHORT_OUTPUT or (kind is int and value.bit_length() < 64):
+        return value
+    budget = current()
+    budget.write(_output_size(value, budget))
+    return value
+
+
+def _output_size(value: Any, budget: Budget) -> int:
+    if type(value) is int:
+        return (value.bit_length() >> 1) + 2  # at least the digits it has
+    return limits_.text_size(value, budget)
+
+
+def _concat(parts: Any) -> str:
+    """Join what a template (or a macro, a block) wrote, refusing before the join. Holding
+    the parts first is safe: each `{{ … }}` output was measured in _finalize, the rest are
+    the template's own literal text, referenced, not copied."""
+    kept = parts if type(parts) is list else list(parts)
+    size = sum(map(len, kept))
+    if size > current().max_bytes:
+        raise current().too_big(size, "output")
+    return "".join(kept)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    code_generator_class = BoundedCodeGenerator
+    intercepted_binops = frozenset(_BINOPS)
+    concat = staticmethod(_concat)  # type: ignore[assignment]
+    checked_concat = staticmethod(limits_.checked_concat)
+    checked_slice = staticmethod(limits_.checked_slice)
+    compare = staticmethod(limits_.compare)
+    compared = staticmethod(limits_.compared)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
+        if type(obj) is Namespace and attribute[:1] != "_":
+            # What a template stored with `{% set ns.x = … %}`: the sandbox's checks (ABC
+            # isinstance tests) made reading it most of the cost of a namespace loop.
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        # A workflow task that spins on `10 ** 10 ** 10` stalls the whole run; refuse early.
-        if operator_ == "**":
-            if _is_number(right) and abs(right) > _MAX_EXPONENT and _is_number(left):
-                if abs(left) > 1:
-                    raise SecurityError(f"exponent {right} is too large")
-            return operator.pow(left, right)
-        for seq, count in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(count, int):
-                if len(seq) * count > _MAX_SEQUENCE:
-                    raise SecurityError("repeated sequence would be too long")
-        return operator.mul(left, right)
+        return _BINOPS[operator_](left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        budget = current()
+        args, measured = check_call(budget, __obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        return measure(budget, result) if measured else result
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """`str.format`/`format_map`, with each field's width, precision and value measured."""
+        if not isinstance(value, _METHODS) or value.__name__ not in ("format", "format_map"):
+            return None
+        text = value.__self__
+        if not isinstance(text, str):
+            return None
+        is_map = value.__name__ == "format_map"
+
+        def bounded_format(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                args, kwargs = (), args[0]
+            budget = current()
+            if isinstance(text, Markup):
+                formatter: Any = BoundedEscapeFormatter(self, budget, escape=text.escape)
+            else:
+                formatter = BoundedFormatter(self, budget)
+            return type(text)(formatter.vformat(text, args, kwargs))
+
+        return functools.update_wrapper(bounded_format, value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-_ENV = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV = _Environment(
+    undefined=StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    finalize=_finalize,
+)
+_ENV.filters = bounded_filters(_ENV.filters)
 _ENV.filters.pop("random", None)
+_ENV.tests = bounded_tests(_ENV.tests)
 _ENV.globals.pop("lipsum", None)
+_ENV.globals["range"] = range  # lazy; iterating it is what is paid for
 _ENV.globals["secret"] = secret_placeholder
+_ENV.policies["json.dumps_function"] = bounded_dumps
 _ALLOWED_NAMES = CONTEXT_NAMES | frozenset(_ENV.globals)
 
 
@@ -107,23 +217,54 @@ def is_template(text: str) -> bool:
 class _Compiled:
     source: str
     ast: nodes.Template
-    native: Any  # jinja2 TemplateExpression when the string is one `{{ … }}`, else None
-    template: Any  # jinja2 Template otherwise
+    native: bool  # the string is one `{{ … }}`: `template` sets `result` to its value
+    template: Any  # jinja2 Template
+    passthrough: bool = False  # one `{{ a.b['c'] }}`: gives a value that exists already
 
 
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> _Compiled:
+    with no_budget():
+        return _compile_now(source)
+
+
+def _compile_now(source: str) -> _Compiled:
     try:
         ast = _ENV.parse(source)
         inner = _single_expression(source, ast)
         if inner is not None:
-            return _Compiled(source, ast, _ENV.compile_expression(inner, False), None)
-        return _Compiled(source, ast, None, _ENV.from_string(ast))
+            through = _is_path(next(n for n in ast.body[0].nodes if not _is_blank_data(n)))
+            return _Compiled(source, ast, True, _expression_template(inner), through)
+        return _Compiled(source, ast, False, _template(ast))
     except TemplateSyntaxError as exc:
         where = f" (line {exc.lineno} of the template)" if "\n" in source.strip() else ""
         raise ExpressionError(
             f"template syntax error: {_clean(exc.message)}{where} in {_snippet(source)}"
         ) from None
+    except Exception as exc:  # RecursionError on deep nesting, MemoryError, SyntaxError…
+        reason = _reason(exc)
+        raise ExpressionError(f"template cannot compile: {reason} in {_snippet(source)}") from None
+
+
+def _expression_template(inner: str) -> Any:
+    """What `Environment.compile_expression` builds, kept as the Template it wraps so that
+    rendering reads `result` off the context without copying the context twice."""
+    parser = Parser(_ENV, inner, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+    expr.set_environment(_ENV)
+    body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+    return _template(nodes.Template(body, lineno=1))
+
+
+def _template(ast: nodes.Template) -> Any:
+    template = _ENV.from_string(ast)
+    # Jinja layers a template's globals over the environment's in a ChainMap so that later
+    # changes show through; ours never change, and copying a ChainMap into every new render
+    # context was most of the cost of a render.
+    template.globals = dict(template.globals)
+    return template
 
 
 def _single_expression(source: str, ast: nodes.Template) -> str | None:
@@ -146,6 +287,21 @@ def _single_expression(source: str, ast: nodes.Template) -> str | None:
     return inner
 
 
+def _is_path(node: nodes.Node) -> bool:
+    """`a.b['c'][0]`: reads a value that exists, builds nothing. A step passing another's
+    output on as it is may pass any size (payloads over a few KiB go by reference): the byte
+    limit is on what expressions build."""
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getitem) and not isinstance(node.arg, nodes.Const):
+            return False
+        node = node.node
+    return isinstance(node, nodes.Name)
+
+
+def _ignore(size: int) -> None:
+    pass
+
+
 def _is_blank_data(node: nodes.Node) -> bool:
     return isinstance(node, nodes.TemplateData) and not node.data.strip()
 
@@ -158,8 +314,8 @@ class CompiledTemplate:
         for _, source in iter_templates(value):
             _compile(source)
 
-    def render(self, context: Mapping[str, Any]) -> Any:
-        return render(self.value, context)
+    def render(self, context: Mapping[str, Any], *, limits: ExpressionLimits | None = None) -> Any:
+        return render(self.value, context, limits=limits)
 
     @property
     def references(self) -> References:
@@ -179,7 +335,7 @@ def iter_templates(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tup
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from iter_templates(item, (*path, key))
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, _SEQ):
         for index, item in enumerate(value):
             yield from iter_templates(item, (*path, index))
 
@@ -187,23 +343,46 @@ def iter_templates(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tup
 # ----------------------------------------------------------------------------------- render
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Fill in the templates inside `value`; see the module docstring for the typing rule."""
+def render(
+    value: Any, context: Mapping[str, Any], *, limits: ExpressionLimits | None = None
+) -> Any:
+    """Fill in the templates inside `value`; see the module docstring for the typing rule.
+    `limits` bound the whole call: bytes per value and for the result, iterations in all."""
+    if not isinstance(value, _RENDERABLE):
+        return value
+    budget, token = open_budget(limits or _DEFAULT_LIMITS)
+    try:
+        return _render(value, context, budget)
+    finally:
+        close_budget(token)
+
+
+def _render(value: Any, context: Mapping[str, Any], budget: Budget) -> Any:
     if isinstance(value, str):
-        return _render_string(value, context) if is_template(value) else value
+        return _render_string(value, context, budget) if is_template(value) else value
     if isinstance(value, dict):
-        return {key: render(item, context) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [render(item, context) for item in value]
+        return {key: _render(item, context, budget) for key, item in value.items()}
+    if isinstance(value, _SEQ):
+        return [_render(item, context, budget) for item in value]
     return value
 
 
-def _render_string(source: str, context: Mapping[str, Any]) -> Any:
+def _render_string(source: str, context: Mapping[str, Any], budget: Budget) -> Any:
     compiled = _compile(source)
     try:
-        if compiled.native is not None:
-            return _to_plain(compiled.native(dict(context)))
-        return compiled.template.render(context)
+        # Template.render, without its traceback rewriting: errors become one line anyway.
+        template = compiled.template
+        jinja_context = template.new_context(context)
+        written = template.root_render_func(jinja_context)
+        if compiled.native:
+            for _ in written:
+                pass
+            result = jinja_context.vars["result"]
+        else:
+            result = _concat(written)
+        return _to_plain(result, budget, _ignore if compiled.passthrough else budget.give)
+    except LimitExceeded as exc:
+        raise ExpressionError(f"{exc} in {_snippet(source)}") from None
     except UndefinedError as exc:
         reason = _explain(compiled, context, exc) or _clean(exc.message or str(exc))
         raise ExpressionError(f"{reason} in {_snippet(source)}") from None
@@ -211,25 +390,72 @@ def _render_string(source: str, context: Mapping[str, Any]) -> Any:
         raise ExpressionError(
             f"not allowed in templates: {_clean(str(exc))} in {_snippet(source)}"
         ) from None
-    except ExpressionError:
-        raise
+    except ExpressionError as exc:
+        raise ExpressionError(f"{exc} in {_snippet(source)}") from None
     except Exception as exc:
-        raise ExpressionError(
-            f"{type(exc).__name__}: {_clean(str(exc))} in {_snippet(source)}"
-        ) from None
+        raise ExpressionError(f"{_reason(exc)} in {_snippet(source)}") from None
 
 
-def _to_plain(value: Any) -> Any:
-    """Plain JSON-like data: an Undefined fails here, generators and tuples become lists."""
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "expression nests or recurses too deeply"
+    if isinstance(exc, MemoryError):
+        return "expression ran out of memory"
+    return f"{type(exc).__name__}: {_clean(str(exc))}"
+
+
+_JSON_KEYS = (str, int, float, bool, type(None))
+
+
+def _to_plain(value: Any, budget: Budget, give: Callable[[int], None]) -> Any:
+    """Plain JSON-like data: an Undefined fails here, generators and tuples become lists.
+    `give` measures what the template gives back (about its JSON size) against the byte
+    limit: references to one big value cost what writing them out would."""
+    kind = type(value)
+    if kind is str:
+        give(len(value))
+        return value
+    if kind is int:
+        limits_.check_int(value)  # a bigger number cannot be written as JSON
+        give(8)
+        return value
+    if kind is float or kind is bool or value is None:
+        give(8)
+        return value
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     if isinstance(value, str):
-        return value if type(value) is str else str.__str__(value)
+        text = str.__str__(value)
+        give(len(text))
+        return text
     if isinstance(value, dict):
-        return {key: _to_plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | range | set | frozenset) or _is_iterator(value):
-        return [_to_plain(item) for item in value]
-    return value
+        give(2 + 2 * len(value))
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, _JSON_KEYS):
+                raise ExpressionError(f"expression gives a map with a {_kind(key)} key")
+            give(limits_.text_size(key, budget) + 2)
+            plain[key] = _to_plain(item, budget, give)
+        return plain
+    if isinstance(value, _LISTLIKE):
+        give(2 + 2 * (len(value) if not isinstance(value, range) else _range_size(value)))
+        return [_to_plain(item, budget, give) for item in value]
+    if isinstance(value, _NUMBER):  # subclasses
+        plain = value.__index__() if isinstance(value, int) else float(value)
+        return _to_plain(plain, budget, give)
+    if _is_iterator(value) or isinstance(value, _VIEWS):
+        return [_to_plain(item, budget, give) for item in limits_.counted(value)]
+    raise ExpressionError(f"expression gives {_kind(value)}, which is not JSON data")
+
+
+def _range_size(value: range) -> int:
+    try:
+        return len(value)
+    except OverflowError:
+        return 1 << 62
+
+
+_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 
 
 def _is_iterator(value: Any) -> bool:
@@ -431,7 +657,7 @@ def _walk_chain(
                 noun = "attribute" if kind == "attr" else "key"
                 keys = [k for k in value if isinstance(k, str)]
                 return f"'{path}' has no {noun} '{key}'{_suggest(str(key), keys)}", key
-        elif isinstance(value, list | tuple) and isinstance(key, int):
+        elif isinstance(value, _SEQ) and isinstance(key, int):
             if -len(value) <= key < len(value):
                 value = value[key]
             else:
@@ -456,10 +682,12 @@ def _suggest(word: str, candidates: list[str]) -> str:
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, _NUMBER):
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQ):
         return "list"
+    if isinstance(value, bytes):
+        return "bytes"
     return type(value).__name__
