@@ -1,8 +1,15 @@
 """Event triggers: the worker listens on every stored workflow's `event` trigger subjects
 and starts a run of the latest version per message (the message's JSON object is the
-inputs; started by `event:<trigger>`). Worker replicas share each subject in a queue group,
-so a message starts one run. A push publishes `reflux.triggers.changed`, and every
-listener reloads its subscriptions.
+inputs; started by `event:<trigger>`). A push publishes `reflux.triggers.changed`, and
+every listener reloads its subscriptions.
+
+Why a queue group per trigger (`reflux-event:<namespace>:<workflow>:<trigger>`): NATS gives
+each message to one member of a queue group. Worker replicas must share a trigger's
+messages (one run per message), so each trigger's subscriptions are in a group; but two
+triggers in one group would split the messages on the subjects they share (`orders.created`
+and `orders.>`), and each would miss some. In a group of its own, every trigger gets every
+message on its subject, once across the replicas. (`:` is in no id, so no two triggers'
+names can meet.)
 
 Messages that are not a JSON object, nest deeper than REFLUX_INPUT_MAX_DEPTH, are larger
 than REFLUX_INPUT_MAX_BYTES or do not fit the workflow's inputs start nothing; they are
@@ -27,12 +34,16 @@ from infra.jsonshape import loads
 from infra.settings import Settings
 from orchestrator.spec import EventTrigger
 
-__all__ = ["CHANGED", "EventListener", "announce_change"]
+__all__ = ["CHANGED", "EventListener", "announce_change", "queue_group"]
 
 log = logging.getLogger("reflux.triggers")
 
 CHANGED = "reflux.triggers.changed"
-QUEUE = "reflux-event-triggers"
+
+
+def queue_group(namespace: str, workflow_id: str, trigger_id: str) -> str:
+    """The NATS queue group of one event trigger: shared by the replicas, by nobody else."""
+    return f"reflux-event:{namespace}:{workflow_id}:{trigger_id}"
 
 
 async def announce_change(nc: Nats) -> None:
@@ -79,7 +90,11 @@ class EventListener:
                 ref = (workflow.id, workflow.latest_version)
                 if ref not in self._events:  # a version is parsed once, off the event loop
                     stored = await registry.get(workflow.id, workflow.latest_version)
-                    spec, _ = await asyncio.to_thread(validate_text, stored.source, stored.ref)
+                    spec, problems = await asyncio.to_thread(
+                        validate_text, stored.source, stored.ref
+                    )
+                    if spec is None:  # e.g. stored before a rule it breaks: it listens to nothing
+                        log.warning("event triggers of %s not loaded: %s", stored.ref, problems[0])
                     self._events[ref] = [
                         (t.id, t.subject)
                         for t in (spec.triggers if spec else [])
@@ -88,7 +103,8 @@ class EventListener:
                 known[ref] = self._events[ref]
                 for trigger_id, subject in known[ref]:
                     handler = self._handler(workflow.id, trigger_id)
-                    sub = await self.nc.subscribe(subject, queue=QUEUE, cb=handler)
+                    queue = queue_group(workflow.namespace, workflow.id, trigger_id)
+                    sub = await self.nc.subscribe(subject, queue=queue, cb=handler)
                     self._subscriptions.append(sub)
             self._events = known
             log.info("event triggers: %d subscriptions", len(self._subscriptions))

@@ -18,6 +18,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ValidationError as PydanticValidationError
 
 from infra.durations import parse_duration
 from infra.errors import SpecError
@@ -48,6 +50,10 @@ SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 NODE_REF = re.compile(
     r"(?P<name>[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*)(?:@(?P<spec>\d+(?:\.\d+){0,2}))?"
 )
+
+DEFAULT_NAMESPACE = "default"
+"""The namespace of a workflow that names none; the only one whose event triggers may listen
+on any (unreserved) subject."""
 
 InputType = Literal["string", "integer", "number", "boolean", "array", "object", "any"]
 
@@ -209,7 +215,9 @@ class ManualTrigger(_TriggerBase):
 class WebhookTrigger(_TriggerBase):
     """`POST /hooks/<workflow>/<id>` starts a run with the JSON body as its inputs, when
     signed: `X-Reflux-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` with the
-    secret, `X-Reflux-Timestamp: <unix seconds>` no older than `tolerance`."""
+    secret, `X-Reflux-Timestamp: <unix seconds>` no older than `tolerance`. One delivery
+    starts one run across every trigger signed with the same key (the signature does not
+    cover the URL): give triggers that must each run a delivery their own keys."""
 
     type: Literal["webhook"]
     secret: str = Field(
@@ -262,7 +270,8 @@ class CronTrigger(_TriggerBase):
 
 class EventTrigger(_TriggerBase):
     """A NATS message on `subject` (wildcards allowed) starts a run of the latest version
-    with the message's JSON object as its inputs."""
+    with the message's JSON object as its inputs. A workflow of a namespace other than the
+    default may listen only under `<namespace>.` (checked by `Spec`, which knows both)."""
 
     type: Literal["event"]
     subject: str
@@ -285,7 +294,7 @@ Trigger = Annotated[
 
 class Spec(_Model):
     id: str
-    namespace: str = "default"
+    namespace: str = DEFAULT_NAMESPACE
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
@@ -307,6 +316,28 @@ class Spec(_Model):
                 raise ValueError(f"two triggers share the id '{trigger.id}'")
             seen.add(trigger.id)
         return triggers
+
+    @model_validator(mode="after")
+    def _events_in_namespace(self) -> Spec:
+        """A workflow of a namespace other than the default listens only on subjects under
+        `<namespace>.`: a tenant does not take (or start runs from) another's events."""
+        if self.namespace == DEFAULT_NAMESPACE:
+            return self
+        prefix = f"{self.namespace}."
+        why = f"a workflow of namespace '{self.namespace}' may listen only on subjects under"
+        why += f" '{prefix}'"
+        refused = [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "{error}", {"error": why}),
+                loc=("triggers", index, "subject"),
+                input=trigger.subject,
+            )
+            for index, trigger in enumerate(self.triggers)
+            if isinstance(trigger, EventTrigger) and not trigger.subject.startswith(prefix)
+        ]
+        if refused:  # raised as a ValidationError, so each error keeps its own location
+            raise PydanticValidationError.from_exception_data(type(self).__name__, refused)
+        return self
 
     def trigger(self, trigger_id: str) -> Any:
         """The trigger with this id, or None."""

@@ -11,6 +11,8 @@ Definitions, per node and version, over trace events in the window (skips exclud
 - top errors: the three most frequent error classes; cost: the sum of `cost_tokens`.
 Per workflow: runs, run duration (first start to last end of its events) p50/p95, and the
 steps with the most failed attempts.
+
+`namespace=None` counts every namespace; any string, even "", only that namespace's events.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def _filters(
 ) -> Query:
     where = ["start >= now64(3) - toIntervalMillisecond({since_ms:Int64})"]
     params: dict[str, Any] = {"since_ms": int(since_seconds * 1000)}
-    if namespace:
+    if namespace is not None:  # a scope, whatever its name ("" too: it matches nothing)
         where.append("namespace = {namespace:String}")
         params["namespace"] = namespace
     if node:

@@ -1,11 +1,13 @@
 """API tokens: `rfx_<id>_<secret>`, shown once at creation and stored as a SHA-256 of the
 secret (the secret is 32 random bytes, so a fast hash is enough: there is nothing to
-guess). A token has a role and, optionally, the one namespace it may see."""
+guess). A token has a role and, optionally, the one namespace it may see: a namespace's
+name (as a workflow's `namespace:` is written), never "", which would read as none."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,14 +15,16 @@ from typing import Literal
 
 import asyncpg
 
-from infra.errors import NotFoundError
+from infra.errors import NotFoundError, RegistryError
 
-__all__ = ["ROLES", "Role", "Token", "TokenStore"]
+__all__ = ["NAMESPACE_RE", "ROLES", "Role", "Token", "TokenStore", "check_namespace"]
 
 Role = Literal["viewer", "author", "reviewer", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "author", "reviewer", "admin")
 """Each role may do what the ones before it may."""
 PREFIX = "rfx"
+NAMESPACE_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+"""A namespace's name: the format of a workflow's `namespace` (orchestrator.spec.WORKFLOW_ID)."""
 LAST_USED_EVERY = timedelta(minutes=1)
 """`last_used_at` is kept to this precision: verifying a token writes at most this often."""
 
@@ -44,6 +48,16 @@ class Token:
         return self.namespace is None or self.namespace == namespace
 
 
+def check_namespace(namespace: str) -> str:
+    """`namespace` if it is a namespace's name; else a one-line RegistryError saying why."""
+    if not NAMESPACE_RE.fullmatch(namespace):
+        raise RegistryError(
+            f"bad namespace {namespace!r}: use lowercase letters, digits, '.', '_' and '-',"
+            " starting with a letter or digit"
+        )
+    return namespace
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -60,6 +74,8 @@ class TokenStore:
         self, role: Role, namespace: str | None = None, name: str = ""
     ) -> tuple[Token, str]:
         """A new token and its full text (not stored: only a hash of its secret is)."""
+        if namespace is not None:
+            check_namespace(namespace)
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         row = await self.pool.fetchrow(

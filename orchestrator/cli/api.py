@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from infra.settings import Settings
-from orchestrator.cli.output import EXIT_OK, database, err, out, out_json
+from orchestrator.cli.output import EXIT_INVALID, EXIT_OK, database, err, out, out_json
 from orchestrator.cli.stack import signal_ready
 
 
@@ -23,13 +23,20 @@ async def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
-    from registry.tokens import TokenStore
+    from infra.errors import RegistryError
+    from registry.tokens import TokenStore, check_namespace
 
+    if args.namespace is not None:  # "" is no namespace's name, not "every namespace"
+        try:
+            check_namespace(args.namespace)
+        except RegistryError as exc:
+            err(f"reflux: --namespace: {exc}")
+            return EXIT_INVALID
     async with database(settings) as pool:
         token, text = await TokenStore(pool, settings.user).create(
             args.role, args.namespace, args.name
         )
-    scope = f"namespace {token.namespace}" if token.namespace else "every namespace"
+    scope = "every namespace" if token.namespace is None else f"namespace {token.namespace}"
     err(f"token {token.id}: role {token.role}, {scope}. It is shown this once; keep it.")
     out(text)
     return EXIT_OK
@@ -47,7 +54,8 @@ async def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
     rows = [("ID", "NAME", "ROLE", "NAMESPACE", "CREATED", "LAST USED", "REVOKED")]
     for t in tokens:
         when = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"  # noqa: E731
-        rows.append((t.id, t.name or "-", t.role, t.namespace or "*", when(t.created_at),
+        scope = "*" if t.namespace is None else t.namespace or "''"  # '': made by an old version
+        rows.append((t.id, t.name or "-", t.role, scope, when(t.created_at),
                      when(t.last_used_at), when(t.revoked_at)))  # fmt: skip
     out(table(rows))
     return EXIT_OK
@@ -73,7 +81,9 @@ def add_parsers(sub: Any) -> None:
     )
     create = tokens.add_parser("create", help="make a token; prints it once")
     create.add_argument("--role", required=True, choices=["viewer", "author", "reviewer", "admin"])
-    create.add_argument("--namespace", help="the one namespace it sees (default: all)")
+    create.add_argument(
+        "--namespace", help="the one namespace it sees, a namespace's name (default: all)"
+    )
     create.add_argument("--name", default="", help="who or what it is for")
     create.set_defaults(func=cmd_tokens_create)
     listing = tokens.add_parser("list", help="every token (never their secrets)")

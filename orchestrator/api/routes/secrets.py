@@ -1,6 +1,7 @@
 """Secrets (admin): set, list (names and scopes, never values), delete. A token scoped to a
 namespace manages that namespace's secrets only; every call is in the audit log (the
-name, never the value)."""
+name, never the value). A namespace, asked for or the token's, is a namespace's name: a
+token stored with "" by an older version manages nothing, and lists nothing."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from infra.errors import SecretError
+from infra.errors import RegistryError, SecretError
 from infra.secrets import DEFAULT_NAMESPACE, secrets_key
 from orchestrator.api.auth import Admin
 from orchestrator.api.context import actor, ctx_of
 from orchestrator.api.errors import ApiError
 from registry.secrets import SecretStore, check_name
-from registry.tokens import Token
+from registry.tokens import Token, check_namespace
 
 router = APIRouter(prefix="/secrets", tags=["secrets"])
 
@@ -47,7 +48,16 @@ class SetResult(BaseModel):
 
 
 def _namespace(token: Token, asked: str | None) -> str:
-    namespace = asked or token.namespace or DEFAULT_NAMESPACE
+    """The namespace a call is about: the one asked for, else the token's, else the default.
+    Always a namespace's name ("" is none: it would read as "every namespace")."""
+    if asked is not None:
+        namespace = asked
+    else:
+        namespace = token.namespace if token.namespace is not None else DEFAULT_NAMESPACE
+    try:
+        check_namespace(namespace)
+    except RegistryError as exc:
+        raise ApiError(422, f"namespace: {exc}") from None
     if not token.sees(namespace):
         raise ApiError(403, f"the token may not manage secrets of namespace '{namespace}'")
     return namespace
@@ -88,7 +98,8 @@ async def list_secrets(
     request: Request, token: Admin, namespace: Annotated[str | None, Query()] = None
 ) -> list[SecretOut]:
     """Names, kinds and scopes, with who changed them when: never a value."""
-    scope = _namespace(token, namespace) if namespace or token.namespace else None
+    scoped = namespace is not None or token.namespace is not None
+    scope = _namespace(token, namespace) if scoped else None  # None: a global token, every one
     found = await _store(request, token, sealing=False).list(scope)
     return [SecretOut(**vars(s)) for s in found]
 

@@ -2,7 +2,8 @@
 
 A token scoped to a namespace never reaches past it: it mints only tokens of its own
 namespace and of at most its own role, lists only those, and revokes only those (any
-other token is as unknown to it as one that never was)."""
+other token is as unknown to it as one that never was). A namespace is a namespace's name,
+never "": that would read as "every namespace" wherever a test is for truth."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from infra.errors import RegistryError
 from orchestrator.api.auth import Admin
 from orchestrator.api.context import ctx_of
 from orchestrator.api.errors import ApiError
-from registry.tokens import Role, Token, TokenStore
+from registry.tokens import Role, Token, TokenStore, check_namespace
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
 class CreateRequest(BaseModel):
     role: Role
-    namespace: str | None = Field(None, description="the one namespace it sees; none: all")
+    namespace: str | None = Field(
+        None, description="the one namespace it sees (its name); none: all"
+    )
     name: str = Field("", max_length=200)
 
 
@@ -47,6 +51,11 @@ def _store(request: Request, token: Token) -> TokenStore:
 
 @router.post("", response_model=Created, status_code=201, name="create_token")
 async def create(body: CreateRequest, request: Request, token: Admin) -> Created:
+    if body.namespace is not None:
+        try:
+            check_namespace(body.namespace)
+        except RegistryError as exc:
+            raise ApiError(422, f"namespace: {exc}") from None
     if token.namespace is not None and body.namespace != token.namespace:
         raise ApiError(
             403, f"a token of namespace '{token.namespace}' may create tokens of that namespace"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 
 import nats
@@ -68,3 +69,27 @@ def test_reserved_subjects_are_refused(api, tokens):
     response = api.post("/workflows", json={"source": source}, headers=auth(tokens["author"]))
     assert response.status_code == 422
     assert "is reserved" in response.json()["error"]["message"]
+
+
+def test_a_namespaced_workflow_listens_only_under_its_namespace(api, tokens):
+    tag = uuid.uuid4().hex[:8]
+    ns = f"acme-{tag}"
+    workflow_id = f"listener-{tag}"
+    theirs = FLOW.format(id=workflow_id, tag=tag).replace(
+        f"id: {workflow_id}\n", f"id: {workflow_id}\nnamespace: {ns}\n", 1
+    )
+    response = api.post("/workflows", json={"source": theirs}, headers=auth(tokens["author"]))
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert message.endswith(
+        f"triggers[0].subject: a workflow of namespace '{ns}' may listen only on subjects"
+        f" under '{ns}.'"
+    ), message
+    assert re.search(r":\d+:\d+: triggers\[0\]\.subject: ", message) and "\n" not in message
+    # under its namespace it may; a default-namespace workflow keeps any unreserved subject
+    own = theirs.replace(f"shop.{tag}.orders.*", f"{ns}.orders.*")
+    assert api.post("/workflows", json={"source": own},
+                    headers=auth(tokens["author"])).status_code == 201  # fmt: skip
+    anywhere = FLOW.format(id=f"default-{tag}", tag=tag)
+    assert api.post("/workflows", json={"source": anywhere},
+                    headers=auth(tokens["author"])).status_code == 201  # fmt: skip

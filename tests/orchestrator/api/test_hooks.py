@@ -89,7 +89,7 @@ def test_a_signed_delivery_starts_one_run(api, tokens, hooked):
         ("not an object", 422, "must be a JSON object"),
         ("bad inputs", 422, "required input is missing"),
         ("unknown trigger", 404, "no webhook 'nope'"),
-        ("secret not set", 503, "REFLUX_WEBHOOK_KEY_NOT_SET_ANYWHERE"),
+        ("secret not set", 503, "this webhook is not configured"),
     ],
 )
 def test_refused_deliveries_start_nothing(api, tokens, hooked, case, status, message):
@@ -129,3 +129,24 @@ def test_refused_deliveries_start_nothing(api, tokens, hooked, case, status, mes
 def test_a_workflow_without_the_trigger_has_no_hook(api, tokens):
     response = api.post("/hooks/no-such-flow/on-order", content=b"{}", headers=signed(b"{}"))
     assert response.status_code == 404
+
+
+def test_an_unconfigured_webhook_names_nothing_to_its_caller(api, tokens):
+    """No token is needed to call a hook: a missing key is told without the namespace, the
+    key's name or where it would be read from (the API's log has them)."""
+    ns = f"team-{uuid.uuid4().hex[:6]}"
+    workflow_id = f"hooked-{uuid.uuid4().hex[:8]}"
+    source = FLOW.format(id=workflow_id).replace(
+        f"id: {workflow_id}\n", f"id: {workflow_id}\nnamespace: {ns}\n", 1
+    )
+    pushed = api.post("/workflows", json={"source": source}, headers=auth(tokens["author"]))
+    assert pushed.status_code == 201, pushed.text
+    body = json.dumps({"order": 1}).encode()
+    for trigger in ("on-order", "unset"):  # TEST_HOOK is set for the default namespace only
+        response = api.post(f"/hooks/{workflow_id}/{trigger}", content=body, headers=signed(body))
+        assert response.status_code == 503, response.text
+        message = response.json()["error"]["message"]
+        assert message == "this webhook is not configured", message
+        for secret in (ns, "TEST_HOOK", "NOT_SET_ANYWHERE", "REFLUX_", "reflux secrets"):
+            assert secret not in response.text
+    assert runs_of(api, tokens, workflow_id) == []
