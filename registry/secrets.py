@@ -16,6 +16,7 @@ import asyncpg
 
 from infra.errors import NotFoundError, SecretError
 from infra.secrets import SecretKind, SecretsKey, environment_secret
+from registry.tokens import check_namespace
 
 __all__ = ["NAME_RE", "SecretInfo", "SecretStore", "check_name"]
 
@@ -57,6 +58,7 @@ class SecretStore:
     async def set(self, namespace: str, name: str, value: str, kind: SecretKind = "secret") -> bool:
         """Store (or replace) a value; True when it is new."""
         check_name(name)
+        check_namespace(namespace)
         if not value:
             raise SecretError(f"secret '{name}': the value is empty")
         if len(value.encode()) > MAX_VALUE_BYTES:

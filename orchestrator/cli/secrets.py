@@ -14,6 +14,17 @@ from infra.settings import Settings
 from orchestrator.cli.output import EXIT_OK, database, out, out_json
 
 
+def namespace_arg(text: str) -> str:
+    """A --namespace value: a namespace's name, never "" (which would read as every one)."""
+    from infra.errors import RegistryError
+    from registry.tokens import check_namespace
+
+    try:
+        return check_namespace(text)
+    except RegistryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def read_value() -> str:
     """The value from stdin: typed without echo on a terminal, else piped (one trailing
     newline dropped, as `echo` and here-strings add it)."""
@@ -115,15 +126,17 @@ def add_parsers(sub: Any) -> None:
     ).add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     put = secrets.add_parser("set", help="store a value read from stdin (prompted on a terminal)")
     put.add_argument("name", help="A-Z, 0-9 and _: what secret('NAME') reads")
-    put.add_argument("--namespace", help="whose runs may read it (default: default)")
+    put.add_argument(
+        "--namespace", type=namespace_arg, help="whose runs may read it (default: default)"
+    )
     put.add_argument("--webhook", action="store_true", help="a webhook signing key instead")
     put.set_defaults(func=cmd_set)
     listing = secrets.add_parser("list", help="names, kinds and namespaces (never values)")
-    listing.add_argument("--namespace", help="only this namespace")
+    listing.add_argument("--namespace", type=namespace_arg, help="only this namespace")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
     delete = secrets.add_parser("delete", help="forget a secret")
     delete.add_argument("name")
-    delete.add_argument("--namespace", help="default: default")
+    delete.add_argument("--namespace", type=namespace_arg, help="default: default")
     delete.add_argument("--webhook", action="store_true", help="a webhook signing key")
     delete.set_defaults(func=cmd_delete)

@@ -70,7 +70,7 @@ def test_a_deep_webhook_body_is_422_and_starts_nothing(stack: RunningStack, api,
 
 
 def test_a_deep_webhook_body_sent_as_text_is_422_too(stack: RunningStack, api, tokens):
-    """The generic check reads JSON bodies; the webhook checks its own, whatever the type."""
+    """Sent as text, the body is still refused: the API checks every body's depth."""
     workflow_id = f"shape-{uuid.uuid4().hex[:8]}"
     source = with_deep(HOOK_FLOW.format(id=workflow_id)).replace("max_body_kb: 1", "max_body_kb: 8")
     assert (
