@@ -84,3 +84,23 @@ def data_converter(store: ObjectStore, inline_limit: int) -> DataConverter:
         drivers=[ObjectStoreDriver(store)], payload_size_threshold=inline_limit
     )
     return dataclasses.replace(pydantic_data_converter, external_storage=storage)
+
+
+def payload_sizes(history: Any) -> list[int]:
+    """The size of every Payload anywhere in a workflow history's events (bytes)."""
+    return [p.ByteSize() for event in history.events for p in _payloads(event)]
+
+
+def _payloads(message: Any) -> Any:
+    if isinstance(message, Payload):
+        yield message
+        return
+    for descriptor, value in message.ListFields():
+        if descriptor.type != descriptor.TYPE_MESSAGE:
+            continue
+        if hasattr(value, "ListFields"):
+            yield from _payloads(value)
+            continue
+        for item in value.values() if hasattr(value, "values") else value:  # map or repeated
+            if hasattr(item, "ListFields"):
+                yield from _payloads(item)

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from bench import baseline
 from bench.figures import Figure
 from bench.runner import Bench
 from bench.scenarios.concurrent import rss_mb
+from orchestrator.payloads import payload_sizes
 from orchestrator.validate import parse_spec
 
 NAME = "shards"
@@ -36,26 +34,10 @@ steps:
 """
 
 
-def _payloads(message: Message) -> Iterator[Payload]:
-    """Every Payload anywhere inside a protobuf message."""
-    if isinstance(message, Payload):
-        yield message
-        return
-    for field, value in message.ListFields():
-        if field.type != field.TYPE_MESSAGE:
-            continue
-        if isinstance(value, Message):
-            yield from _payloads(value)
-            continue
-        for item in value.values() if hasattr(value, "values") else value:  # map or repeated
-            if isinstance(item, Message):
-                yield from _payloads(item)
-
-
 async def history_of(client: Client, workflow_id: str) -> dict[str, Any]:
     """Events, bytes and the largest payload of one workflow's history; its children."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    sizes = [p.ByteSize() for e in history.events for p in _payloads(e)]
+    sizes = payload_sizes(history)
     children = [
         e.start_child_workflow_execution_initiated_event_attributes.workflow_id
         for e in history.events

@@ -143,7 +143,11 @@ def start_test_stack(home: Path, **settings: str) -> RunningStack:
         env.pop(key, None)
     env.update(settings)
     stack = RunningStack(home=home, env=env)
-    stack.up()
+    try:
+        stack.up()
+    except BaseException:  # what did start must not outlive the session
+        stop_test_stack(stack)
+        raise
     return stack
 
 

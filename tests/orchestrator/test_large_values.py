@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
 
 from infra.database import pool_for
+from orchestrator.payloads import payload_sizes
 from orchestrator.runs import connect_temporal, run_handle
 from registry.runs import RunRecord, get_run
 from tests.helpers.stack import RunningStack
@@ -23,23 +21,6 @@ LIMIT = 256 * 1024
 SIZE = 5_000_000
 
 
-def payloads(message: Message) -> Iterator[Payload]:
-    """Every Payload anywhere inside a protobuf message."""
-    if isinstance(message, Payload):
-        yield message
-        return
-    for field, value in message.ListFields():
-        if field.type != field.TYPE_MESSAGE:
-            continue
-        if isinstance(value, Message):
-            yield from payloads(value)
-            continue
-        items = value.values() if hasattr(value, "values") else value  # map or repeated
-        for item in items:
-            if isinstance(item, Message):
-                yield from payloads(item)
-
-
 async def ledger(stack: RunningStack, run_id: str) -> RunRecord:
     async with pool_for(stack.settings) as pool:
         return await get_run(pool, run_id)
@@ -48,7 +29,7 @@ async def ledger(stack: RunningStack, run_id: str) -> RunRecord:
 async def history_payload_sizes(stack: RunningStack, run_id: str) -> list[int]:
     client = await connect_temporal(stack.settings)
     history = await run_handle(client, run_id).fetch_history()
-    return [p.ByteSize() for event in history.events for p in payloads(event)]
+    return payload_sizes(history)
 
 
 def test_a_5mb_output_passes_between_steps_by_reference(stack: RunningStack):
