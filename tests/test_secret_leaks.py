@@ -2,8 +2,9 @@
 Authorization header in a 500, code that raises and prints with the value, a response that
 carries it URL-encoded and base64), then search every store for the value — the CLI's
 output, the API's answers, Temporal history, ClickHouse, every PostgreSQL table (a dump),
-and every file under REFLUX_HOME (logs, JetStream streams and the step cache bucket) —
-and find it nowhere. The HTTP server is this test's stand-in for a third-party API."""
+and every file under REFLUX_HOME (logs, JetStream streams, the step cache bucket, which
+holds the http step's result) — and find it nowhere. The HTTP server is this test's
+stand-in for a third-party API."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def leaky_runs(stack: RunningStack, server: HttpTestServer) -> dict[str, dict]:
             steps:
               - id: call
                 node: http.request@1
+                cache: {{ttl: 10m, allow_secrets: true}}  # so the step cache bucket holds it
                 with:
                   url: "{server.url("/echo")}?key={{{{ secret('LEAK_CANARY') }}}}"
                   auth: {json.dumps(basic)}
@@ -139,9 +141,26 @@ def test_no_store_holds_the_value(stack: RunningStack, leaky_runs: dict[str, dic
 
     for run_id, text in zip(run_ids, eventually(traced, timeout=60), strict=True):
         assert_clean(f"`reflux traces {run_id}`", text)
-    everything = stack.cli("sql", "SELECT * FROM traces", "--json")
-    assert everything.returncode == 0, everything.stderr
-    assert_clean("ClickHouse's traces table", everything.stdout)
+    ours = "', '".join(run_ids)
+    rows = stack.cli("sql", f"SELECT * FROM traces WHERE run_id IN ('{ours}')", "--json")
+    assert rows.returncode == 0, rows.stderr
+    assert len(json.loads(rows.stdout)) >= len(run_ids)
+    assert_clean("ClickHouse's rows of these runs", rows.stdout)
+
+    # Every row of the session's table, searched in ClickHouse (the value goes in as hex, so
+    # the query itself does not put it anywhere the file search below would find it).
+    def rows_holding(needle: bytes) -> int:
+        query = (
+            "SELECT count() AS n FROM traces"
+            f" WHERE position(formatRow('JSONEachRow', *), unhex('{needle.hex()}')) > 0"
+        )
+        found = stack.cli("sql", query, "--json")
+        assert found.returncode == 0, found.stderr
+        return int(json.loads(found.stdout)[0]["n"])
+
+    assert rows_holding(b"[secret:LEAK_CANARY]") > 0  # the search finds what is there
+    for form, needle in FORMS.items():
+        assert rows_holding(needle) == 0, f"the secret ({form}) is in ClickHouse"
 
     admin = make_token(stack, "admin")
     headers = {"Authorization": f"Bearer {admin}"}

@@ -105,7 +105,7 @@ def test_push_refuses_an_invalid_file_with_where(stack: RunningStack):
 
 def test_nodes_show_and_search(stack: RunningStack):
     shown = ok(stack, "nodes", "show", "http.request")
-    assert "production" in shown and "manifest of 1.0.0:" in shown
+    assert "production" in shown and "manifest of 1.1.0:" in shown
     assert "url: string (required)" in shown
     assert "1 (http)" in shown  # served now by one replica of the http group
     assert "registered as production" in shown

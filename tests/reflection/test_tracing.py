@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
@@ -72,16 +73,18 @@ EXPECTED = {
 }
 
 
-async def stream_events(url: str, run_id: str) -> list[TraceEvent]:
+async def stream_events(url: str, run_id: str, within: float = 300) -> list[TraceEvent]:
     """This run's events as they sit in the stream (anything else there is skipped,
-    including messages other tests published malformed on purpose)."""
+    including messages other tests published malformed on purpose). Only what was published
+    in the last `within` seconds is read: the session's stream holds every test's events."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
+        since = datetime.now(UTC) - timedelta(seconds=within)
         sub = await js.pull_subscribe(
             f"{SUBJECT}.>",
             stream=STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
         )
         found = []
         while True:
