@@ -15,6 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from infra.errors import NotFoundError, SecretError
+from infra.redact import MIN_SECRET
 from infra.secrets import SecretKind, SecretsKey, environment_secret
 from registry.tokens import check_namespace
 
@@ -22,6 +23,8 @@ __all__ = ["NAME_RE", "SecretInfo", "SecretStore", "check_name"]
 
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 MAX_VALUE_BYTES = 64 * 1024
+MIN_VALUE = MIN_SECRET
+MIN_VALUE_WHY = f"a secret needs at least {MIN_SECRET} characters: shorter ones cannot be masked"
 
 
 def check_name(name: str) -> str:
@@ -59,8 +62,8 @@ class SecretStore:
         """Store (or replace) a value; True when it is new."""
         check_name(name)
         check_namespace(namespace)
-        if not value:
-            raise SecretError(f"secret '{name}': the value is empty")
+        if len(value) < MIN_VALUE:
+            raise SecretError(f"secret '{name}': {MIN_VALUE_WHY}")
         if len(value.encode()) > MAX_VALUE_BYTES:
             raise SecretError(f"secret '{name}': the value is over {MAX_VALUE_BYTES} bytes")
         key = self._key()

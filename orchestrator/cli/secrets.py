@@ -11,7 +11,8 @@ from typing import Any
 
 from infra.errors import SecretError
 from infra.settings import Settings
-from orchestrator.cli.output import EXIT_OK, database, out, out_json
+from orchestrator.cli.output import EXIT_INVALID, EXIT_OK, database, err, out, out_json
+from registry.secrets import MIN_VALUE, MIN_VALUE_WHY
 
 
 def namespace_arg(text: str) -> str:
@@ -22,6 +23,15 @@ def namespace_arg(text: str) -> str:
     try:
         return check_namespace(text)
     except RegistryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def name_arg(text: str) -> str:
+    from registry.secrets import check_name
+
+    try:
+        return check_name(text)
+    except SecretError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -42,12 +52,12 @@ async def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
     from infra.secrets import secrets_key
     from orchestrator.cli.remote import remote
     from registry import audit
-    from registry.secrets import SecretStore, check_name
+    from registry.secrets import SecretStore
 
-    check_name(args.name)
     value = read_value()
-    if not value:
-        raise SecretError(f"secret '{args.name}': no value on stdin")
+    if len(value) < MIN_VALUE:
+        err(f"reflux: secret '{args.name}': {len(value)} characters on stdin; {MIN_VALUE_WHY}")
+        return EXIT_INVALID
     api = remote(settings)
     if api is not None:
         async with api:
@@ -125,7 +135,7 @@ def add_parsers(sub: Any) -> None:
         "secrets", help="secrets by namespace, sealed in the registry (values from stdin)"
     ).add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
     put = secrets.add_parser("set", help="store a value read from stdin (prompted on a terminal)")
-    put.add_argument("name", help="A-Z, 0-9 and _: what secret('NAME') reads")
+    put.add_argument("name", type=name_arg, help="A-Z, 0-9 and _: what secret('NAME') reads")
     put.add_argument(
         "--namespace", type=namespace_arg, help="whose runs may read it (default: default)"
     )
@@ -136,7 +146,7 @@ def add_parsers(sub: Any) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
     delete = secrets.add_parser("delete", help="forget a secret")
-    delete.add_argument("name")
+    delete.add_argument("name", type=name_arg)
     delete.add_argument("--namespace", type=namespace_arg, help="default: default")
     delete.add_argument("--webhook", action="store_true", help="a webhook signing key")
     delete.set_defaults(func=cmd_delete)

@@ -14,7 +14,7 @@ from infra.database import pool_for
 from orchestrator.runs import connect_temporal, run_handle, wait_run
 from registry.runs import get_run
 from tests.helpers.stack import RunningStack, start_test_stack, stop_test_stack
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import eventually_async, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -145,8 +145,12 @@ def test_cancelled_run_cancels_its_running_steps(own_stack: RunningStack, local:
     async def cancel():
         client = await connect_temporal(own_stack.settings)
         handle = run_handle(client, run_id)
-        while (await handle.query("progress"))["slow"]["status"] != "running":
-            await asyncio.sleep(0.05)
+
+        async def slow_running() -> bool:
+            return bool((await handle.query("progress"))["slow"]["status"] == "running")
+
+        # the query reaches a run holding a local step only at the task's heartbeat (~8 s)
+        await eventually_async(slow_running, timeout=60, what="the slow step running")
         await handle.cancel()
         return await wait_run(handle)
 

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from orchestrator.payloads import payload_sizes
 from orchestrator.plan import RunRequest
 from orchestrator.runs import run_handle, wait_run
 from tests.helpers.requests import run_request, start_request
 from tests.helpers.stack import RunningStack
-from tests.orchestrator.test_large_values import LIMIT, payloads
+from tests.helpers.waiting import eventually_async
+from tests.orchestrator.test_large_values import LIMIT
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -65,7 +67,7 @@ async def children(client: Client, run_id: str) -> list[str]:
 
 async def history_payload_sizes(client: Client, workflow_id: str) -> list[int]:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return [p.ByteSize() for event in history.events for p in payloads(event)]
+    return payload_sizes(history)
 
 
 def test_a_fanout_over_one_shard_runs_in_child_workflows_in_order(stack: RunningStack):
@@ -165,10 +167,13 @@ def test_cancelling_the_run_cancels_its_shards(stack: RunningStack):
             {"items": [1, 2, 3, 4]},
             shard_items(2),
         )
-        deadline = time.monotonic() + 60
-        while len(ids := await children(client, handle.id)) < 2:
-            assert time.monotonic() < deadline, "the shards never started"
-            await asyncio.sleep(0.1)
+
+        async def both_shards() -> list[str]:
+            ids = await children(client, handle.id)
+            assert len(ids) >= 2, f"shards started: {ids}"
+            return ids
+
+        ids = await eventually_async(both_shards, timeout=60, every=0.1, what="the shards starting")
         await handle.cancel()
         result = await asyncio.wait_for(wait_run(handle), 60)
         return result, [await client.get_workflow_handle(i).describe() for i in ids]

@@ -25,7 +25,7 @@ Kind = Literal["secret", "webhook"]
 
 
 class SetRequest(BaseModel):
-    value: str = Field(min_length=1, max_length=64 * 1024, description="never shown again")
+    value: str = Field(max_length=64 * 1024, description="never shown again; 4+ characters")
     namespace: str | None = Field(None, description="default: the token's, else 'default'")
     kind: Kind = Field("secret", description="webhook: a webhook signing key")
 

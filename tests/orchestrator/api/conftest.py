@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -8,6 +7,7 @@ import httpx
 import pytest
 
 from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import eventually
 
 ORDER_FLOW = """
 id: {id}
@@ -62,10 +62,16 @@ def poll_run(
     timeout: float = 60,
 ) -> dict[str, Any]:
     """GET /runs/<run_id> (as the viewer) until `until` holds of it, or `timeout` seconds
-    have passed: its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
-        if until(run) or time.monotonic() > deadline:
-            return run
-        time.sleep(0.1)
+    have passed: its last answer (the caller's assertions on it say what was not reached)."""
+
+    def fetch() -> dict[str, Any]:
+        return dict(api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json())
+
+    def reached() -> dict[str, Any] | None:
+        run = fetch()
+        return run if until(run) else None
+
+    try:
+        return eventually(reached, timeout=timeout, every=0.1, what=f"run {run_id}")
+    except AssertionError:
+        return fetch()

@@ -11,6 +11,7 @@ import pytest
 from infra.database import connect
 from infra.stack import addresses
 from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import eventually
 from tests.orchestrator.api.conftest import auth, make_token, poll_run
 
 FLOW = """
@@ -124,11 +125,12 @@ def test_push_show_run_and_list(api, tokens):
     listed = api.get("/runs", params={"workflow": workflow_id}, headers=auth(tokens["viewer"]))
     assert [r["run_id"] for r in listed.json()] == [run_id]
 
-    for _ in range(100):  # the sink takes the events into ClickHouse within moments
-        events = api.get(f"/runs/{run_id}/traces", headers=auth(tokens["viewer"])).json()
-        if events:
-            break
-        asyncio.run(asyncio.sleep(0.2))
+    events = eventually(  # the sink takes the events into ClickHouse within moments
+        lambda: api.get(f"/runs/{run_id}/traces", headers=auth(tokens["viewer"])).json(),
+        timeout=20,
+        every=0.2,
+        what=f"the traces of run {run_id}",
+    )
     assert [(e["step_id"], e["status"], e["node"]) for e in events] == [
         ("hello", "ok", "core.transform")
     ]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 
+from temporalio.api.history.v1 import HistoryEvent
+
+from orchestrator.runs import connect_temporal, run_handle
+from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import eventually_async
 from tests.orchestrator.api.conftest import auth, poll_run
 from tests.support.nodes import events
 
@@ -27,7 +32,32 @@ def calls(directory: Path) -> int:
     return len(events(directory))
 
 
-def test_pause_holds_new_steps_until_resume(api, tokens):
+async def decided_after_timer(stack: RunningStack, run_id: str) -> list[HistoryEvent]:
+    """The run's history after its first timer fired, once a workflow task has completed
+    after it (the task's commands are written with its completion)."""
+    client = await connect_temporal(stack.settings)
+    handle = run_handle(client, run_id)
+
+    async def after_timer() -> list[HistoryEvent]:
+        events = list((await handle.fetch_history()).events)
+        fired = [i for i, e in enumerate(events) if e.HasField("timer_fired_event_attributes")]
+        assert fired, "the delay's timer has not fired"
+        rest = events[fired[0] + 1 :]
+        assert any(e.HasField("workflow_task_completed_event_attributes") for e in rest), (
+            "no workflow task has completed since the timer fired"
+        )
+        return rest
+
+    return await eventually_async(after_timer, timeout=30, every=0.1, what="the run's decision")
+
+
+def starts_a_step(event: HistoryEvent) -> bool:
+    """An activity scheduled, or a local activity's marker (a step run in the worker)."""
+    local = event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    return local or event.HasField("activity_task_scheduled_event_attributes")
+
+
+def test_pause_holds_new_steps_until_resume(stack: RunningStack, api, tokens):
     workflow_id = f"pausing-{uuid.uuid4().hex[:8]}"
     push(api, tokens, f"""
 id: {workflow_id}
@@ -46,7 +76,11 @@ steps:
     run = poll_run(
         api, tokens, run_id, lambda r: r["steps"].get("wait", {}).get("status") == "completed"
     )  # noqa: E501
-    time.sleep(1.0)  # long enough for `after` to have started, were the run not paused
+    # Not a wait for `after` not to start: the run's history says whether it did. Once the
+    # workflow task that saw `wait` end (its timer fired) has completed, the run has decided
+    # what to start next, and its decisions are in the history with that task's completion.
+    decided = asyncio.run(decided_after_timer(stack, run_id))
+    assert not [e for e in decided if starts_a_step(e)], decided
     run = api.get(f"/runs/{run_id}", headers=auth(tokens["viewer"])).json()
     assert (run["status"], run["paused"]) == ("running", True)
     assert run["steps"]["after"]["status"] == "pending"

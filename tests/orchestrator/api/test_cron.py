@@ -4,15 +4,17 @@ gone when a pushed version drops the trigger."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.client import ScheduleInfo
 from temporalio.service import RPCError
 
 from orchestrator.runs import connect_temporal
-from orchestrator.triggers import schedule_id
+from orchestrator.triggers import launch_run_id, schedule_id
 from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import eventually
 from tests.orchestrator.api.conftest import auth, poll_run
 
 FLOW = """
@@ -47,6 +49,20 @@ def schedule_exists(stack: RunningStack, sid: str) -> bool:
     return asyncio.run(describe())
 
 
+def schedule_info(stack: RunningStack, sid: str) -> ScheduleInfo:
+    async def describe() -> ScheduleInfo:
+        client = await connect_temporal(stack.settings)
+        return (await client.get_schedule_handle(sid).describe()).info
+
+    return asyncio.run(describe())
+
+
+def launcher_id(sid: str, at: datetime) -> str:
+    """The id of the workflow a schedule's action due `at` starts: the schedule's id and the
+    time, to the second."""
+    return f"{sid}-{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
 def cron_runs(api, tokens, workflow_id: str) -> list[dict]:
     runs = api.get("/runs", params={"workflow": workflow_id}, headers=auth(tokens["viewer"]))
     return [r for r in runs.json() if r["started_by"] == "cron:tick"]
@@ -60,25 +76,49 @@ def test_a_schedule_fires_and_goes_with_its_trigger(stack: RunningStack, api, to
     sid = schedule_id(workflow_id, "tick")
     assert schedule_exists(stack, sid)
 
-    deadline = time.monotonic() + 30
-    while not cron_runs(api, tokens, workflow_id) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    fired = cron_runs(api, tokens, workflow_id)
-    assert fired, "the schedule never started a run"
+    fired = eventually(
+        lambda: cron_runs(api, tokens, workflow_id),
+        timeout=30,
+        every=0.5,
+        what="the schedule starting a run",
+    )
     run_id = fired[-1]["run_id"]
     run = poll_run(api, tokens, run_id)
     assert (run["status"], run["outputs"]) == ("completed", {"greeting": "hi cron"})
 
     # version 2 drops the trigger: its schedule is deleted, no run starts after
+    info = schedule_info(stack, sid)
+    last = info.recent_actions[-1]  # how Temporal names the launcher an action starts,
+    assert last.action.workflow_id == launcher_id(sid, last.scheduled_at), last
+    launched = {launch_run_id(workflow_id, a.action.workflow_id) for a in info.recent_actions}
+    assert run_id in launched, (run_id, launched)  # and the run id it makes of that
     without = FLOW.format(id=workflow_id, triggers="")
     assert (
         api.post("/workflows", json={"source": without}, headers=auth(tokens["author"])).status_code
         == 201
     )  # noqa: E501
+    deleted_by = datetime.now(UTC)
     assert not schedule_exists(stack, sid)
-    count = len(cron_runs(api, tokens, workflow_id))
-    time.sleep(4.5)
-    assert len(cron_runs(api, tokens, workflow_id)) == count
+    # Proving that no run starts takes the time one would have needed (nothing must bring
+    # the schedule back, a reconcile from an old version for one): the schedule's own info,
+    # read before the push, says when its next two actions were due. Once they are, and the
+    # launcher has had a moment to record its run, the ledger holds none of the runs those
+    # actions would have made (a run's id is derived from its action's).
+    due = [t for t in info.next_action_times if t > deleted_by][:2]
+    assert len(due) == 2, (info.next_action_times, deleted_by)
+    eventually(
+        lambda: datetime.now(UTC) > due[-1] + timedelta(seconds=1),
+        timeout=10,
+        every=0.1,
+        what="the deleted schedule's next two actions falling due",
+    )
+    assert not schedule_exists(stack, sid)
+    would_have = {launch_run_id(workflow_id, launcher_id(sid, t)) for t in due}
+    made = {r["run_id"] for r in cron_runs(api, tokens, workflow_id)}
+    assert not made & would_have, (made, due)
+    # and the ledger holds one run per action taken while it lived (one more than its info
+    # counted may have been taken between that read and the push)
+    assert len(made) in (info.num_actions, info.num_actions + 1), (made, info)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from infra.database import connect
 from infra.stack import addresses
@@ -55,23 +56,26 @@ async def answered_by_both(stack: RunningStack, subject: str, tell_apart: str) -
     starts nothing (an unknown input), and only the second workflow declares `tell_apart`."""
     nc = await nats.connect(nats_url(stack))
     try:
+        errors: list[str] = []  # every reply to every probe, as it arrives
+
+        async def collect(reply: Msg) -> None:
+            errors.append(json.loads(reply.data)["error"])
+
         inbox = nc.new_inbox()
-        replies = await nc.subscribe(inbox)
-        seen: set[bool] = set()
+        await nc.subscribe(inbox, cb=collect)
 
         async def both() -> bool:
+            for error in errors:
+                assert "unknown input 'probe'" in error, error
+            if {tell_apart in error for error in errors} == {True, False}:
+                return True
             await nc.publish(subject, b'{"probe": 1}', reply=inbox)
             await nc.flush()
-            while True:
-                try:
-                    reply = await replies.next_msg(timeout=0.2)
-                except nats.errors.TimeoutError:
-                    return seen == {True, False}
-                error = json.loads(reply.data)["error"]
-                assert "unknown input 'probe'" in error, error
-                seen.add(tell_apart in error)
+            return False
 
-        await eventually_async(both, timeout=30, what=f"both triggers answering on {subject}")
+        await eventually_async(
+            both, timeout=30, every=0.2, what=f"both triggers answering on {subject}"
+        )
     finally:
         await nc.close()
 

@@ -11,6 +11,7 @@ import uuid
 import nats
 
 from tests.helpers.stack import RunningStack, nats_url
+from tests.helpers.waiting import eventually_async
 from tests.orchestrator.api.conftest import ORDER_FLOW, auth, poll_run
 
 FLOW = (
@@ -25,14 +26,18 @@ FLOW = (
 def request(stack: RunningStack, subject: str, body: bytes) -> dict:
     async def ask() -> dict:
         nc = await nats.connect(nats_url(stack))
-        try:
-            for _ in range(50):  # the listeners reload right after the push; give them a moment
-                try:
-                    reply = await nc.request(subject, body, timeout=2)
-                    return dict(json.loads(reply.data))
-                except nats.errors.NoRespondersError:
-                    await asyncio.sleep(0.1)
-            raise AssertionError(f"nobody listens on {subject}")
+
+        async def answer() -> dict | None:  # never empty: a run id or an error
+            try:
+                reply = await nc.request(subject, body, timeout=2)
+            except nats.errors.NoRespondersError:
+                return None
+            return dict(json.loads(reply.data))
+
+        try:  # the listeners reload right after the push; give them a moment
+            return await eventually_async(
+                answer, timeout=10, every=0.1, what=f"a listener on {subject}"
+            )
         finally:
             await nc.close()
 

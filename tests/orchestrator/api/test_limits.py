@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from infra.ports import free_port
 from tests.helpers.stack import CLI, RunningStack
+from tests.helpers.waiting import eventually
 from tests.orchestrator.api.conftest import auth
 
 
@@ -25,16 +25,21 @@ def strict_api(stack: RunningStack) -> Iterator[str]:
         "REFLUX_API_BURST": "5",
         "REFLUX_API_MAX_BODY_BYTES": "2000",
     }
-    log = open(stack.home / f"strict-api-{port}.log", "w")  # noqa: SIM115
+    log_path = stack.home / f"strict-api-{port}.log"
+    log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen([*CLI, "api"], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+
+        def healthy() -> bool:
+            if proc.poll() is not None:  # it will not come up: say why at once
+                pytest.fail(f"the API exited: {log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.1)
+                return False
+
+        eventually(healthy, timeout=30, every=0.1, what=f"the strict API's /health at {url}")
         yield url
     finally:
         proc.terminate()
