@@ -4,14 +4,13 @@ steps reading secrets are cached only with `allow_secrets`."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import uuid
 
 import pytest
 
-from tests.helpers.stack import RunningStack, nats_url
+from tests.helpers.stack import RunningStack
 from tests.helpers.waiting import wait_for
-from tests.reflection.test_tracing import stream_events
 from tests.support.nodes import events
 
 pytestmark = pytest.mark.timeout(180)
@@ -39,9 +38,12 @@ def test_a_repeat_is_answered_from_the_cache(stack: RunningStack, tmp_path):
     assert second.steps["slow"].cache_hits == 1 and first.steps["slow"].cache_hits == 0
     assert second.steps["slow"].output == first.steps["slow"].output
 
-    url = nats_url(stack)
-    traced = wait_for(lambda: asyncio.run(stream_events(url, second.run_id)), what="trace")
-    assert [(e.status, e.cache_hit) for e in traced] == [("ok", True)]
+    def traced() -> list[dict]:  # as a user reads them: through the sink, from ClickHouse
+        done = stack.cli("traces", second.run_id)
+        return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
+
+    events = wait_for(traced, timeout=60, what="the cache hit's trace")
+    assert [(e["status"], e["cache_hit"]) for e in events] == [("ok", True)]
 
     other = stack.cli("cache", "clear", "--node", "core.transform")
     assert other.returncode == 0, other.stderr
