@@ -86,12 +86,16 @@ async def stream_events(url: str, run_id: str, within: float = 300) -> list[Trac
             stream=STREAM,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
         )
+        # Read exactly what the consumer had pending when made, however slowly a loaded
+        # server hands it out: a short fetch timeout ended the read early and missed events.
+        pending = (await sub.consumer_info()).num_pending
         found = []
-        while True:
+        while pending > 0:
             try:
-                batch = await sub.fetch(1000, timeout=0.5)
+                batch = await sub.fetch(min(pending, 1000), timeout=10)
             except TimeoutError:  # nats-py raises both its own and asyncio's
                 break
+            pending -= len(batch)
             for msg in batch:
                 rows, _ = decode(msg.data)
                 found += [TraceEvent.model_validate(r) for r in rows if r["run_id"] == run_id]
