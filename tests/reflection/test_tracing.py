@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from orchestrator.plan import RunResult
 from reflection.events import TraceEvent
@@ -84,7 +84,13 @@ async def stream_events(url: str, run_id: str, within: float = 300) -> list[Trac
         sub = await js.pull_subscribe(
             f"{SUBJECT}.>",
             stream=STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since),
+            # No acks: an acked consumer stops after max_ack_pending (1000) unacked messages,
+            # which the session's stream passes long before its last test runs.
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME,
+                opt_start_time=since,
+                ack_policy=AckPolicy.NONE,
+            ),
         )
         # Read exactly what the consumer had pending when made, however slowly a loaded
         # server hands it out: a short fetch timeout ended the read early and missed events.
@@ -120,7 +126,13 @@ def test_every_attempt_is_published_once(stack: RunningStack, traced: RunResult)
     def events() -> list[TraceEvent]:
         return asyncio.run(stream_events(url, traced.run_id))
 
-    found = wait_for(lambda: (e := events()) and len(e) >= len(EXPECTED) and e, what="events")
+    def all_there() -> list[TraceEvent]:
+        found = events()
+        seen = {(e.step_id, e.item, e.attempt) for e in found}
+        assert seen >= EXPECTED, f"missing {sorted(EXPECTED - seen)} of {len(found)} events"
+        return found
+
+    found = wait_for(all_there, timeout=60, what="events")
     keys = Counter((e.step_id, e.item, e.attempt) for e in found)
     assert all(n == 1 for n in keys.values()), keys
     assert set(keys) == EXPECTED
