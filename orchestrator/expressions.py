@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from markupsafe import Markup
 
 from infra.errors import ExpressionError
+from nodes.secrets import placeholder
 from orchestrator import expression_limits as limits_
 from orchestrator.expression_builtins import (
     bounded_dumps,
@@ -90,8 +91,9 @@ _DEFAULT_LIMITS = ExpressionLimits()
 
 
 def secret_placeholder(name: str) -> str:
-    """What `secret('NAME')` renders to; the node runtime swaps in the value at call time."""
-    return f"${{secret:{name}}}"
+    """What `secret('NAME')` renders to outside a run (a run renders its own nonce in, see
+    `nodes.secrets.placeholder`); the node runtime swaps in the value at call time."""
+    return placeholder(name)
 
 
 _BINOPS = {
