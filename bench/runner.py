@@ -23,8 +23,7 @@ if TYPE_CHECKING:  # kept light: `reflux` builds this parser on every command
 
     from bench.figures import Figure
     from bench.stack import BenchStack
-    from orchestrator.plan import RunResult
-    from orchestrator.spec import Spec
+    from orchestrator import RunResult, Spec
 
 SCENARIOS = {
     "floor": "a bare NATS request to a node service vs a raw NATS round trip",
@@ -70,15 +69,15 @@ class Bench:
         return await self.wait(handle)
 
     async def submit(self, spec: Spec, inputs: dict[str, Any] | None = None) -> Any:
-        from orchestrator.runs import submit
-        from registry.nodes import NodeRegistry
+        from orchestrator import submit
+        from registry import NodeRegistry
 
         settings = self.stack.settings
         catalog = await NodeRegistry(self.pool, settings.user).catalog()
         return await submit(self.client, self.pool, settings, spec, catalog, inputs or {})
 
     async def wait(self, handle: Any) -> RunResult:
-        from orchestrator.runs import wait_run
+        from orchestrator import wait_run
 
         result = await wait_run(handle)
         if result.status != "completed":
@@ -103,8 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run_bench(args: argparse.Namespace) -> int:
     from bench.figures import table
     from bench.stack import embedded_stack
-    from infra.database import create_pool, database_url
-    from orchestrator.runs import connect_temporal
+    from infra import create_pool, database_url
+    from orchestrator import connect_temporal
 
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:

@@ -19,11 +19,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from infra.ports import free_port, free_ports
-from infra.processes import spawn, stop, wait_ready
-from infra.services import TemporalService
-from infra.settings import Settings
-from infra.stack import Stack
+from infra import Settings, Stack, TemporalService, free_port, free_ports, spawn, stop, wait_ready
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,7 @@ async def embedded_stack(
     echo: Callable[[str], None], keep: bool = False
 ) -> AsyncIterator[BenchStack]:
     """Start the stack, yield it, stop it (and remove its home unless `keep`)."""
-    from orchestrator.cli.stack import background_processes
+    from orchestrator import background_processes
 
     home = Path(tempfile.mkdtemp(prefix="reflux-bench-"))
     temporal, nats, monitor, postgres, api = free_ports(5)

@@ -24,7 +24,7 @@ def database_url(settings: Settings) -> str:
     return addresses(settings).database
 
 
-def redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL with any password replaced, for messages."""
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
@@ -41,7 +41,7 @@ async def _prepare(conn: asyncpg.Connection) -> None:
 def _unreachable(url: str, exc: BaseException) -> ServiceError:
     reason = str(exc) or type(exc).__name__
     return ServiceError(
-        f"cannot reach PostgreSQL at {redact(url)}: {reason} "
+        f"cannot reach PostgreSQL at {redact_url(url)}: {reason} "
         "(is `reflux up` running, or REFLUX_DATABASE_URL right?)"
     )
 

@@ -28,11 +28,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from infra.endpoints import (
+    EMBEDDED_DB_NAME,
+    EMBEDDED_DB_USER,
+    LOOPBACK,
+    embedded,
+    embedded_database_url,
+)
 from infra.errors import ServiceError
 from infra.processes import ProcessSpec, find_binary
 from infra.settings import Settings
 
-LOOPBACK = "127.0.0.1"
 PROBE_TIMEOUT = 2.0
 
 
@@ -55,9 +61,9 @@ class Service(ABC):
         return self.external_address is not None
 
     @property
-    @abstractmethod
     def default_address(self) -> str:
         """Where the embedded service listens, from the ports in settings."""
+        return embedded(self.settings)[self.name]
 
     @property
     def address(self) -> str:
@@ -133,10 +139,6 @@ class TemporalService(Service):
     def external_address(self) -> str | None:
         return self.settings.temporal.address
 
-    @property
-    def default_address(self) -> str:
-        return f"{LOOPBACK}:{self.settings.temporal.port}"
-
     def ports(self) -> list[int]:
         t = self.settings.temporal
         return [p for p in (t.port, t.http_port, t.metrics_port) if p is not None]
@@ -193,10 +195,6 @@ class NatsService(Service):
     @property
     def external_address(self) -> str | None:
         return self.settings.nats.url
-
-    @property
-    def default_address(self) -> str:
-        return f"nats://{LOOPBACK}:{self.settings.nats.port}"
 
     def ports(self) -> list[int]:
         return [self.settings.nats.port, self.settings.nats.monitor_port]
@@ -268,19 +266,15 @@ class PostgresService(Service):
     """
 
     name = "postgres"
-    user = "reflux"
-    database = "reflux"
+    user = EMBEDDED_DB_USER
+    database = EMBEDDED_DB_NAME
 
     @property
     def external_address(self) -> str | None:
         return self.settings.database.url
 
-    @property
-    def default_address(self) -> str:
-        return self._url(self.database)
-
     def _url(self, database: str) -> str:
-        return f"postgresql://{self.user}@{LOOPBACK}:{self.settings.database.port}/{database}"
+        return embedded_database_url(self.settings, database)
 
     def ports(self) -> list[int]:
         return [self.settings.database.port]

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from infra.endpoints import STATE_FILE, Addresses, addresses, stack_home
 from infra.errors import ConfigError, ServiceError
 from infra.processes import (
     POLL_INTERVAL,
@@ -51,18 +52,6 @@ def _silent(_: str) -> None:
 
 
 @dataclass(frozen=True)
-class Addresses:
-    """Where clients find the services."""
-
-    temporal: str
-    """host:port of the Temporal frontend."""
-    nats: str
-    """nats://host:port"""
-    database: str
-    """postgresql://user@host:port/db"""
-
-
-@dataclass(frozen=True)
 class ServiceStatus:
     name: str
     address: str | None
@@ -71,11 +60,6 @@ class ServiceStatus:
     kind: Literal["embedded", "external"]
     healthy: bool
     detail: str
-
-
-def stack_home(settings: Settings) -> Path:
-    """`settings.home` made absolute, once: children and later commands see the same dir."""
-    return Path(settings.home).expanduser().resolve()
 
 
 class StackState:
@@ -128,22 +112,6 @@ class StackState:
         os.replace(tmp, self.path)
 
 
-def addresses(settings: Settings) -> Addresses:
-    """Per service: the address in settings, else the one recorded by `up`, else the
-    default built from the ports in settings."""
-    home = stack_home(settings)
-    state = StackState.load(home / "stack.json")
-    found: dict[str, str] = {}
-    for service in all_services(settings, home):
-        record = state.get(service.name)
-        found[service.name] = (
-            service.external_address
-            or (record.address if record and record.address else None)
-            or service.default_address
-        )
-    return Addresses(temporal=found["temporal"], nats=found["nats"], database=found["postgres"])
-
-
 class Stack:
     """The local stack under `settings.home`."""
 
@@ -151,7 +119,7 @@ class Stack:
         self.settings = settings
         self.home = stack_home(settings)
         self.services: list[Service] = all_services(settings, self.home)
-        self.state_path = self.home / "stack.json"
+        self.state_path = self.home / STATE_FILE
         self.lock_path = self.home / "stack.lock"
         self.logs_dir = self.home / "logs"
         self.run_dir = self.home / "run"

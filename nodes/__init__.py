@@ -1,5 +1,6 @@
 """Define nodes (`NodeGroup.node`), serve them on NATS (`NodeService`), find who serves what."""
 
+from infra import lazy
 from nodes.discovery import ServedNode, discover, versions_by_name
 from nodes.protocol import NodeReply, NodeRequest, exact_subject, major_subject
 from nodes.runtime import NodeService
@@ -14,8 +15,25 @@ __all__ = [
     "NodeRequest",
     "NodeService",
     "ServedNode",
+    "SwitchParams",
+    "builtin_catalog",
+    "canonical_placeholders",
     "discover",
     "exact_subject",
+    "idempotency_key",
     "major_subject",
+    "pick_branch",
+    "placeholder",
     "versions_by_name",
 ]
+
+__getattr__ = lazy(
+    __name__,
+    globals(),
+    {
+        "nodes.builtin": ["builtin_catalog"],
+        "nodes.builtin.core": ["SwitchParams", "pick_branch"],
+        "nodes.protocol": ["idempotency_key"],
+        "nodes.secrets": ["canonical_placeholders", "placeholder"],
+    },
+)

@@ -1,20 +1,16 @@
 """The wire format between the step activity and node services (JSON over NATS).
 
 Params or an output whose JSON reaches the inline limit (256 KiB by default) do not travel
-in the message: they go to the object store and the message carries the key
-(`params_ref`/`output_ref`), so NATS's message size limit never bites and handlers still
-see whole values.
+in the message: they go to the object store (`registry.offload`) and the message carries
+the key (`params_ref`/`output_ref`), so NATS's message size limit never bites and handlers
+still see whole values.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
-
-if TYPE_CHECKING:
-    from registry.objects import ObjectStore
 
 SUBJECT_PREFIX = "reflux.node"
 MANIFEST_KEY = "reflux.manifest"
@@ -78,16 +74,3 @@ class NodeReply(BaseModel):
     error: WireError | None = None
     node: str = ""
     version: str = ""
-
-
-async def offload(value: Any, store: ObjectStore, limit: int) -> tuple[Any, str | None]:
-    """(value, None) when its JSON is smaller than `limit` bytes, else (None, its key)."""
-    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(data) < limit:
-        return value, None
-    return None, await store.put(data)
-
-
-async def fetch(value: Any, ref: str | None, store: ObjectStore) -> Any:
-    """The value a message carries, loaded from the store when it came by reference."""
-    return value if ref is None else json.loads(await store.get(ref))

@@ -10,7 +10,7 @@ endpoint handler only starts a task; a semaphore bounds the work in flight. On S
 the service stops taking requests, finishes those in flight, then closes.
 
 Secrets: `nodes.secrets` swaps values into the params a node marks as secret-bearing, from
-the run's namespace; `infra.redact.Masker` then masks them in the output, the error and
+the run's namespace; `infra.redaction.Masker` then masks them in the output, the error and
 the log lines of that call.
 
 Before serving, the service registers its node versions in the registry: the built-in
@@ -36,23 +36,27 @@ from nats.aio.client import Client
 from nats.micro import Request, Service, add_service
 from nats.micro.service import EndpointConfig
 
-from infra.errors import NodeError, ObjectStoreError, SecretError, ValidationError
-from infra.redact import Masker, redact
-from infra.secrets import environment_secret
-from infra.settings import Settings
+from infra import (
+    Masker,
+    NodeError,
+    ObjectStoreError,
+    SecretError,
+    Settings,
+    ValidationError,
+    environment_secret,
+    redact,
+)
 from nodes.protocol import (
     MANIFEST_KEY,
     NodeReply,
     NodeRequest,
     WireError,
     exact_subject,
-    fetch,
     major_subject,
-    offload,
 )
 from nodes.sdk import NodeContext, NodeDefinition, NodeGroup
 from nodes.secrets import SecretResolver
-from registry.objects import ObjectStore, object_store
+from registry import ObjectStore, fetch, object_store, offload
 
 log = logging.getLogger("reflux.nodes")
 
@@ -157,9 +161,8 @@ class NodeService:
     async def _secret_value(self, namespace: str, name: str) -> str | None:
         """From the secret store (its pool opened on first use), else the environment."""
         if self._secret_store is None:
-            from infra.database import create_pool, database_url
-            from infra.secrets import secrets_key
-            from registry.secrets import SecretStore
+            from infra import create_pool, database_url, secrets_key
+            from registry import SecretStore
 
             try:
                 key = secrets_key(self.settings)
@@ -172,8 +175,8 @@ class NodeService:
 
     async def register(self) -> None:
         """Record this service's node versions in the registry (idempotent)."""
-        from infra.database import create_pool, database_url
-        from registry.nodes import NodeRegistry
+        from infra import create_pool, database_url
+        from registry import NodeRegistry
 
         pool = await create_pool(database_url(self.settings), min_size=1, max_size=1)
         try:

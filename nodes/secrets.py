@@ -25,8 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from infra.errors import SecretError, ValidationError
-from infra.secrets import environment_variable
+from infra import SecretError, ValidationError, environment_variable
 
 __all__ = [
     "PLACEHOLDER",

@@ -24,21 +24,17 @@ from temporalio.api.enums.v1 import TimeoutType
 from temporalio.client import Client as TemporalClient
 from temporalio.exceptions import ApplicationError
 
-from infra.errors import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
-from nodes.protocol import (
+from infra import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
+from nodes import (
     NodeReply,
     NodeRequest,
+    canonical_placeholders,
     exact_subject,
-    fetch,
     idempotency_key,
-    offload,
 )
-from nodes.secrets import canonical_placeholders
-from reflection.cache import StepCache
-from reflection.events import TraceEvent, TraceStatus, inputs_hash
-from reflection.publisher import TracePublisher
+from reflection import StepCache, TraceEvent, TracePublisher, TraceStatus, inputs_hash
+from registry import ObjectStore, fetch, offload
 from registry import runs as ledger
-from registry.objects import ObjectStore
 
 STEP_ACTIVITY = "reflux.step"
 RUN_END_ACTIVITY = "reflux.run.end"

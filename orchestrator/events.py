@@ -20,7 +20,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from infra.errors import NotFoundError
+from infra import NotFoundError
 from orchestrator.plan import StepResult
 
 __all__ = ["RunEvent", "follow", "step_events"]

@@ -40,8 +40,8 @@ with workflow.unsafe.imports_passed_through():
     from jinja2.utils import Namespace
     from markupsafe import Markup
 
-from infra.errors import ExpressionError
-from nodes.secrets import placeholder
+from infra import ExpressionError
+from nodes import placeholder
 from orchestrator import expression_limits as limits_
 from orchestrator.expression_builtins import (
     bounded_dumps,

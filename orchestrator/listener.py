@@ -29,9 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from temporalio.client import Client
 
-from infra.errors import RefluxError
-from infra.jsonshape import loads
-from infra.settings import Settings
+from infra import RefluxError, Settings, loads
 from orchestrator.spec import EventTrigger
 
 __all__ = ["CHANGED", "EventListener", "announce_change", "queue_group"]
@@ -78,7 +76,7 @@ class EventListener:
 
     async def reload(self) -> None:
         from orchestrator.validate import validate_text
-        from registry.workflows import WorkflowRegistry
+        from registry import WorkflowRegistry
 
         async with self._lock:
             for sub in self._subscriptions:

@@ -27,8 +27,8 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from infra.errors import ObjectStoreError
-from registry.objects import ObjectStore
+from infra import ObjectStoreError
+from registry import ObjectStore
 
 T = TypeVar("T")
 

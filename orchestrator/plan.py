@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from infra.errors import SpecError
+from infra import SpecError
 from orchestrator.spec import Spec
 from orchestrator.validate import dependencies, step_references
-from registry.versions import Catalog
+from registry import Catalog
 
 MetaKind = Literal["delay", "switch"]
 META_NODES: dict[str, MetaKind] = {"core.delay": "delay", "core.switch": "switch"}

@@ -18,9 +18,7 @@ import asyncpg
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
-from infra.errors import ServiceError, SpecError
-from infra.jsonshape import check_value
-from infra.settings import Settings
+from infra import ServiceError, Settings, SpecError, check_value
 from orchestrator.payloads import data_converter
 from orchestrator.plan import (
     RunInfo,
@@ -36,17 +34,15 @@ from orchestrator.plan import (
 from orchestrator.spec import Spec, describe_value
 from orchestrator.workflow import DagWorkflow
 from orchestrator.yamlsource import Problem
+from registry import Catalog, WorkflowVersion, object_store
 from registry import runs as ledger
-from registry.objects import object_store
-from registry.versions import Catalog
-from registry.workflows import WorkflowVersion
 
 ProgressCallback = Callable[[dict[str, StepResult]], None]
 
 
 async def connect_temporal(settings: Settings) -> Client:
     """A client whose payloads of `inline_limit` bytes or more go to the object store."""
-    from infra.stack import addresses
+    from infra import addresses
 
     address = addresses(settings).temporal
     try:
@@ -161,8 +157,7 @@ async def load_version(
     """What a run of a stored version needs (None: the latest). Raises NotFoundError,
     or SpecError when the version no longer validates (e.g. a node it names is gone)."""
     from orchestrator.validate import validate_text
-    from registry.nodes import NodeRegistry
-    from registry.workflows import WorkflowRegistry
+    from registry import NodeRegistry, WorkflowRegistry
 
     stored = await WorkflowRegistry(pool, "").get(workflow_id, version)
     catalog = await NodeRegistry(pool, "").catalog()

@@ -21,9 +21,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_core import ValidationError as PydanticValidationError
 
-from infra.durations import parse_duration
-from infra.errors import SpecError
+from infra import SpecError, parse_duration
 from orchestrator.yamlsource import Problem
+from registry import Definition
 
 __all__ = [
     "CacheSpec",
@@ -302,6 +302,11 @@ class Spec(_Model):
     """Output name -> value; strings are templates that may read any step."""
     triggers: list[Trigger] = Field(default_factory=list)
     """What may start a run besides `reflux run` and `POST /runs` (always allowed)."""
+
+    def definition(self, source: str) -> Definition:
+        """This spec as the plain data the registry stores, with the YAML it came from."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return Definition(self.id, self.namespace, self.description, data, source)
 
     _empty_inputs = field_validator("inputs", mode="before")(_none_as({}))
     _empty_outputs = field_validator("outputs", mode="before")(_none_as({}))

@@ -39,8 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ScheduleUpdateInput,
     )
 
-    from infra.errors import InputShapeError, NotFoundError
-    from infra.settings import Settings
+    from infra import InputShapeError, NotFoundError, Settings
     from orchestrator.plan import RunInfo, RunLimits, RunRequest, build_plan, new_secret_nonce
     from orchestrator.spec import CronTrigger, Spec
     from orchestrator.workflow import DagWorkflow
@@ -133,7 +132,7 @@ class TriggerActivities:
 
     @activity.defn(name=PREPARE_ACTIVITY)
     async def prepare(self, launch: Launch) -> RunRequest:
-        from infra.errors import SpecError
+        from infra import SpecError
         from orchestrator.runs import load_version, prepare_run
 
         ref = f"{launch.workflow_id} (latest)"

@@ -22,11 +22,11 @@ from typing import Any
 
 import pydantic
 
-from infra.errors import ExpressionError, NotFoundError, PinError, SpecError
+from infra import ExpressionError, NotFoundError, PinError, SpecError
 from orchestrator import expressions
 from orchestrator.spec import CacheSpec, InputSpec, RetrySpec, Spec, StepSpec, describe_value
 from orchestrator.yamlsource import Path, Problem, Source, load_source
-from registry.versions import Catalog
+from registry import Catalog
 
 __all__ = [
     "META_NODES",
@@ -344,7 +344,7 @@ class _Checker:
             except (NotFoundError, PinError):
                 return {}
             return dict(self.catalog.secret_params(step.node_name, version))
-        from nodes.builtin import builtin_catalog
+        from nodes import builtin_catalog
 
         found = [n for n in builtin_catalog().nodes() if n.name == step.node_name]
         return dict(found[-1].secret_params) if found else {}

@@ -14,18 +14,15 @@ from collections.abc import Callable
 import nats
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from infra.database import create_pool, database_url
-from infra.settings import Settings
-from infra.stack import addresses
+from infra import Settings, addresses, create_pool, database_url
 from orchestrator.activities import RunActivities, StepActivities
 from orchestrator.listener import EventListener
 from orchestrator.reconcile import reconcile_forever
 from orchestrator.runs import connect_temporal
 from orchestrator.triggers import TriggerActivities, TriggerWorkflow
 from orchestrator.workflow import WORKFLOWS
-from reflection.cache import StepCache
-from reflection.publisher import TracePublisher
-from registry.objects import object_store
+from reflection import StepCache, TracePublisher
+from registry import object_store
 
 log = logging.getLogger("reflux.worker")
 

@@ -43,10 +43,8 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_jsonable_python
 
-    from infra.durations import parse_duration
-    from infra.errors import ExpressionError
-    from nodes.builtin.core import SwitchParams, pick_branch
-    from nodes.secrets import placeholder
+    from infra import ExpressionError, parse_duration
+    from nodes import SwitchParams, pick_branch, placeholder
     from orchestrator import expressions
     from orchestrator.activities import (
         RUN_END_ACTIVITY,
@@ -69,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
         shard_lanes,
         shard_size,
     )
-    from reflection.events import TraceEvent, TraceStatus
+    from reflection import TraceEvent, TraceStatus
 
 TERMINAL = {"completed", "failed", "skipped", "cancelled"}
 # Statuses of a dependency that skip a step reading its output.

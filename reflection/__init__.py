@@ -1,6 +1,6 @@
 """Reflection: what happened, kept where it can be asked about.
 
-- `events`: `TraceEvent`, one attempt of one step (sensitive keys redacted by `infra.redact`).
+- `events`: `TraceEvent`, one attempt of one step (sensitive keys redacted by `infra.redaction`).
 - `stream`: the JetStream stream traces travel on and its message format.
 - `publisher`: buffered, never-blocking publishing from the worker.
 - `sink`: the trace sink, JetStream → ClickHouse, and the query door to an embedded engine.
@@ -11,3 +11,35 @@
 Modules are imported one by one (the warehouse pulls in clickhouse-connect, ~0.3 s), so
 this package exports nothing itself.
 """
+
+from infra import lazy
+
+__all__ = [
+    "IN_FLIGHT",
+    "StepCache",
+    "TraceEvent",
+    "TracePublisher",
+    "TraceStatus",
+    "encode",
+    "inputs_hash",
+    "message_id",
+    "publisher_stats",
+    "query",
+    "run_sink",
+    "sink_backlog",
+    "stats",
+]
+
+__getattr__ = lazy(
+    __name__,
+    globals(),
+    {
+        "reflection.cache": ["StepCache"],
+        "reflection.events": ["TraceEvent", "TraceStatus", "inputs_hash"],
+        "reflection.publisher": ["IN_FLIGHT", "TracePublisher", "publisher_stats"],
+        "reflection.sink": ["run_sink", "sink_backlog"],
+        "reflection.sql": ["query"],
+        "reflection.stream": ["encode", "message_id"],
+    },
+    modules=["stats"],
+)

@@ -36,9 +36,9 @@ from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from infra.errors import RefluxError, ServiceError
-from nodes.protocol import fetch, offload
+from infra import RefluxError, ServiceError
 from reflection.events import inputs_hash
+from registry import fetch, offload
 
 if TYPE_CHECKING:
     from registry import ObjectStore

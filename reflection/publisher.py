@@ -26,7 +26,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from infra.settings import Settings
+from infra import Settings
 from reflection.events import TraceEvent
 from reflection.stream import MESSAGE_EVENTS, encode, ensure_stream
 

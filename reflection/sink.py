@@ -8,7 +8,7 @@ skipped; a message with no valid event is terminated, so it never comes back and
 holds up the stream.
 
 The sink owns the embedded engine (chdb allows one process per directory), so it also
-answers read-only SQL on `QUERY_SUBJECT` for everyone else; `reflection.query` is the client.
+answers read-only SQL on `QUERY_SUBJECT` for everyone else; `reflection.sql` is the client.
 Inserts and queries are blocking calls and run in worker threads, off the event loop.
 """
 
@@ -29,9 +29,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ValidationError
 
-from infra.errors import RefluxError
-from infra.settings import Settings
-from infra.stack import addresses
+from infra import RefluxError, Settings, addresses
 from reflection.stream import QUERY_SUBJECT, STREAM, SUBJECT, decode, ensure_stream
 from reflection.warehouse import Warehouse, open_warehouse
 

@@ -1,5 +1,5 @@
 """The questions `reflux stats`, `reflux runs show` and `reflux traces` ask of the traces,
-as SQL plus parameters, so any caller runs them the same way (`reflection.query.query`, or
+as SQL plus parameters, so any caller runs them the same way (`reflection.sql.query`, or
 `Warehouse.query` in-process).
 
 Definitions, per node and version, over trace events in the window (skips excluded):

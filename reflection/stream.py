@@ -29,7 +29,7 @@ STREAM = "REFLUX_TRACES"
 SUBJECT = "reflux.traces"
 """Events are published on `reflux.traces.<namespace>`."""
 DUPLICATE_WINDOW = timedelta(minutes=2)
-QUERY_SUBJECT = "reflux.reflection.query"
+QUERY_SUBJECT = "reflux.reflection.sql"
 """The sink answers read-only SQL here (request/reply) when it owns an embedded engine."""
 
 

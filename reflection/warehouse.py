@@ -5,7 +5,7 @@ server (`REFLUX_CLICKHOUSE_URL`) sit behind the same clickhouse-connect `Client`
 schema, inserts and queries below do not know which one they talk to. Only opening
 differs: chdb runs inside this process and locks its directory, so only one process (the
 trace sink) may own it; any other gets a ServiceError that says to query through the sink
-(`reflection.query`) instead of chdb's bare "Cannot lock file".
+(`reflection.sql`) instead of chdb's bare "Cannot lock file".
 
 Redelivered events must not count twice. `traces` is a ReplacingMergeTree ordered by the
 event key, so copies collapse when parts merge; until then `Warehouse.query` runs every
@@ -32,10 +32,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
-from infra.errors import ConfigError, ServiceError
-from infra.migrations import check_applied
-from infra.settings import Settings
-from infra.stack import stack_home
+from infra import ConfigError, ServiceError, Settings, check_applied, stack_home
 from reflection.events import TraceEvent
 
 DATABASE = "reflux"
@@ -332,7 +329,7 @@ def _owned(path: Path, pid: int) -> ServiceError:
     who = f"process {pid}" if pid > 0 else "another process"
     return ServiceError(
         f"the embedded ClickHouse at {path} is owned by another process ({who}, the trace "
-        "sink); query through it (reflection.query) or set REFLUX_CLICKHOUSE_URL"
+        "sink); query through it (reflection.sql) or set REFLUX_CLICKHOUSE_URL"
     )
 
 

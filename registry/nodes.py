@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from infra.errors import LifecycleError, ManifestConflictError, NotFoundError, RegistryError
+from infra import LifecycleError, ManifestConflictError, NotFoundError, RegistryError
 from registry.versions import (
     Catalog,
     Rollout,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -23,9 +24,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from infra.errors import ConfigError, ObjectStoreError
-from infra.settings import Settings
-from infra.stack import stack_home
+from infra import ConfigError, ObjectStoreError, Settings, stack_home
 
 _KEY = re.compile(r"sha256:([0-9a-f]{64})")
 
@@ -309,3 +308,16 @@ def object_store(settings: Settings) -> ObjectStore:
             f"{stack_home(settings) / 'objects'}"
         )
     return LocalObjectStore(stack_home(settings) / "objects")
+
+
+async def offload(value: Any, store: ObjectStore, limit: int) -> tuple[Any, str | None]:
+    """(value, None) when its JSON is smaller than `limit` bytes, else (None, its key)."""
+    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) < limit:
+        return value, None
+    return None, await store.put(data)
+
+
+async def fetch(value: Any, ref: str | None, store: ObjectStore) -> Any:
+    """The value a message carries, loaded from the store when it came by reference."""
+    return value if ref is None else json.loads(await store.get(ref))

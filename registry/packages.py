@@ -13,7 +13,7 @@ import io
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from infra.errors import ObjectStoreError
+from infra import ObjectStoreError
 from registry.objects import ObjectStore
 
 SKIPPED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from infra.errors import NotFoundError
+from infra import NotFoundError
 
 Pins = dict[str, dict[str, str]]
 """Step id -> {"node": name, "version": "x.y.z"}."""

@@ -14,9 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
-from infra.errors import NotFoundError, SecretError
-from infra.redact import MIN_SECRET
-from infra.secrets import SecretKind, SecretsKey, environment_secret
+from infra import MIN_SECRET, NotFoundError, SecretError, SecretKind, SecretsKey, environment_secret
 from registry.tokens import check_namespace
 
 __all__ = ["NAME_RE", "SecretInfo", "SecretStore", "check_name"]

@@ -15,7 +15,7 @@ from typing import Literal
 
 import asyncpg
 
-from infra.errors import NotFoundError, RegistryError
+from infra import NotFoundError, RegistryError
 
 __all__ = ["NAMESPACE_RE", "ROLES", "Role", "Token", "TokenStore", "check_namespace"]
 

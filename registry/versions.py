@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, get_args
 
-from infra.errors import LifecycleError, NotFoundError, PinError
+from infra import LifecycleError, NotFoundError, PinError
 
 Status = Literal["draft", "staging", "production", "deprecated"]
 STATUSES: tuple[Status, ...] = get_args(Status)

@@ -11,22 +11,18 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 import asyncpg
 
-from infra.errors import NotFoundError, RegistryError
+from infra import NotFoundError, RegistryError
 from registry.versions import did_you_mean
-
-if TYPE_CHECKING:  # at run time only its methods are used; importing it would be a cycle
-    from orchestrator.spec import Spec
 
 _REF = re.compile(r"(?P<id>[a-z0-9][a-z0-9._-]*)(?:@(?P<version>\d+))?")
 
 
-def spec_hash(spec: Spec) -> str:
-    data = spec.model_dump(mode="json", by_alias=True)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def spec_hash(spec: dict[str, Any]) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -44,6 +40,19 @@ def moved_message(workflow_id: str, namespace: str, wanted: str) -> str:
         f"workflow '{workflow_id}' is in namespace '{namespace}': a push may not move it to"
         f" '{wanted}' (push it with namespace: {namespace}, or choose another id)"
     )
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A validated workflow definition as plain data: what a push stores."""
+
+    id: str
+    namespace: str
+    description: str
+    spec: dict[str, Any]
+    """The parsed spec as JSON (its hash decides whether a push makes a new version)."""
+    source: str
+    """The YAML as pushed, comments and layout kept."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,11 @@ class WorkflowRegistry:
         self.pool = pool
         self.actor = actor
 
-    async def push(self, spec: Spec, source: str) -> Push:
-        """Store `source` (already validated into `spec`) as the next version of its workflow,
-        unless the latest version has the same spec."""
-        digest = spec_hash(spec)
-        data = spec.model_dump(mode="json", by_alias=True)
+    async def push(self, definition: Definition) -> Push:
+        """Store a validated definition as the next version of its workflow, unless the
+        latest version has the same spec."""
+        spec, source, data = definition, definition.source, definition.spec
+        digest = spec_hash(data)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO workflows (id, namespace, description, latest_version, created_by)"

@@ -21,10 +21,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from infra.settings import SandboxSettings
+from infra import SandboxSettings, lazy
 from sandbox.models import CodeRunRequest, CodeRunResult, Limits
 
-__all__ = ["Backend", "CodeRunRequest", "CodeRunResult", "Limits", "open_backend"]
+__all__ = [
+    "Backend",
+    "CodeRunRequest",
+    "CodeRunResult",
+    "Limits",
+    "ProcessBackend",
+    "host_interpreter",
+    "open_backend",
+]
 
 
 class Backend(Protocol):
@@ -41,3 +49,13 @@ def open_backend(settings: SandboxSettings) -> Backend:
     from sandbox.process import ProcessBackend
 
     return ProcessBackend(settings)
+
+
+__getattr__ = lazy(
+    __name__,
+    globals(),
+    {
+        "sandbox.interpreter": ["host_interpreter"],
+        "sandbox.process": ["ProcessBackend"],
+    },
+)

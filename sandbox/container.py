@@ -20,8 +20,7 @@ import threading
 import time
 from typing import Any
 
-from infra.errors import SandboxError
-from infra.settings import SandboxSettings
+from infra import SandboxError, SandboxSettings
 from sandbox.egress import EgressProxy
 from sandbox.interpreter import (
     BOOTSTRAP,

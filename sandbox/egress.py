@@ -3,7 +3,7 @@ into the sandbox (which has no network of its own). The bootstrap relays
 `http://127.0.0.1:3128` inside the sandbox to it and sets HTTP(S)_PROXY, so ordinary
 clients (urllib, requests, httpx, curl) work unchanged.
 
-The proxy applies http.request's SSRF rules (`nodes.ssrf`): the target is resolved here,
+The proxy applies http.request's SSRF rules (`infra.ssrf`): the target is resolved here,
 refused if any address is loopback, private, link-local or otherwise not public (unless
 in REFLUX_SANDBOX_ALLOW_NETWORKS), and the connection goes to the address checked. It
 takes `CONNECT host:port` (HTTPS, or any TCP) and absolute-URI HTTP requests; after the
@@ -21,8 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from infra.errors import NodeError, SsrfError
-from nodes import ssrf
+from infra import NodeError, SsrfError, ssrf
 
 __all__ = ["EgressProxy"]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from infra.durations import parse_duration
+from infra import parse_duration
 
 Network = Literal["off", "limited", "full"]
 RunStatus = Literal["ok", "error", "timeout", "killed"]

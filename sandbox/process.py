@@ -39,8 +39,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from infra.errors import SandboxError
-from infra.settings import SandboxSettings
+from infra import SandboxError, SandboxSettings
 from sandbox import cgroup, seccomp
 from sandbox.egress import EgressProxy
 from sandbox.interpreter import BOOTSTRAP, bootstrap_input, host_interpreter, package_mounts

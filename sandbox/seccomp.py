@@ -18,7 +18,7 @@ import errno
 import platform
 import struct
 
-from infra.errors import SandboxError
+from infra import SandboxError
 
 __all__ = ["DENIED", "filter_program"]
 

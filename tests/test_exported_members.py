@@ -1,18 +1,89 @@
-"""The public face of each package: what other packages and users may import."""
+"""The public face of each package: what other packages and users may import.
 
+`FACES` is the snapshot of every package's `__all__`: a change to a face shows up here, in
+review. Other packages import only faces, never a submodule (tests may import anything)."""
+
+import ast
 import importlib
+from pathlib import Path
 
 import pytest
 
-PACKAGES = ["infra", "nodes", "orchestrator", "registry", "sandbox"]
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["reflux", "bench", "evolution", "orchestrator", "reflection", "nodes", "registry",
+          "sandbox", "infra"]  # fmt: skip
+
+FACES = {
+    "infra": """
+        CodeRunError ConfigError DEFAULT_NAMESPACE DatabaseSettings ExpressionError
+        HttpConnectError HttpSettings HttpStatusError InputShapeError LifecycleError
+        LimitsSettings MIN_SECRET ManifestConflictError Masker NatsSettings
+        NoRespondersError NodeError NodeTimeoutError NodesSettings NotFoundError
+        ObjectStoreError ObjectStoreSettings PinError ProcessSpec RefluxError RegistryError
+        ResponseTooLargeError RunError SandboxError SandboxSettings SecretError SecretKind
+        SecretsKey ServiceError Settings SpecError SsrfError Stack TemporalService
+        TemporalSettings ValidationError addresses check_applied check_text check_value
+        connect create_pool database_url environment_secret environment_variable free_port
+        free_ports lazy load_migrations loads migrate parse_duration pool_for redact redact_url
+        schema_status secrets_key spawn ssrf stack_home stop wait_ready
+    """.split(),
+    "sandbox": """
+        Backend CodeRunRequest CodeRunResult Limits ProcessBackend host_interpreter
+        open_backend
+    """.split(),
+    "registry": """
+        Catalog Definition LocalObjectStore MIN_VALUE MIN_VALUE_WHY NodeRegistry ObjectStore
+        Role Rollout RunRecord S3ObjectStore SecretStore Token TokenStore VersionInfo
+        Workflow WorkflowRegistry WorkflowVersion audit check_name check_namespace
+        check_transition fetch get_run moved_message object_store offload parse_ref runs
+    """.split(),
+    "nodes": """
+        NodeCatalog NodeContext NodeDefinition NodeGroup NodeReply NodeRequest NodeService
+        ServedNode SwitchParams builtin_catalog canonical_placeholders discover
+        exact_subject idempotency_key major_subject pick_branch placeholder versions_by_name
+    """.split(),
+    "reflection": """
+        IN_FLIGHT StepCache TraceEvent TracePublisher TraceStatus encode inputs_hash
+        message_id publisher_stats query run_sink sink_backlog stats
+    """.split(),
+    "orchestrator": """
+        Plan PlannedStep Problem RunRequest RunResult Spec StepError StepResult StepSpec
+        WebhookTrigger announce_change apply_overrides background_processes build_plan
+        connect_temporal cron_ids follow live_state load_version new_run_id original_request
+        parse_spec payload_sizes progress_line redrive_of resolve_pins run_handle run_json
+        run_table run_worker source_too_large start_run submit sync_schedules table
+        validate_file validate_text wait_run
+    """.split(),
+    "bench": """
+        add_arguments run_bench
+    """.split(),
+}
 
 
-@pytest.mark.parametrize("name", PACKAGES)
-def test_all_names_exist_and_are_sorted(name):
+@pytest.mark.parametrize("name", sorted(FACES))
+def test_each_face_is_its_snapshot_sorted_and_importable(name):
     module = importlib.import_module(name)
+    assert module.__all__ == FACES[name], f"{name}.__all__ changed: update FACES"
     assert module.__all__ == sorted(module.__all__)
     for member in module.__all__:
-        assert hasattr(module, member), f"{name}.{member}"
+        assert getattr(module, member) is not None, f"{name}.{member}"
+
+
+def test_packages_import_each_other_only_through_faces():
+    deep = []
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in LAYERS and top != package and name != top:
+                        deep.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not deep, "import the package's face instead:\n" + "\n".join(deep)
 
 
 def test_error_tree_has_one_root():

@@ -23,7 +23,7 @@ from infra.stack import addresses
 from tests.helpers.httpserver import HttpTestServer, RecordedRequest, Reply
 from tests.helpers.stack import RunningStack
 from tests.helpers.waiting import eventually
-from tests.orchestrator.api.conftest import make_token
+from tests.reflux.api.conftest import make_token
 
 SECRET = "s3cr3t-Vx9-leak-canary"
 FORMS = {

@@ -11,9 +11,9 @@ import nats
 from bench import baseline
 from bench.figures import Figure, ms, p50, p95
 from bench.runner import Bench
-from infra.stack import addresses
-from reflection.cache import StepCache
-from registry.objects import object_store
+from infra import addresses
+from reflection import StepCache
+from registry import object_store
 
 NAME = "cache"
 

@@ -14,8 +14,8 @@ from bench import baseline
 from bench.figures import Figure
 from bench.runner import Bench
 from bench.scenarios.chain import chain_flow
-from infra.stack import addresses
-from orchestrator.validate import parse_spec
+from infra import addresses
+from orchestrator import parse_spec
 
 NAME = "concurrent"
 

@@ -8,7 +8,7 @@ import time
 from bench import baseline
 from bench.figures import Figure, p50
 from bench.runner import Bench
-from orchestrator.validate import parse_spec
+from orchestrator import parse_spec
 
 NAME = "fanout"
 

@@ -11,8 +11,8 @@ import nats
 from bench import baseline
 from bench.figures import Figure, ms, p50, p95
 from bench.runner import Bench
-from infra.stack import addresses
-from nodes.protocol import NodeReply, NodeRequest, exact_subject
+from infra import addresses
+from nodes import NodeReply, NodeRequest, exact_subject
 
 NAME = "floor"
 
@@ -49,7 +49,7 @@ async def run(bench: Bench) -> list[Figure]:
 
 
 async def _served_version(bench: Bench) -> str:
-    from registry.nodes import NodeRegistry
+    from registry import NodeRegistry
 
     catalog = await NodeRegistry(bench.pool, bench.stack.settings.user).catalog()
     return catalog.resolve("core.transform", "1")

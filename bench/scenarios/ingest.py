@@ -14,12 +14,8 @@ import nats
 
 from bench.figures import Figure
 from bench.runner import Bench
-from infra.settings import Settings
-from infra.stack import addresses
-from reflection.events import TraceEvent
-from reflection.publisher import IN_FLIGHT, TracePublisher
-from reflection.query import query
-from reflection.stream import encode, message_id
+from infra import Settings, addresses
+from reflection import IN_FLIGHT, TraceEvent, TracePublisher, encode, message_id, query
 
 NAME = "ingest"
 NODES = ["http.request", "core.transform", "llm.complete", "core.switch"]

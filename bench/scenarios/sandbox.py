@@ -9,10 +9,8 @@ import time
 
 from bench.figures import Figure, ms, p50, p95
 from bench.runner import Bench
-from infra.settings import SandboxSettings
-from sandbox import CodeRunRequest
-from sandbox.interpreter import host_interpreter
-from sandbox.process import ProcessBackend
+from infra import SandboxSettings
+from sandbox import CodeRunRequest, ProcessBackend, host_interpreter
 
 NAME = "sandbox"
 

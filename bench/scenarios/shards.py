@@ -17,8 +17,7 @@ from bench import baseline
 from bench.figures import Figure
 from bench.runner import Bench
 from bench.scenarios.concurrent import rss_mb
-from orchestrator.payloads import payload_sizes
-from orchestrator.validate import parse_spec
+from orchestrator import parse_spec, payload_sizes
 
 NAME = "shards"
 

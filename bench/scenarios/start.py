@@ -10,7 +10,7 @@ import time
 from bench import baseline
 from bench.figures import Figure, ms, p50, p95
 from bench.runner import Bench
-from orchestrator.validate import parse_spec
+from orchestrator import parse_spec
 
 NAME = "start"
 

@@ -25,8 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from infra.errors import CodeRunError, NodeError, SandboxError, ValidationError
-from infra.settings import SandboxSettings
+from infra import CodeRunError, NodeError, SandboxError, SandboxSettings, ValidationError
 from nodes.sdk import NodeContext, NodeGroup
 from sandbox import Backend, CodeRunRequest, CodeRunResult, Limits, open_backend
 

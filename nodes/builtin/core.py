@@ -51,7 +51,7 @@ class DelayOutput(BaseModel):
 @group.node("core.delay", "1.0.0", params=DelayParams, output=DelayOutput, tags=("engine",))
 async def delay(params: DelayParams, ctx: NodeContext) -> DelayOutput:
     """Wait for a duration (a durable timer when run as a step)."""
-    from infra.durations import parse_duration
+    from infra import parse_duration
 
     seconds = parse_duration(params.duration)
     await asyncio.sleep(seconds)

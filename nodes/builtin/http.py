@@ -3,7 +3,7 @@
 Why redirects are followed here and not by httpx: the SSRF check must run on every hop
 after DNS resolution, and the connection must go to the very address that was checked
 (a second lookup could answer differently: DNS rebinding). So each hop resolves the host
-with `nodes.ssrf.resolve_checked`, rewrites the URL's host to the checked IP, and keeps
+with `infra.ssrf.resolve_checked`, rewrites the URL's host to the checked IP, and keeps
 the name in the `Host` header and, for https, in TLS SNI and certificate checks (the
 `sni_hostname` request extension of httpcore).
 
@@ -30,17 +30,17 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from infra.errors import (
+from infra import (
     HttpConnectError,
+    HttpSettings,
     HttpStatusError,
     NodeError,
     NodeTimeoutError,
     ResponseTooLargeError,
     SsrfError,
     ValidationError,
+    ssrf,
 )
-from infra.settings import HttpSettings
-from nodes import ssrf
 from nodes.sdk import NodeContext, NodeGroup
 
 __all__ = ["HttpRequestParams", "HttpResponse", "group", "parse_http_url", "request"]

@@ -22,7 +22,7 @@ from infra.stack import ProcessSpec, Stack, addresses
 from orchestrator.plan import RunResult
 from registry.nodes import NodeRegistry
 
-CLI = [sys.executable, "-m", "orchestrator.cli"]
+CLI = [sys.executable, "-m", "reflux.cli"]
 TEST_CATALOG = "tests.support.nodes:catalog"
 
 

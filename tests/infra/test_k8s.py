@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.cli import build_parser
+from reflux.cli import build_parser
 
 BASE = Path(__file__).resolve().parents[2] / "k8s" / "base"
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.redact import REDACTED, is_sensitive, redact
+from infra.redaction import REDACTED, is_sensitive, redact
 from reflection.events import TraceEvent, inputs_hash
 
 

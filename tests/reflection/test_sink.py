@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from infra.errors import ServiceError
 from infra.settings import Settings
 from reflection.events import TraceEvent
-from reflection.query import NO_SINK, query
+from reflection.sql import NO_SINK, query
 from reflection.stream import STREAM, ensure_stream, message_id, subject_for
 from tests.helpers.clickhouse_http import REPO, clickhouse_http_server
 from tests.helpers.stack import RunningStack, nats_url, settings_from
@@ -144,7 +144,7 @@ async def sink_setup(stack: RunningStack, tmp_path: Path) -> AsyncIterator[SinkS
     }
     env.pop("REFLUX_CLICKHOUSE_URL", None)
     setup = SinkSetup(
-        stack, home, f"test-sink-{tag}", f"test.reflection.query.{tag}", f"test-{tag}", env
+        stack, home, f"test-sink-{tag}", f"test.reflection.sql.{tag}", f"test-{tag}", env
     )
     yield setup
     nc = await nats.connect(nats_url(stack))

@@ -1,0 +1,3 @@
+from reflux.cli import run
+
+run()
