@@ -4,9 +4,21 @@ from infra import lazy
 from nodes.discovery import ServedNode, discover, versions_by_name
 from nodes.protocol import NodeReply, NodeRequest, exact_subject, major_subject
 from nodes.runtime import NodeService
-from nodes.sdk import NodeCatalog, NodeContext, NodeDefinition, NodeGroup
+from nodes.sdk import (
+    EFFECTS,
+    Effect,
+    EffectRule,
+    NodeCatalog,
+    NodeContext,
+    NodeDefinition,
+    NodeGroup,
+    call_effect,
+)
 
 __all__ = [
+    "EFFECTS",
+    "Effect",
+    "EffectRule",
     "NodeCatalog",
     "NodeContext",
     "NodeDefinition",
@@ -17,6 +29,7 @@ __all__ = [
     "ServedNode",
     "SwitchParams",
     "builtin_catalog",
+    "call_effect",
     "canonical_placeholders",
     "discover",
     "exact_subject",

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel
 
@@ -19,6 +19,11 @@ from infra import ConfigError, Settings
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+Effect = Literal["none", "read", "write"]
+"""What a call may do outside itself: `none` (computes only), `read` (reads the world),
+`write` (changes it). A shadow run performs `none` and `read` calls only."""
+EFFECTS: tuple[str, ...] = get_args(Effect)
 
 P = TypeVar("P", bound=BaseModel)
 O = TypeVar("O", bound=BaseModel)  # noqa: E741
@@ -50,6 +55,68 @@ Handler = Callable[[Any, NodeContext], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
+class EffectRule:
+    """A call has `effect` when its param at `path` (dots for nested) is one of `values`
+    (strings compared without case or surrounding space). `if_absent`: whether a call that
+    leaves the param out matches (its default is one of `values`), set by `NodeGroup.node`
+    from the params model."""
+
+    path: str
+    values: tuple[Any, ...]
+    effect: Effect
+    if_absent: bool = False
+
+    def matches(self, params: Mapping[str, Any]) -> bool:
+        value: Any = params
+        for key in self.path.split("."):
+            if not isinstance(value, Mapping) or key not in value:
+                return self.if_absent
+            value = value[key]
+        return any(_same(value, wanted) for wanted in self.values)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "values": list(self.values),
+            "effect": self.effect,
+            "if_absent": self.if_absent,
+        }
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> EffectRule:
+        return cls(
+            str(data["path"]), tuple(data["values"]), data["effect"], bool(data.get("if_absent"))
+        )
+
+
+def call_effect(effects: str, rules: Iterable[EffectRule], params: Mapping[str, Any]) -> str:
+    """The effect of one call: the first rule its params match, else the node's `effects`."""
+    return next((rule.effect for rule in rules if rule.matches(params)), effects)
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    if isinstance(value, str) and isinstance(wanted, str):
+        return value.strip().casefold() == wanted.casefold()
+    return type(value) is type(wanted) and value == wanted
+
+
+def _default_at(model: type[BaseModel], path: str) -> tuple[bool, Any]:
+    """(True, default) of the param at a dotted path when every level has a default."""
+    current: Any = model
+    found: Any = None
+    for key in path.split("."):
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            return False, None
+        field_ = next((f for k, f in fields.items() if (f.alias or k) == key), None)
+        if field_ is None or field_.is_required():
+            return False, None
+        found = field_.get_default(call_default_factory=True)
+        current = found if isinstance(found, BaseModel) else field_.annotation
+    return True, found
+
+
+@dataclass(frozen=True)
 class NodeDefinition(Generic[P, O]):
     name: str
     version: str
@@ -64,6 +131,9 @@ class NodeDefinition(Generic[P, O]):
     """Params that may carry `secret()`: name -> `value` (anywhere in it) or `query` (a URL,
     only after its `?`). Everywhere else `secret()` is refused by validation and left
     unresolved by the node service."""
+    effects: Effect = "write"
+    """What a call may do when no rule of `effects_when` matches (see `Effect`)."""
+    effects_when: tuple[EffectRule, ...] = ()
 
     @property
     def major(self) -> int:
@@ -86,6 +156,9 @@ class NodeDefinition(Generic[P, O]):
             manifest["timeout"] = self.timeout
         if self.secret_params:
             manifest["secret_params"] = dict(sorted(self.secret_params.items()))
+        manifest["effects"] = self.effects
+        if self.effects_when:
+            manifest["effects_when"] = [rule.manifest() for rule in self.effects_when]
         return manifest
 
 
@@ -108,6 +181,8 @@ class NodeGroup:
         tags: Iterable[str] = (),
         timeout: float | None = None,
         secret_params: Mapping[str, str] | None = None,
+        effects: Effect = "write",
+        effects_when: Mapping[str, tuple[Iterable[Any], Effect]] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated async handler as node `name` at `version`.
 
@@ -116,6 +191,9 @@ class NodeGroup:
         Temporal local activity: no server round trip per step (see the README's fast path).
         `secret_params`: the params that may carry `secret('NAME')`, each `value` or
         `query` (see `NodeDefinition.secret_params`).
+        `effects`: what a call may do, `none`, `read` or `write` (the default: a node that
+        says nothing is taken to write); `effects_when` refines it per call from a param,
+        `{"method": (["GET", "HEAD"], "read")}` (see `EffectRule`).
         """
         if not NAME_RE.match(name):
             raise ConfigError(f"node name {name!r} must look like 'group.action' (lowercase)")
@@ -133,6 +211,20 @@ class NodeGroup:
                     " param and be 'value' or 'query'"
                 )
 
+        rules = []
+        for path, (values, effect) in (effects_when or {}).items():
+            has_default, default = _default_at(params, path)
+            if effect not in EFFECTS or not has_default and path.split(".")[0] not in fields:
+                raise ConfigError(
+                    f"node {name}@{version}: effects_when: {path!r} must name a param and"
+                    f" give one of {', '.join(EFFECTS)}"
+                )
+            values = tuple(values)
+            absent = has_default and any(_same(default, wanted) for wanted in values)
+            rules.append(EffectRule(path, values, effect, absent))
+        if effects not in EFFECTS:
+            raise ConfigError(f"node {name}@{version}: effects must be one of {', '.join(EFFECTS)}")
+
         def decorate(handler: Handler) -> Handler:
             self.nodes.append(
                 NodeDefinition(
@@ -145,6 +237,8 @@ class NodeGroup:
                     tags=tuple(tags),
                     timeout=timeout,
                     secret_params=dict(secret_params or {}),
+                    effects=effects,
+                    effects_when=tuple(rules),
                 )
             )
             return handler

@@ -107,6 +107,13 @@ def _failure(node: str, result: CodeRunResult) -> CodeRunError:
     )
 
 
+EFFECTS: dict[str, Any] = {
+    "effects": "write",
+    "effects_when": {"limits.network": (["off", False], "none")},
+}
+"""Code may do anything its network allows: with the network off it only computes."""
+
+
 @group.node(
     "code.python",
     "1.1.0",  # 1.1: env, where secret() may be used
@@ -114,6 +121,7 @@ def _failure(node: str, result: CodeRunResult) -> CodeRunError:
     output=PythonOutput,
     tags=("code", "sandbox"),
     secret_params=SECRET_PARAMS,
+    **EFFECTS,
 )
 async def python(params: PythonParams, ctx: NodeContext) -> PythonOutput:
     """Run a Python function in the sandbox; its return value is the step's output."""
@@ -139,6 +147,7 @@ async def python(params: PythonParams, ctx: NodeContext) -> PythonOutput:
     output=ShellOutput,
     tags=("code", "sandbox"),
     secret_params=SECRET_PARAMS,
+    **EFFECTS,
 )
 async def shell(params: ShellParams, ctx: NodeContext) -> ShellOutput:
     """Run a shell script in the sandbox; stdout, stderr and the exit status are the output."""

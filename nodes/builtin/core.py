@@ -33,6 +33,7 @@ class TransformOutput(BaseModel):
     output=TransformOutput,
     tags=("data",),
     timeout=5.0,
+    effects="none",
 )
 async def transform(params: TransformParams, ctx: NodeContext) -> TransformOutput:
     """Return `value` as given; templates in `with` compute it."""
@@ -48,7 +49,9 @@ class DelayOutput(BaseModel):
     waited_seconds: float
 
 
-@group.node("core.delay", "1.0.0", params=DelayParams, output=DelayOutput, tags=("engine",))
+@group.node(
+    "core.delay", "1.0.0", params=DelayParams, output=DelayOutput, tags=("engine",), effects="none"
+)
 async def delay(params: DelayParams, ctx: NodeContext) -> DelayOutput:
     """Wait for a duration (a durable timer when run as a step)."""
     from infra import parse_duration
@@ -82,7 +85,14 @@ def pick_branch(params: SwitchParams) -> str:
     return params.default
 
 
-@group.node("core.switch", "1.0.0", params=SwitchParams, output=SwitchOutput, tags=("engine",))
+@group.node(
+    "core.switch",
+    "1.0.0",
+    params=SwitchParams,
+    output=SwitchOutput,
+    tags=("engine",),
+    effects="none",
+)
 async def switch(params: SwitchParams, ctx: NodeContext) -> SwitchOutput:
     """Pick a branch name: later steps test `steps.<id>.output.branch` in `if`."""
     return SwitchOutput(branch=pick_branch(params))

@@ -206,6 +206,8 @@ def _canonical_numeric_host(text: str) -> str:
     output=HttpResponse,
     tags=["http"],
     secret_params={"headers": "value", "auth": "value", "params": "value", "url": "query"},
+    effects="write",
+    effects_when={"method": (["GET", "HEAD", "OPTIONS"], "read")},
 )
 async def request(params: HttpRequestParams, ctx: NodeContext) -> HttpResponse:
     """Make an HTTP request; refuses private and reserved addresses on every hop."""
