@@ -55,6 +55,11 @@ class PlannedStep(BaseModel):
     """Every step this one waits for."""
     needs_output: list[str] = Field(default_factory=list)
     """The subset whose skip or failure skips this step too (all but status-only reads)."""
+    effects: str = "write"
+    """What its node's calls may do (`nodes.Effect`) when no rule of `effects_when` matches
+    their params; a plan made before effects were declared says `write`."""
+    effects_when: list[dict[str, Any]] = Field(default_factory=list)
+    """The node's per-call rules, as its manifest gives them (`nodes.EffectRule`)."""
 
 
 class Plan(BaseModel):
@@ -71,6 +76,19 @@ class RunInfo(BaseModel):
     version: int | None = None
     redrive_of: str | None = None
     """The failed run this one re-drives."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """What the run is part of (`experiment=try1`, `arm=candidate`, `shadow=true`,
+    `rollout=ID@N`): on the run ledger and on every trace event of the run."""
+    shadow_of: str | None = None
+    """Set: a shadow replay of this run's inputs, which never performs a write."""
+
+
+class ReplayedStep(BaseModel):
+    """What a shadow run may take for a `write` step from the run it replays."""
+
+    inputs_hash: str
+    """Of the source run's call: the shadow call must hash the same to take its output."""
+    output: Any = None
 
 
 StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
@@ -205,6 +223,10 @@ class RunRequest(BaseModel):
     secret_nonce: str | None = None
     """Random per run: `secret('X')` renders `${secret:X:<nonce>}` and the node service
     resolves only placeholders that carry it, so data cannot ask for a secret."""
+    replay: dict[str, ReplayedStep] | None = None
+    """Set for a shadow run (`RunInfo.shadow_of`): step id -> the source run's completed
+    `write` call. A `write` call takes that output when its params hash the same, else the
+    step is skipped: a shadow run never performs a write."""
 
 
 def new_secret_nonce() -> str:
@@ -255,6 +277,9 @@ def build_plan(
         cacheable = cache is not None and (cache.allow_secrets or not refs.secrets)
         status_only = {sid for sid, attrs in reads.items() if attrs == {"status"}}
         needs = sorted(graph[step.id])
+        effects, effects_when = (
+            catalog.effects(step.node_name, pinned) if catalog else ("write", ())
+        )
         steps.append(
             PlannedStep(
                 id=step.id,
@@ -273,6 +298,8 @@ def build_plan(
                 secrets=sorted(refs.secrets),
                 needs=needs,
                 needs_output=[sid for sid in needs if sid not in status_only],
+                effects=effects,
+                effects_when=[dict(rule) for rule in effects_when],
             )
         )
     return Plan(

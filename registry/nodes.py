@@ -183,17 +183,12 @@ class NodeRegistry:
         """Every version's status and every rollout, read in one snapshot."""
         async with self.pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                versions = await conn.fetch(
-                    "SELECT name, version, status, (manifest->>'timeout')::float8 AS timeout,"
-                    " manifest->'secret_params' AS secret_params FROM node_versions"
-                )
+                versions = await conn.fetch("SELECT name, status, manifest FROM node_versions")
                 rollouts = await conn.fetch("SELECT name, version, percent FROM node_rollouts")
         catalog = Catalog()
         for row in versions:
             catalog.versions.setdefault(row["name"], []).append(
-                VersionInfo(
-                    row["version"], row["status"], row["timeout"], row["secret_params"] or {}
-                )
+                VersionInfo.from_manifest(row["manifest"], row["status"])
             )
         for row in rollouts:
             catalog.rollouts[row["name"]] = Rollout(row["version"], row["percent"])

@@ -91,6 +91,21 @@ class VersionInfo:
     """The seconds a call needs at most, as the node's manifest declares (None: not said)."""
     secret_params: Mapping[str, str] = field(default_factory=dict)
     """The params that may carry `secret()`, as the manifest marks them."""
+    effects: str = "write"
+    """What a call may do (`none`, `read`, `write`); a manifest that says nothing: `write`."""
+    effects_when: tuple[Mapping[str, Any], ...] = ()
+    """Per-call refinements from a param, as the manifest gives them."""
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any], status: Status) -> VersionInfo:
+        return cls(
+            manifest["version"],
+            status,
+            manifest.get("timeout"),
+            manifest.get("secret_params") or {},
+            manifest.get("effects") or "write",
+            tuple(manifest.get("effects_when") or ()),
+        )
 
     @property
     def semver(self) -> Semver:
@@ -129,9 +144,7 @@ class Catalog:
         """Node versions as their manifests describe them (timeouts, secret-bearing params)."""
         catalog = cls()
         for m in manifests:
-            catalog.versions.setdefault(m["name"], []).append(
-                VersionInfo(m["version"], status, m.get("timeout"), m.get("secret_params") or {})
-            )
+            catalog.versions.setdefault(m["name"], []).append(VersionInfo.from_manifest(m, status))
         return catalog
 
     def with_defaults(self, defaults: Mapping[str, Iterable[str]]) -> Catalog:
@@ -151,6 +164,11 @@ class Catalog:
         """The params of `name@version` that may carry `secret()` (none when unknown)."""
         found = self.info(name, version)
         return found.secret_params if found is not None else {}
+
+    def effects(self, name: str, version: str) -> tuple[str, tuple[Mapping[str, Any], ...]]:
+        """What calls of `name@version` may do and its per-call rules (unknown: `write`)."""
+        found = self.info(name, version)
+        return (found.effects, found.effects_when) if found is not None else ("write", ())
 
     def resolve(self, name: str, spec: str | None, run_id: str | None = None) -> str:
         """The exact version a step asking for `name@spec` runs in run `run_id`."""
