@@ -2,7 +2,7 @@
 
 from infra import lazy
 from nodes.discovery import ServedNode, discover, versions_by_name
-from nodes.protocol import NodeReply, NodeRequest, exact_subject, major_subject
+from nodes.protocol import CallIdentity, NodeReply, NodeRequest, exact_subject, major_subject
 from nodes.runtime import NodeService
 from nodes.sdk import (
     EFFECTS,
@@ -16,6 +16,7 @@ from nodes.sdk import (
 )
 
 __all__ = [
+    "CallIdentity",
     "EFFECTS",
     "Effect",
     "EffectRule",

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 SUBJECT_PREFIX = "reflux.node"
 MANIFEST_KEY = "reflux.manifest"
@@ -26,20 +33,70 @@ def exact_subject(name: str, version: str) -> str:
     return f"{SUBJECT_PREFIX}.{name}.v{version}"
 
 
-class NodeRequest(BaseModel):
-    params: dict[str, Any] = Field(default_factory=dict)
-    params_ref: str | None = None
-    """Set: the params are this object in the store (and `params` is empty)."""
+class CallIdentity(BaseModel):
+    """Which call this is: one attempt of one step (or `for_each` item) of one run. The
+    engine's `StepCall`, the `NodeRequest` on the wire, a handler's `NodeContext` and the
+    attempt's trace event all carry this one model."""
+
+    model_config = ConfigDict(frozen=True)
+
     run_id: str = ""
+    workflow_id: str = ""
+    workflow_version: int | None = None
     namespace: str = "default"
     """The run's namespace: only its secrets (and the default namespace's environment
     ones, for the default namespace) resolve."""
-    workflow_id: str = ""
     step_id: str = ""
     item: int = -1
+    """The `for_each` index, or -1."""
     attempt: int = 1
-    idempotency_key: str = ""
-    """`run/step[/item]/attempt`: every delivery of one attempt carries the same key."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """The run's labels (`RunInfo.labels`: `experiment=try1`, `shadow=true`, ...)."""
+
+    @property
+    def idempotency_key(self) -> str:
+        """`run/step[/item]/attempt`: the same on every delivery of one attempt."""
+        return idempotency_key(self.run_id, self.step_id, self.item, self.attempt)
+
+    def flat(self) -> dict[str, Any]:
+        """The identity as the release before this model sent it: flat fields beside the
+        rest of a request, the idempotency key among them. See `lift_flat`."""
+        return {
+            **self.model_dump(include=set(FLAT_FIELDS)),
+            "idempotency_key": self.idempotency_key,
+        }
+
+    @classmethod
+    def lift_flat(cls, data: Any, field: str = "identity") -> Any:
+        """`data` (a request's fields) with its flat identity fields moved into `field`
+        when it has none there: a request or activity input in the older, flat shape."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        flat = {name: data.pop(name) for name in FLAT_FIELDS if name in data}
+        data.pop("idempotency_key", None)  # derived from the rest
+        if field not in data and flat:
+            data[field] = flat
+        return data
+
+
+FLAT_FIELDS = ("run_id", "workflow_id", "workflow_version", "namespace", "step_id", "item",
+               "attempt")  # fmt: skip
+"""The fields of `CallIdentity` that requests and activity inputs carried one by one
+before it (labels are new: they had none)."""
+
+
+class NodeRequest(BaseModel):
+    """One call of a node. Compatibility with the release before `identity` (drop in the
+    release after this one): a request in the flat shape (`run_id`, `namespace`, ... at
+    the top) is read into `identity`, and every request also carries that flat copy, so a
+    node service of the release before, still running in a rolling upgrade, resolves the
+    run's namespace's secrets and hands the handler the right idempotency key."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    params_ref: str | None = None
+    """Set: the params are this object in the store (and `params` is empty)."""
+    identity: CallIdentity = Field(default_factory=CallIdentity)
     timeout: float | None = None
     secrets: list[str] | None = None
     """The secret names the step's templates name: only these resolve (None: a caller
@@ -47,6 +104,16 @@ class NodeRequest(BaseModel):
     secret_nonce: str | None = None
     """The run's nonce: only placeholders that carry it resolve, so a placeholder that
     arrives as data (an input, a response) cannot ask for a secret."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift(cls, data: Any) -> Any:
+        return CallIdentity.lift_flat(data)
+
+    @model_serializer(mode="wrap")
+    def _with_flat_copy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {**self.identity.flat(), **data}
 
 
 def idempotency_key(run_id: str, step_id: str, item: int, attempt: int) -> str:
@@ -74,3 +141,7 @@ class NodeReply(BaseModel):
     error: WireError | None = None
     node: str = ""
     version: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """What the handler reported with `NodeContext.metric`, also when it then failed."""
+    cost_tokens: int | None = None
+    """The tokens it reported with `NodeContext.cost` (None: it reported none)."""

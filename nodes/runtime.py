@@ -54,7 +54,7 @@ from nodes.protocol import (
     exact_subject,
     major_subject,
 )
-from nodes.sdk import NodeContext, NodeDefinition, NodeGroup
+from nodes.sdk import CallRecorder, NodeContext, NodeDefinition, NodeGroup
 from nodes.secrets import SecretResolver
 from registry import ObjectStore, fetch, object_store, offload
 
@@ -77,14 +77,16 @@ async def call_handler(
     secrets: SecretResolver | None = None,
 ) -> NodeReply:
     """Run one request through a node's handler; every failure becomes a structured error.
-    Secret values it resolved are masked in whatever the reply carries."""
+    Secret values it resolved are masked in whatever the reply carries. What the handler
+    reported (`NodeContext.metric`, `.cost`) is in the reply, also when it then failed."""
     reply = NodeReply(node=node.name, version=node.version)
     mask = Masker({})
+    recorder = CallRecorder()
     try:
         resolver = secrets or SecretResolver(_environment_only)
         raw, resolved = await resolver.resolve(
             request.params,
-            namespace=request.namespace,
+            namespace=request.identity.namespace,
             secret_params=node.secret_params,
             allowed=request.secrets,
             node=node.ref,
@@ -101,15 +103,11 @@ async def call_handler(
                 details={"errors": [_error_entry(e) for e in exc.errors()[:20]]},
             ) from None
         ctx = NodeContext(
-            run_id=request.run_id,
-            workflow_id=request.workflow_id,
-            step_id=request.step_id,
-            item=request.item,
-            attempt=request.attempt,
-            idempotency_key=request.idempotency_key,
+            identity=request.identity,
             timeout=request.timeout,
             settings=settings,
             secrets=tuple(resolved.values()),
+            recorder=recorder,
         )
         result = await node.handler(params, ctx)
         reply.output = mask(node.output.model_validate(result).model_dump(mode="json"))
@@ -121,6 +119,7 @@ async def call_handler(
         log.error("node %s failed: %s", node.ref, mask.text(traceback.format_exc()))
         name = type(exc).__name__
         reply.error = _wire(NodeError(f"{name}: {exc}", retryable=False, error_class=name), mask)
+    reply.metrics, reply.cost_tokens = dict(recorder.metrics), recorder.tokens
     return reply
 
 
@@ -254,13 +253,14 @@ class NodeService:
     async def _call(self, node: NodeDefinition[Any, Any], call: NodeRequest) -> NodeReply:
         """`call_handler` with large params and outputs moved through the object store."""
         limit = self.settings.inline_limit
+        reply = NodeReply(node=node.name, version=node.version)
         try:
             call.params = await fetch(call.params, call.params_ref, self.store)
             reply = await call_handler(node, call, self.settings, self.secrets)
             if reply.error is None:
                 reply.output, reply.output_ref = await offload(reply.output, self.store, limit)
-        except ObjectStoreError as exc:
-            reply = NodeReply(node=node.name, version=node.version)
+        except ObjectStoreError as exc:  # what the handler reported stays in the reply
+            reply.output, reply.output_ref = None, None
             reply.error = _wire(
                 NodeError(str(exc), retryable=True, error_class=exc.code), Masker({})
             )

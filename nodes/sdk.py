@@ -8,6 +8,8 @@ instead of resetting module globals.
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 from pydantic import BaseModel
 
 from infra import ConfigError, Settings
+from nodes.protocol import CallIdentity
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -29,26 +32,108 @@ P = TypeVar("P", bound=BaseModel)
 O = TypeVar("O", bound=BaseModel)  # noqa: E741
 
 
+METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+MAX_METRICS = 32
+"""Distinct metric names one attempt may report (`NodeContext.metric`)."""
+MAX_TOKENS = 2**63 - 1
+"""What a trace's `cost_tokens` holds (Int64)."""
+
+
+class CallRecorder:
+    """The figures a handler reports during one attempt: the one mutable part of its
+    context. The node service reads them into the reply, also when the handler failed."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+        self.tokens: int | None = None
+
+    def metric(self, name: str, value: float) -> None:
+        if not isinstance(name, str) or not METRIC_NAME_RE.match(name):
+            raise ConfigError(
+                f"metric {name!r}: a name is 1-64 of a-z, 0-9, '_' and '.', starting with a letter"
+            )
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"metric {name}: {value!r} is not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"metric {name}: {value!r} is not a finite number")
+        if name not in self.metrics and len(self.metrics) >= MAX_METRICS:
+            raise ConfigError(
+                f"metric {name}: an attempt reports at most {MAX_METRICS} metrics"
+                " (nodes.sdk.MAX_METRICS); this one has them all"
+            )
+        self.metrics[name] = number
+
+    def cost(self, tokens: int) -> None:
+        if isinstance(tokens, bool) or not isinstance(tokens, numbers.Integral) or tokens < 0:
+            raise ConfigError(f"cost: tokens must be a whole number >= 0, got {tokens!r}")
+        total = (self.tokens or 0) + int(tokens)
+        if total > MAX_TOKENS:
+            raise ConfigError(f"cost: {total} tokens in one attempt is more than a trace holds")
+        self.tokens = total
+
+
 @dataclass(frozen=True)
 class NodeContext:
-    """What a handler knows about the call besides its params."""
+    """What a handler knows about the call besides its params, and where it reports what
+    the call measured (`metric`) and cost (`cost`): those land on the attempt's trace."""
 
-    run_id: str = ""
-    workflow_id: str = ""
-    step_id: str = ""
-    item: int = -1
-    """The `for_each` index, or -1."""
-    attempt: int = 1
-    idempotency_key: str = ""
-    """`run/step[/item]/attempt`: the same on every delivery of one attempt (a worker that
-    dies mid-step makes the engine call again with the same key), so a node with side
-    effects can do them once per key."""
+    identity: CallIdentity = field(default_factory=CallIdentity)
+    """Which call this is: run, workflow, namespace, step, item, attempt and labels."""
     timeout: float | None = None
     settings: Settings = field(default_factory=Settings)
     secrets: tuple[str, ...] = ()
     """The secret values resolved into this call's params, so a node can keep them where
     they belong (http.request drops headers carrying one on a redirect to another origin).
     Whatever the handler returns or raises is masked anyway."""
+    recorder: CallRecorder = field(default_factory=CallRecorder, repr=False, compare=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.identity.run_id
+
+    @property
+    def workflow_id(self) -> str:
+        return self.identity.workflow_id
+
+    @property
+    def namespace(self) -> str:
+        return self.identity.namespace
+
+    @property
+    def step_id(self) -> str:
+        return self.identity.step_id
+
+    @property
+    def item(self) -> int:
+        """The `for_each` index, or -1."""
+        return self.identity.item
+
+    @property
+    def attempt(self) -> int:
+        return self.identity.attempt
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.identity.labels
+
+    @property
+    def idempotency_key(self) -> str:
+        """`run/step[/item]/attempt`: the same on every delivery of one attempt (a worker
+        that dies mid-step makes the engine call again with the same key), so a node with
+        side effects can do them once per key."""
+        return self.identity.idempotency_key
+
+    def metric(self, name: str, value: float) -> None:
+        """Report a figure of this attempt (`rows`, `llm.latency_ms`, `score`): a finite
+        number under a name of a-z, 0-9, `_` and `.`; again under one name replaces it. At
+        most MAX_METRICS names; a bad call raises ConfigError. `reflux stats` shows each
+        metric's mean, p50 and p95 per node version."""
+        self.recorder.metric(name, value)
+
+    def cost(self, tokens: int) -> None:
+        """Add `tokens` (a whole number >= 0) to what this attempt cost; calls add up."""
+        self.recorder.cost(tokens)
 
 
 Handler = Callable[[Any, NodeContext], Awaitable[Any]]
@@ -105,7 +190,8 @@ def _default_at(model: type[BaseModel], path: str) -> tuple[bool, Any]:
     current: Any = model
     found: Any = None
     for key in path.split("."):
-        fields = getattr(current, "model_fields", None)
+        model = type(current) if isinstance(current, BaseModel) else current
+        fields = getattr(model, "model_fields", None) if isinstance(model, type) else None
         if fields is None:
             return False, None
         field_ = next((f for k, f in fields.items() if (f.alias or k) == key), None)

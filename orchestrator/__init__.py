@@ -1,6 +1,10 @@
-"""Workflow specs, plans, and running them on Temporal."""
+"""Workflow specs, plans, and running them on Temporal; graph mutations and variant runs."""
 
 from infra import lazy
+from orchestrator.labels import check_labels, parse_pairs
+from orchestrator.mutations import Mutation, dump_mutations, parse_mutations, parse_pin, parse_set
+from orchestrator.mutations import apply as apply_mutations
+from orchestrator.mutations import describe as describe_mutations
 from orchestrator.plan import (
     Plan,
     PlannedStep,
@@ -11,7 +15,9 @@ from orchestrator.plan import (
     resolve_pins,
 )
 from orchestrator.runs import (
+    Launched,
     connect_temporal,
+    launch,
     new_run_id,
     run_handle,
     start_run,
@@ -20,35 +26,54 @@ from orchestrator.runs import (
 )
 from orchestrator.spec import Spec, StepSpec
 from orchestrator.validate import validate_file, validate_text
+from orchestrator.yamledit import diff as diff_sources
+from orchestrator.yamledit import edit_source
 from orchestrator.yamlsource import Problem
 
 __all__ = [
+    "Launched",
+    "Mutation",
     "Plan",
     "PlannedStep",
     "Problem",
+    "Revision",
     "RunRequest",
     "RunResult",
+    "SKIP_REASON",
     "Spec",
     "StepError",
     "StepResult",
     "StepSpec",
     "WebhookTrigger",
     "announce_change",
+    "apply_mutations",
     "apply_overrides",
     "background_processes",
     "build_plan",
+    "check_labels",
     "connect_temporal",
     "cron_ids",
+    "describe_mutations",
+    "diff_sources",
+    "dump_mutations",
+    "edit_source",
     "follow",
+    "launch",
     "live_state",
     "load_version",
     "new_run_id",
     "original_request",
+    "parse_mutations",
+    "parse_pairs",
+    "parse_pin",
+    "parse_set",
     "parse_spec",
     "payload_sizes",
     "progress_line",
     "redrive_of",
+    "replay_of",
     "resolve_pins",
+    "revise",
     "run_handle",
     "run_json",
     "run_table",
@@ -72,6 +97,8 @@ __getattr__ = lazy(
         "orchestrator.payloads": ["payload_sizes"],
         "orchestrator.plan": ["StepError"],
         "orchestrator.processes": ["background_processes"],
+        "orchestrator.revise": ["Revision", "revise"],
+        "orchestrator.shadow": ["SKIP_REASON", "replay_of"],
         "orchestrator.report": ["progress_line", "run_json", "run_table", "table"],
         "orchestrator.runs": [
             "apply_overrides",

@@ -2,7 +2,8 @@
 
 A node error crosses as `ApplicationError(type=<class>, non_retryable=not retryable)` with
 the attempt number and details as its first detail, so the workflow can show attempts.
-Every attempt, whatever its outcome, is traced (see `reflection.publisher`); one lost with
+Every attempt, whatever its outcome, is traced (see `reflection.publisher`), with the run's
+labels and what the node reported (metrics, tokens; also on a failed attempt); one lost with
 its worker (killed, or cut off from Temporal) is traced by the next attempt, as an error of
 class WorkerLost (`lost_attempt`). A local step's attempt cannot be: the next worker runs
 it again under the same attempt number (and idempotency key), so its trace is that one's.
@@ -12,13 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import nats.errors
 from nats.aio.client import Client
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from temporalio import activity
 from temporalio.api.enums.v1 import TimeoutType
 from temporalio.client import Client as TemporalClient
@@ -26,11 +34,11 @@ from temporalio.exceptions import ApplicationError
 
 from infra import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
 from nodes import (
+    CallIdentity,
     NodeReply,
     NodeRequest,
     canonical_placeholders,
     exact_subject,
-    idempotency_key,
 )
 from reflection import StepCache, TraceEvent, TracePublisher, TraceStatus, inputs_hash
 from registry import ObjectStore, fetch, offload
@@ -45,16 +53,16 @@ log = logging.getLogger("reflux.worker")
 
 
 class StepCall(BaseModel):
+    """One step (or `for_each` item) call as the workflow schedules it. `identity.attempt`
+    is Temporal's: the activity sets it. An input in the flat shape of the release before
+    `identity` (an activity scheduled before the upgrade) is read into it; each input also
+    carries that flat copy, for a worker of the release before (drop both in the release
+    after this one)."""
+
     node: str
     version: str
     params: dict[str, Any] = Field(default_factory=dict)
-    run_id: str = ""
-    workflow_id: str = ""
-    workflow_version: int | None = None
-    namespace: str = "default"
-    step_id: str = ""
-    item: int = -1
-    """The `for_each` index, or -1."""
+    identity: CallIdentity = Field(default_factory=CallIdentity)
     timeout: float = 300.0
     cache_ttl: float | None = None
     """Set: an identical earlier call's result (same node version and params) may answer."""
@@ -63,11 +71,38 @@ class StepCall(BaseModel):
     secret_nonce: str | None = None
     """The run's placeholder nonce: only placeholders that carry it resolve."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lift(cls, data: Any) -> Any:
+        return CallIdentity.lift_flat(data)
+
+    @model_serializer(mode="wrap")
+    def _with_flat_copy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {**self.identity.flat(), **data}
+
     @property
     def keyed_params(self) -> Any:
         """The params as the cache and traces key them: without the run's nonce, so the
         same call in another run has the same key."""
         return canonical_placeholders(self.params) if self.secrets else self.params
+
+    def attempt(self, attempt: int) -> CallIdentity:
+        """The identity of attempt number `attempt` of this call."""
+        return self.identity.model_copy(update={"attempt": attempt})
+
+    @property
+    def inputs_hash(self) -> str:
+        return inputs_hash(self.node, self.version, self.keyed_params, self.identity.namespace)
+
+
+@dataclass
+class Answer:
+    """What a node service's reply said besides the output, kept when the call failed."""
+
+    replica: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    cost_tokens: int | None = None
 
 
 class StepCallResult(BaseModel):
@@ -104,23 +139,25 @@ class StepActivities:
     async def call_node(self, call: StepCall) -> StepCallResult:
         info = activity.info()
         attempt = info.attempt
+        identity = call.attempt(attempt)
+        namespace = identity.namespace
         start = datetime.now(UTC)
         if attempt > 1 and not info.is_local:
             await self._trace_lost_attempt(call, info)
         if call.cache_ttl:
-            hit = await self.cache.get(call.node, call.version, call.keyed_params, call.namespace)
+            hit = await self.cache.get(call.node, call.version, call.keyed_params, namespace)
             if hit is not None:
-                self._trace(call, attempt, start, "ok", "cache", cache_hit=True)
+                self._trace(call, identity, start, "ok", Answer("cache"), cache_hit=True)
                 return StepCallResult(output=hit.output, attempt=attempt, cache_hit=True)
-        replica = [""]
+        answer = Answer()
         try:
-            output = await self.request(call, attempt, replica)
+            output = await self.request(call, identity, answer)
         except ObjectStoreError as exc:  # the store may come back: let Temporal retry
-            self._trace(call, attempt, start, "error", replica[0], exc.code, str(exc))
+            self._trace(call, identity, start, "error", answer, exc.code, str(exc))
             raise ApplicationError(str(exc), {"attempt": attempt}, type=exc.code) from None
         except NodeError as exc:
             status: TraceStatus = "timeout" if exc.code == "NodeTimeoutError" else "error"
-            self._trace(call, attempt, start, status, replica[0], exc.code, exc.message)
+            self._trace(call, identity, start, status, answer, exc.code, exc.message)
             raise ApplicationError(
                 exc.message,
                 {"attempt": attempt, "retryable": exc.retryable, "details": exc.details},
@@ -128,12 +165,12 @@ class StepActivities:
                 non_retryable=not exc.retryable,
             ) from None
         except asyncio.CancelledError:
-            self._trace(call, attempt, start, "cancelled", replica[0])
+            self._trace(call, identity, start, "cancelled", answer)
             raise
-        self._trace(call, attempt, start, "ok", replica[0])
+        self._trace(call, identity, start, "ok", answer)
         if call.cache_ttl:
             await self.cache.put(
-                call.node, call.version, call.keyed_params, output, call.cache_ttl, call.namespace
+                call.node, call.version, call.keyed_params, output, call.cache_ttl, namespace
             )
         return StepCallResult(output=output, attempt=attempt)
 
@@ -143,77 +180,68 @@ class StepActivities:
         try:
             lost = await lost_attempt(activity.client(), info)
         except Exception as exc:  # Temporal busy or away: the attempt goes on untraced
-            log.warning("could not check attempt %d of %s: %s", info.attempt - 1, call.step_id, exc)
+            log.warning(
+                "could not check attempt %d of %s: %s",
+                info.attempt - 1,
+                call.identity.step_id,
+                exc,
+            )
             return
         if lost is None:
             return
         start, end, message = lost
         self.traces.emit(
-            TraceEvent.timed(
+            TraceEvent.for_call(
+                call.attempt(info.attempt - 1),
                 start,
                 end,
-                run_id=call.run_id,
-                step_id=call.step_id,
-                item=call.item,
-                attempt=info.attempt - 1,
                 node=call.node,
                 node_version=call.version,
                 status="error",
-                inputs_hash=inputs_hash(call.node, call.version, call.keyed_params, call.namespace),
+                inputs_hash=call.inputs_hash,
                 error=message,
                 error_class=WORKER_LOST,
-                workflow_id=call.workflow_id,
-                workflow_version=call.workflow_version,
-                namespace=call.namespace,
             )
         )
 
     def _trace(
         self,
         call: StepCall,
-        attempt: int,
+        identity: CallIdentity,
         start: datetime,
         status: TraceStatus,
-        replica: str,
+        answer: Answer,
         error_class: str | None = None,
         error: str | None = None,
         *,
         cache_hit: bool = False,
     ) -> None:
         self.traces.emit(
-            TraceEvent.timed(
+            TraceEvent.for_call(
+                identity,
                 start,
-                run_id=call.run_id,
-                step_id=call.step_id,
-                item=call.item,
-                attempt=attempt,
                 node=call.node,
                 node_version=call.version,
                 status=status,
-                inputs_hash=inputs_hash(call.node, call.version, call.keyed_params, call.namespace),
+                inputs_hash=call.inputs_hash,
                 error=error,
                 error_class=error_class,
                 cache_hit=cache_hit,
-                workflow_id=call.workflow_id,
-                workflow_version=call.workflow_version,
-                namespace=call.namespace,
-                replica=replica,
+                replica=answer.replica,
+                metrics=answer.metrics,
+                cost_tokens=answer.cost_tokens,
             )
         )
 
-    async def request(self, call: StepCall, attempt: int, replica: list[str]) -> Any:
+    async def request(self, call: StepCall, identity: CallIdentity, answer: Answer) -> Any:
+        """The node's output for this attempt; what its reply said besides goes to `answer`,
+        also when the call failed."""
         subject = exact_subject(call.node, call.version)
         params, params_ref = await offload(call.params, self.store, self.inline_limit)
         payload = NodeRequest(
             params=params or {},
             params_ref=params_ref,
-            run_id=call.run_id,
-            namespace=call.namespace,
-            workflow_id=call.workflow_id,
-            step_id=call.step_id,
-            item=call.item,
-            attempt=attempt,
-            idempotency_key=idempotency_key(call.run_id, call.step_id, call.item, attempt),
+            identity=identity,
             timeout=call.timeout,
             secrets=call.secrets,
             secret_nonce=call.secret_nonce,
@@ -236,7 +264,11 @@ class StepActivities:
                 retryable=True,
             )
         reply = NodeReply.model_validate_json(msg.data)
-        replica[0] = reply.replica
+        answer.replica, answer.metrics, answer.cost_tokens = (
+            reply.replica,
+            reply.metrics,
+            reply.cost_tokens,
+        )
         if reply.error is not None:
             raise NodeError.from_wire(reply.error.model_dump(by_alias=True))
         return await fetch(reply.output, reply.output_ref, self.store)

@@ -85,9 +85,9 @@ class EventListener:
             registry = WorkflowRegistry(self.pool, "event-triggers")
             known: dict[tuple[str, int], list[tuple[str, str]]] = {}
             for workflow in await registry.workflows():
-                ref = (workflow.id, workflow.latest_version)
+                ref = (workflow.id, workflow.live_version)  # a candidate's triggers wait
                 if ref not in self._events:  # a version is parsed once, off the event loop
-                    stored = await registry.get(workflow.id, workflow.latest_version)
+                    stored = await registry.get(workflow.id, workflow.live_version)
                     spec, problems = await asyncio.to_thread(
                         validate_text, stored.source, stored.ref
                     )
@@ -122,15 +122,12 @@ class EventListener:
         return started
 
     async def _start(self, workflow_id: str, trigger_id: str, data: bytes) -> str:
-        from orchestrator.runs import load_version, submit
+        from orchestrator.runs import launch
 
         limits = self.settings.limits
         inputs = loads(data or b"{}", limits.input_max_depth, limits.input_max_bytes, "the message")
         if not isinstance(inputs, dict):
             raise ValueError("the message must be a JSON object: the run's inputs")
-        loaded = await load_version(self.pool, workflow_id)
-        spec = loaded.spec
-        handle = await submit(self.client, self.pool, self.settings, spec, loaded.catalog,
-                              spec.bind_inputs(inputs), loaded.stored.version,
-                              f"event:{trigger_id}")  # fmt: skip
-        return handle.id
+        launched = await launch(self.client, self.pool, self.settings, workflow_id, None, inputs,
+                                actor=f"event:{trigger_id}")  # fmt: skip
+        return launched.handle.id

@@ -111,6 +111,8 @@ class StepResult(BaseModel):
     """Calls answered from the step cache (for `for_each`, one per cached item)."""
     output: Any = None
     error: StepError | None = None
+    reason: str | None = None
+    """Why a skipped step was skipped, when the workflow says (a shadow run's write step)."""
     node: str = ""
     version: str = ""
     started_at: float | None = None

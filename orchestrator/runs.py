@@ -2,7 +2,10 @@
 
 A run starts here: node versions are pinned against one registry snapshot, the run is
 recorded in the registry with its pins, then the Temporal workflow starts. The worker
-records how it ended.
+records how it ended. `launch` is the one way a stored workflow version starts, whoever
+asks (CLI, API, webhooks, events, cron, rerun and redrive, the evolution layer): the live
+version or a rollout's, or an exact one with mutations, pins and labels (a variant run),
+or a shadow replay of an earlier run.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +22,10 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
 from infra import ServiceError, Settings, SpecError, check_value
+from orchestrator.labels import SHADOW, check_labels
 from orchestrator.payloads import data_converter
 from orchestrator.plan import (
+    ReplayedStep,
     RunInfo,
     RunLimits,
     RunRequest,
@@ -82,12 +87,17 @@ async def prepare_run(
     actor: str | None = None,
     run_id: str | None = None,
     redrive: Redrive | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    shadow_of: str | None = None,
+    replay: dict[str, ReplayedStep] | None = None,
 ) -> RunRequest:
     """Pin a validated spec's nodes and record the run in the ledger: what starting it
     needs. `actor`: who starts it (default: `settings.user`); `run_id`: one chosen
-    beforehand; `redrive`: the steps a failed run completed, taken as they are. Inputs
-    nested too deeply or too large are an InputShapeError before anything is recorded,
-    whatever the entry point (CLI, API, webhook, event, cron)."""
+    beforehand; `redrive`: the steps a failed run completed, taken as they are; `labels`:
+    already checked; `shadow_of` and `replay`: a shadow replay of that run. Inputs nested
+    too deeply or too large are an InputShapeError before anything is recorded, whatever
+    the entry point (CLI, API, webhook, event, cron)."""
     limits = settings.limits
     check_value(inputs, limits.input_max_depth, limits.input_max_bytes, "inputs")
     run_id = run_id or new_run_id(spec.id)
@@ -101,6 +111,8 @@ async def prepare_run(
             workflow=spec.id,
             version=workflow_version,
             redrive_of=redrive.run_id if redrive else None,
+            labels=dict(labels or {}),
+            shadow_of=shadow_of,
         ),
         plan=build_plan(
             spec, pins, workflow_version, catalog, settings.temporal.local_step_timeout
@@ -110,11 +122,13 @@ async def prepare_run(
         limits=RunLimits.of(limits),
         secret_nonce=new_secret_nonce(),
         local_end=True,
+        replay=replay if shadow_of is not None else None,
     )
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
     await ledger.record_start(
-        pool, run_id, spec.id, workflow_version, recorded, actor or settings.user, spec.namespace
-    )
+        pool, run_id, spec.id, workflow_version, recorded, actor or settings.user,
+        spec.namespace, dict(labels or {}), shadow_of,
+    )  # fmt: skip
     return request
 
 
@@ -129,10 +143,12 @@ async def submit(
     actor: str | None = None,
     run_id: str | None = None,
     redrive: Redrive | None = None,
+    **variant: Any,
 ) -> WorkflowHandle:
-    """Start a run of a validated spec (`prepare_run`, then the Temporal workflow)."""
+    """Start a run of a validated spec (`prepare_run`, then the Temporal workflow);
+    `variant`: prepare_run's labels, shadow_of and replay."""
     request = await prepare_run(
-        pool, settings, spec, catalog, inputs, workflow_version, actor, run_id, redrive
+        pool, settings, spec, catalog, inputs, workflow_version, actor, run_id, redrive, **variant
     )
     try:
         return await start_run(client, request, settings.temporal.task_queue)
@@ -165,6 +181,75 @@ async def load_version(
     if spec is None:
         raise SpecError(problems)
     return Runnable(stored, spec, catalog)
+
+
+@dataclass(frozen=True)
+class Launched:
+    handle: WorkflowHandle
+    version: int
+    """The stored version the run runs (the rollout's, when a rollout chose it)."""
+    spec: Spec
+    """What it runs: the stored version with the mutations applied."""
+    labels: dict[str, str]
+
+
+async def launch(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    workflow_id: str,
+    version: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    mutations: Sequence[Any] = (),
+    labels: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+    run_id: str | None = None,
+    redrive: Redrive | None = None,
+    shadow_of: str | None = None,
+    engine_labels: Mapping[str, str] | None = None,
+) -> Launched:
+    """Start stored workflow `workflow_id` as a run.
+
+    `version` None: a live run, of the live version or, for the share a workflow rollout
+    sends to its version (chosen from the run id), of that one, labelled `rollout=ID@N`.
+    `mutations` (`orchestrator.mutations`, or their JSON) are applied and the result
+    validated as a push is: a SpecError says where, and no run starts. `labels`: a
+    person's (checked); `shadow_of`: replay that run's inputs (unless `inputs` are given)
+    through this version without performing a write (`orchestrator.shadow`), labelled
+    `shadow=true`."""
+    from orchestrator.mutations import apply as apply_mutations
+    from orchestrator.mutations import parse_mutations
+    from registry import WorkflowRegistry
+
+    chosen = {**check_labels(labels), **(engine_labels or {})}
+    run_id = run_id or new_run_id(workflow_id)
+    if version is None and shadow_of is None:
+        version, extra = await WorkflowRegistry(pool, "").choose(workflow_id, run_id)
+        chosen.update(extra)
+    loaded = await load_version(pool, workflow_id, version)
+    spec = loaded.spec
+    if mutations:
+        changes = parse_mutations(list(mutations))
+        spec = apply_mutations(spec, changes, loaded.catalog, loaded.stored.ref)
+    replay = None
+    if shadow_of is not None:
+        from orchestrator.shadow import replay_of
+
+        source = await ledger.get_run(pool, shadow_of)
+        if source.workflow_id != workflow_id:
+            raise SpecError([f"shadow_of: run '{shadow_of}' ran workflow"
+                             f" '{source.workflow_id}', not '{workflow_id}'"])  # fmt: skip
+
+        given, replay = await replay_of(settings, client, shadow_of)
+        inputs = given if inputs is None else inputs
+        chosen[SHADOW] = "true"
+    handle = await submit(
+        client, pool, settings, spec, loaded.catalog, spec.bind_inputs(dict(inputs or {})),
+        loaded.stored.version, actor, run_id, redrive,
+        labels=chosen, shadow_of=shadow_of, replay=replay,
+    )  # fmt: skip
+    return Launched(handle, loaded.stored.version, spec, chosen)
 
 
 @dataclass(frozen=True)

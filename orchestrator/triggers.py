@@ -1,10 +1,13 @@
 """Cron triggers on Temporal Schedules.
 
-Each cron trigger of a stored workflow is one Schedule, `reflux-cron.<workflow>.<trigger>`,
-created, updated and deleted as versions are pushed (`sync_schedules`). A Schedule starts
-`TriggerWorkflow`, which prepares a run of the workflow's latest version (an activity:
-pins resolved at that moment, the run recorded in the ledger, started by `cron:<trigger>`)
-and runs it as its child, so the overlap policy sees a run as going until it ends.
+Each cron trigger of a stored workflow's live version is one Schedule,
+`reflux-cron.<workflow>.<trigger>`, created, updated and deleted as the live version changes
+(`sync_schedules`, called after a push that made its version live and after a promotion,
+with the live version's spec). A candidate's triggers are in force only once it is promoted:
+until then its Schedules do not exist. A Schedule starts `TriggerWorkflow`, which prepares a
+run of the workflow's live version (an activity: pins resolved at that moment, the run
+recorded in the ledger, started by `cron:<trigger>`) and runs it as its child, so the
+overlap policy sees a run as going until it ends.
 
 Why the run id comes from the launcher's workflow id: Temporal makes that id unique per
 scheduled action, and the prepare activity may run more than once for one action (a retry
@@ -134,28 +137,45 @@ class TriggerActivities:
     async def prepare(self, launch: Launch) -> RunRequest:
         from infra import SpecError
         from orchestrator.runs import load_version, prepare_run
+        from registry import WorkflowRegistry
 
-        ref = f"{launch.workflow_id} (latest)"
+        ref = f"{launch.workflow_id} (live)"
         try:
-            loaded = await load_version(self.pool, launch.workflow_id)
+            live = await load_version(self.pool, launch.workflow_id)
         except SpecError as exc:
             why = exc.problems[0]
             raise ApplicationError(f"{ref} cannot be started: {why}", non_retryable=True) from None
-        spec, ref = loaded.spec, loaded.stored.ref
-        trigger = spec.trigger(launch.trigger_id)
+        ref = live.stored.ref
+        trigger = live.spec.trigger(launch.trigger_id)
         if not isinstance(trigger, CronTrigger):
             why = f"it has no cron trigger '{launch.trigger_id}'"
             raise ApplicationError(f"{ref} cannot be started: {why}", non_retryable=True)
-        run_id = launch_run_id(spec.id, activity.info().workflow_id)
-        inputs = spec.bind_inputs(trigger.inputs)
+        run_id = launch_run_id(live.spec.id, activity.info().workflow_id)
         recorded = await self._recorded(run_id)
+        # The live version's trigger fires; the run is of the version a workflow rollout
+        # picks for this run id (labelled), or of what a repeat of this launch recorded.
+        if recorded is not None:
+            version, labels = recorded.workflow_version, recorded.labels
+        else:
+            version, labels = await WorkflowRegistry(self.pool, "").choose(live.spec.id, run_id)
+        try:
+            loaded = (
+                live
+                if version == live.stored.version
+                else await load_version(self.pool, live.spec.id, version)
+            )
+            spec = loaded.spec
+            inputs = spec.bind_inputs(trigger.inputs)
+        except SpecError as exc:
+            why = exc.problems[0]
+            raise ApplicationError(f"{ref} cannot be started: {why}", non_retryable=True) from None
         if recorded is not None:  # a repeat of this launch: the run it recorded, as pinned
             return RunRequest(
-                run=RunInfo(id=run_id, workflow=spec.id, version=recorded.workflow_version),
+                run=RunInfo(id=run_id, workflow=spec.id, version=version, labels=labels),
                 plan=build_plan(
                     spec,
                     {step: pin["version"] for step, pin in recorded.pins.items()},
-                    recorded.workflow_version,
+                    version,
                     loaded.catalog,
                     self.settings.temporal.local_step_timeout,
                 ),
@@ -167,7 +187,7 @@ class TriggerActivities:
         try:
             return await prepare_run(
                 self.pool, self.settings, spec, loaded.catalog, inputs,
-                loaded.stored.version, f"cron:{launch.trigger_id}", run_id,
+                loaded.stored.version, f"cron:{launch.trigger_id}", run_id, labels=labels,
             )  # fmt: skip
         except InputShapeError as exc:  # the trigger's own inputs: the same on every retry
             raise ApplicationError(f"{ref} cannot be started: {exc}", non_retryable=True) from None
@@ -231,9 +251,10 @@ async def sync_schedules(
     task_queue: str,
     before: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[str]:
-    """Make the workflow's Schedules match its cron triggers: create, update, delete (those
-    of the trigger ids in `before`, the previous version's, and any Temporal lists).
-    Returns one line per change."""
+    """Make the workflow's Schedules match the cron triggers of `spec`, which must be its
+    live version's (a candidate's triggers wait for its promotion): create, update, delete
+    (those of the trigger ids in `before`, the previously live version's, and any Temporal
+    lists). Returns one line per change."""
     from temporalio.service import RPCError, RPCStatusCode
 
     wanted = {

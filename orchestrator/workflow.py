@@ -44,8 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_jsonable_python
 
     from infra import ExpressionError, parse_duration
-    from nodes import SwitchParams, pick_branch, placeholder
-    from orchestrator import expressions
+    from nodes import CallIdentity, SwitchParams, pick_branch, placeholder
+    from orchestrator import expressions, shadow
     from orchestrator.activities import (
         RUN_END_ACTIVITY,
         STEP_ACTIVITY,
@@ -151,23 +151,30 @@ class _StepCalls:
 
     secret_nonce: str | None = None
 
-    def _secret(self, name: Any) -> str:
-        return placeholder(str(name), self.secret_nonce)
-
-    async def _call(self, step: PlannedStep, params: dict[str, Any], item: int) -> StepCallResult:
-        """The step's node called with `params` as one activity; StepFailed when it fails."""
+    def _identity(self, step: PlannedStep, item: int = -1) -> CallIdentity:
+        """Who a call of `step` (its first attempt) is: the run's ids and labels."""
         run = self.run_info
-        retry = step.retry
-        call = StepCall(
-            node=step.node,
-            version=step.version,
-            params=params,
+        return CallIdentity(
             run_id=run.id,
             workflow_id=run.workflow,
             workflow_version=run.version,
             namespace=self.namespace,
             step_id=step.id,
             item=item,
+            labels=run.labels,
+        )
+
+    def _secret(self, name: Any) -> str:
+        return placeholder(str(name), self.secret_nonce)
+
+    async def _call(self, step: PlannedStep, params: dict[str, Any], item: int) -> StepCallResult:
+        """The step's node called with `params` as one activity; StepFailed when it fails."""
+        retry = step.retry
+        call = StepCall(
+            node=step.node,
+            version=step.version,
+            params=params,
+            identity=self._identity(step, item),
             timeout=step.timeout,
             cache_ttl=step.cache_ttl,
             secrets=step.secrets,
@@ -375,20 +382,16 @@ class DagWorkflow(_StepCalls):
 
     def _trace(self, step: PlannedStep, status: TraceStatus, start: float | None = None) -> None:
         """A trace event for what the workflow decided itself (it has no node call)."""
-        run, now = self.request.run, workflow.now()
+        now = workflow.now()
         began = datetime.fromtimestamp(start, UTC) if start is not None else now
         self.events.append(
-            TraceEvent.timed(
+            TraceEvent.for_call(
+                self._identity(step),
                 began,
                 now,
-                run_id=run.id,
-                step_id=step.id,
                 node=step.node,
                 node_version=step.version,
                 status=status,
-                workflow_id=run.workflow,
-                workflow_version=run.version,
-                namespace=self.request.plan.namespace,
                 replica="workflow",
             )
         )
@@ -425,6 +428,8 @@ class DagWorkflow(_StepCalls):
                 self._trace(step, "skipped")
                 return
             if step.for_each is not None:
+                if self.run_info.shadow_of is not None and shadow.may_write(step):
+                    raise shadow.ShadowSkip(shadow.SKIP_REASON)
                 result.output = await self._run_for_each(step)
             else:
                 output, attempts = await self._run_once(step, self._context())
@@ -438,6 +443,10 @@ class DagWorkflow(_StepCalls):
         except ExpressionError as exc:
             result.error = StepError(class_="ExpressionError", message=str(exc))
             self._finish(step.id, "failed")
+        except shadow.ShadowSkip as exc:  # a shadow run's write it may not make
+            result.reason = str(exc)
+            self._finish(step.id, "skipped")
+            self._trace(step, "skipped")
         except asyncio.CancelledError:
             self._finish(step.id, "cancelled")
             raise
@@ -548,6 +557,12 @@ class DagWorkflow(_StepCalls):
                 self._trace(step, "error")
                 error = StepError(class_="ValidationError", message=_one_line(step, exc))
                 raise StepFailed(error, 1) from None
+        if self.run_info.shadow_of is not None:
+            replay = self.request.replay or {}
+            decision = shadow.decide(step, params, self.namespace, replay, item)
+            if not decision.run:  # the source run's output for this write: no call
+                self._trace(step, "ok")
+                return decision.output, 0
         done = await self._call(step, params, item)
         if done.cache_hit:
             self.steps[step.id].cache_hits += 1

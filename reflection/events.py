@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+if TYPE_CHECKING:
+    from nodes import CallIdentity
 
 TraceStatus = Literal["ok", "error", "timeout", "cancelled", "skipped"]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
@@ -23,6 +26,9 @@ MAP_ENTRIES = 64
 CONTEXT_CHARS = 1000
 """Limits that keep one event far below a NATS message (errors and context values are cut,
 not refused: tracing never fails a step)."""
+LATER_FIELDS: tuple[str, ...] = ("labels",)
+"""Fields added after the first release of events: a publisher older than one sends events
+without it, which read as its default (`reflection.stream`, the warehouse's insert)."""
 
 
 def inputs_hash(node: str, version: str, params: Any, namespace: str = "default") -> str:
@@ -55,6 +61,8 @@ class TraceEvent(BaseModel):
     cache_hit: bool = False
     cost_tokens: Int64 | None = None
     context: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    """The run's labels (`experiment=try1`, `shadow=true`, ...), on every event of it."""
     workflow_id: str = ""
     workflow_version: Int64 | None = None
     namespace: str = "default"
@@ -66,7 +74,7 @@ class TraceEvent(BaseModel):
     def _cut_error(cls, value: str | None) -> str | None:
         return value if value is None or len(value) <= ERROR_CHARS else value[:ERROR_CHARS] + "…"
 
-    @field_validator("metrics", "context")
+    @field_validator("metrics", "context", "labels")
     @classmethod
     def _cut_map(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(value) <= MAP_ENTRIES and not any(_long(k) or _long(v) for k, v in value.items()):
@@ -88,6 +96,26 @@ class TraceEvent(BaseModel):
         attempt = int(fields.get("attempt", 1))
         fields.setdefault("retry_count", max(attempt - 1, 0))
         return cls(start=start, end=end, latency_ms=round(latency, 3), **fields)
+
+    @classmethod
+    def for_call(
+        cls, call: CallIdentity, start: datetime, end: datetime | None = None, **fields: Any
+    ) -> TraceEvent:
+        """A timed event of the call `call` identifies: its run, workflow, namespace,
+        step, item, attempt and labels taken from it."""
+        return cls.timed(
+            start,
+            end,
+            run_id=call.run_id,
+            step_id=call.step_id,
+            item=call.item,
+            attempt=call.attempt,
+            workflow_id=call.workflow_id,
+            workflow_version=call.workflow_version,
+            namespace=call.namespace,
+            labels=call.labels,
+            **fields,
+        )
 
 
 def _long(value: Any) -> bool:

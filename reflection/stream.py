@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from reflection.events import TraceEvent
+from reflection.events import LATER_FIELDS, TraceEvent
 
 STREAM = "REFLUX_TRACES"
 SUBJECT = "reflux.traces"
@@ -80,15 +80,17 @@ def _message(
     return subject_for(namespace), f"batch/{len(keys)}/{digest[:40]}", b"\n".join(lines)
 
 
+def _wire_type(name: str, field: Any) -> Any:
+    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return NotRequired[kind] if name in LATER_FIELDS else kind
+
+
 WireEvent = TypedDict(  # type: ignore[misc]
-    "WireEvent",
-    {
-        name: Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-        for name, field in TraceEvent.model_fields.items()
-    },
+    "WireEvent", {name: _wire_type(name, field) for name, field in TraceEvent.model_fields.items()}
 )
 """An event as a message line holds it: every field of `TraceEvent`, all present (a
-publisher writes them all). Validated into plain dicts, ~2.5x faster than into models."""
+publisher writes them all) but those added since the first release (`LATER_FIELDS`), which
+an older publisher leaves out. Validated into plain dicts, ~2.5x faster than into models."""
 _LINES = TypeAdapter(list[WireEvent])
 _LINE = TypeAdapter(WireEvent)
 

@@ -33,7 +33,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from infra import ConfigError, ServiceError, Settings, check_applied, stack_home
-from reflection.events import TraceEvent
+from reflection.events import LATER_FIELDS, TraceEvent
 
 DATABASE = "reflux"
 """The database of the embedded engine, and of a server URL that names none."""
@@ -62,6 +62,7 @@ INSERT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("workflow_version", "Nullable(Int64)"),
     ("namespace", "LowCardinality(String)"),
     ("replica", "LowCardinality(String)"),
+    ("labels", "Map(LowCardinality(String), String)"),
 )
 """What `insert` sends, in the table's types (a test checks them against DESCRIBE, so a
 migration that changes a column must change this too). `ingested_at` is the server's."""
@@ -120,7 +121,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "labels",
+        (
+            # Rows stored before read as an empty map (the type's default).
+            """
+            ALTER TABLE traces
+                ADD COLUMN IF NOT EXISTS labels Map(LowCardinality(String), String) AFTER replica
+            """,
+        ),
+    ),
 )
+LATER_COLUMNS: dict[str, Any] = {
+    name: TraceEvent.model_fields[name].get_default(call_default_factory=True)
+    for name in LATER_FIELDS
+}
+"""Columns a migration after the first added, and what an event without them stores: one
+from a publisher older than the column (`insert` takes dicts as well as models)."""
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -200,6 +218,8 @@ class Warehouse:
         columns = [
             [_milliseconds(f[name]) for f in fields]
             if name in ("start", "end")
+            else [f.get(name, LATER_COLUMNS[name]) for f in fields]
+            if name in LATER_COLUMNS
             else [f[name] for f in fields]
             for name, _ in INSERT_COLUMNS
         ]

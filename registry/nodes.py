@@ -32,6 +32,19 @@ def manifest_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+EFFECT_KEYS = ("effects", "effects_when")
+
+
+def declares_effects(stored: dict[str, Any], announced: dict[str, Any]) -> bool:
+    """Whether `announced` is `stored`, registered before nodes declared effects, with only
+    its effects added: the one change a registered version may take (an upgrade). Effects
+    once declared never change under the same version."""
+    if any(key in stored for key in EFFECT_KEYS):
+        return False
+    bare = {k: v for k, v in announced.items() if k not in EFFECT_KEYS}
+    return manifest_hash(bare) == manifest_hash(stored)
+
+
 @dataclass(frozen=True)
 class NodeVersion:
     name: str
@@ -155,11 +168,19 @@ class NodeRegistry:
         )  # fmt: skip
         if not inserted:
             row = await conn.fetchrow(
-                "SELECT status, manifest_hash, created_by, created_at FROM node_versions"
-                " WHERE name = $1 AND version = $2",
+                "SELECT status, manifest, manifest_hash, created_by, created_at FROM node_versions"
+                " WHERE name = $1 AND version = $2 FOR UPDATE",
                 name, version,
             )  # fmt: skip
-            if row["manifest_hash"] != digest:
+            if row["manifest_hash"] != digest and declares_effects(row["manifest"], manifest):
+                await conn.execute(
+                    "UPDATE node_versions SET manifest = $3, manifest_hash = $4, updated_by = $5,"
+                    " updated_at = now() WHERE name = $1 AND version = $2",
+                    name, version, manifest, digest, self.actor,
+                )  # fmt: skip
+                detail = {"effects": manifest.get("effects")}
+                await self._event(conn, name, version, "effects declared", None, None, detail)
+            elif row["manifest_hash"] != digest:
                 raise ManifestConflictError(
                     f"{name}@{version} is already registered with a different manifest "
                     f"(by {row['created_by']} at {row['created_at']:%Y-%m-%d %H:%M:%S}); "

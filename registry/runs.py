@@ -4,7 +4,7 @@ and the reflection layer join against."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,14 @@ class RunRecord:
     ended_at: datetime | None
     started_by: str
     namespace: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    shadow_of: str | None = None
+
+
+_COLUMNS = (
+    "id, workflow_id, workflow_version, pins, status, error, started_at, ended_at, started_by,"
+    " namespace, labels, shadow_of"
+)
 
 
 async def record_start(
@@ -38,13 +46,16 @@ async def record_start(
     pins: Pins,
     actor: str,
     namespace: str = "default",
+    labels: dict[str, str] | None = None,
+    shadow_of: str | None = None,
 ) -> bool:
     """Idempotent: a run id recorded before (a launcher retried with the same id) keeps its
     first record, whatever this call says, even once ended. True when this call made it."""
     done = await pool.execute(
         "INSERT INTO runs (id, workflow_id, workflow_version, pins, status, started_by,"
-        " namespace) VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (id) DO NOTHING",
-        run_id, workflow_id, workflow_version, pins, actor, namespace,
+        " namespace, labels, shadow_of) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8)"
+        " ON CONFLICT (id) DO NOTHING",
+        run_id, workflow_id, workflow_version, pins, actor, namespace, labels or {}, shadow_of,
     )  # fmt: skip
     return bool(done == "INSERT 0 1")
 
@@ -77,8 +88,7 @@ async def running_since(
 
 async def get_run(pool: asyncpg.Pool, run_id: str) -> RunRecord:
     row = await pool.fetchrow(
-        "SELECT id, workflow_id, workflow_version, pins, status, error, started_at, ended_at,"
-        " started_by, namespace FROM runs WHERE id = $1",
+        f"SELECT {_COLUMNS} FROM runs WHERE id = $1",
         run_id,
     )
     if row is None:
@@ -92,14 +102,15 @@ async def list_runs(
     namespace: str | None = None,
     workflow_id: str | None = None,
     status: str | None = None,
+    labels: dict[str, str] | None = None,
     limit: int = 50,
 ) -> list[RunRecord]:
-    """Newest first; each filter applies when given."""
+    """Newest first; each filter applies when given (`labels`: every pair must match)."""
     rows = await pool.fetch(
-        "SELECT id, workflow_id, workflow_version, pins, status, error, started_at, ended_at,"
-        " started_by, namespace FROM runs"
+        f"SELECT {_COLUMNS} FROM runs"
         " WHERE ($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR workflow_id = $2)"
-        " AND ($3::text IS NULL OR status = $3) ORDER BY started_at DESC LIMIT $4",
-        namespace, workflow_id, status, limit,
+        " AND ($3::text IS NULL OR status = $3) AND labels @> $4::jsonb"
+        " ORDER BY started_at DESC LIMIT $5",
+        namespace, workflow_id, status, labels or {}, limit,
     )  # fmt: skip
     return [RunRecord(**row) for row in rows]

@@ -24,8 +24,8 @@ FACES = {
         SecretsKey ServiceError Settings SpecError SsrfError Stack TemporalService
         TemporalSettings ValidationError addresses check_applied check_text check_value
         connect create_pool database_url environment_secret environment_variable free_port
-        free_ports lazy load_migrations loads migrate parse_duration pool_for redact redact_url
-        schema_status secrets_key spawn ssrf stack_home stop wait_ready
+        free_ports lazy load_migrations loads migrate parse_duration pool_for redact
+        redact_url schema_status secrets_key spawn ssrf stack_home stop wait_ready
     """.split(),
     "sandbox": """
         Backend CodeRunRequest CodeRunResult Limits ProcessBackend host_interpreter
@@ -33,27 +33,30 @@ FACES = {
     """.split(),
     "registry": """
         Catalog Definition LocalObjectStore MIN_VALUE MIN_VALUE_WHY NodeRegistry ObjectStore
-        Role Rollout RunRecord S3ObjectStore SecretStore Token TokenStore VersionInfo
-        Workflow WorkflowRegistry WorkflowVersion audit check_name check_namespace
-        check_transition fetch get_run moved_message object_store offload parse_ref runs
+        Promotion Role Rollout RunRecord S3ObjectStore SecretStore Token TokenStore
+        VersionInfo Workflow WorkflowEvent WorkflowRegistry WorkflowRollout WorkflowVersion
+        audit check_name check_namespace check_transition fetch get_run moved_message
+        object_store offload parse_ref runs
     """.split(),
     "nodes": """
-        EFFECTS Effect EffectRule NodeCatalog NodeContext NodeDefinition NodeGroup NodeReply
-        NodeRequest NodeService ServedNode SwitchParams builtin_catalog call_effect
-        canonical_placeholders discover exact_subject idempotency_key major_subject
-        pick_branch placeholder versions_by_name
+        CallIdentity EFFECTS Effect EffectRule NodeCatalog NodeContext NodeDefinition
+        NodeGroup NodeReply NodeRequest NodeService ServedNode SwitchParams builtin_catalog
+        call_effect canonical_placeholders discover exact_subject idempotency_key
+        major_subject pick_branch placeholder versions_by_name
     """.split(),
     "reflection": """
         IN_FLIGHT StepCache TraceEvent TracePublisher TraceStatus encode inputs_hash
         message_id publisher_stats query run_sink sink_backlog stats
     """.split(),
     "orchestrator": """
-        Plan PlannedStep Problem RunRequest RunResult Spec StepError StepResult StepSpec
-        WebhookTrigger announce_change apply_overrides background_processes build_plan
-        connect_temporal cron_ids follow live_state load_version new_run_id original_request
-        parse_spec payload_sizes progress_line redrive_of resolve_pins run_handle run_json
-        run_table run_worker source_too_large start_run submit sync_schedules table
-        validate_file validate_text wait_run
+        Launched Mutation Plan PlannedStep Problem Revision RunRequest RunResult SKIP_REASON
+        Spec StepError StepResult StepSpec WebhookTrigger announce_change apply_mutations
+        apply_overrides background_processes build_plan check_labels connect_temporal
+        cron_ids describe_mutations diff_sources dump_mutations edit_source follow launch
+        live_state load_version new_run_id original_request parse_mutations parse_pairs
+        parse_pin parse_set parse_spec payload_sizes progress_line redrive_of replay_of
+        resolve_pins revise run_handle run_json run_table run_worker source_too_large
+        start_run submit sync_schedules table validate_file validate_text wait_run
     """.split(),
     "bench": """
         add_arguments run_bench

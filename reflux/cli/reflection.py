@@ -30,6 +30,28 @@ def _pct(value: Any) -> str:
     return f"{float(value) * 100:.1f}%"
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    """`--label KEY=VALUE` pairs as a dict; ValueError naming the first malformed one."""
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--label {pair!r}: expected KEY=VALUE")
+        labels[key.strip()] = value
+    return labels
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{float(value):.4g}"
+
+
+def _figures(metrics: dict[str, Any] | None) -> str:
+    """An attempt's metrics as `name=value` pairs."""
+    return " ".join(f"{k}={_number(v)}" for k, v in sorted((metrics or {}).items()))
+
+
 async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     from infra import parse_duration
     from orchestrator import table
@@ -37,18 +59,30 @@ async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     from reflux.cli.remote import remote
 
     since = parse_duration(args.since)
+    try:
+        labels = _labels(args.label)
+    except ValueError as exc:
+        err(str(exc))
+        return EXIT_INVALID
     if (api := remote(settings)) is not None:
         async with api:
-            params = {"since": args.since, "node": args.node, "workflow": args.workflow}
+            params: dict[str, Any] = {
+                "since": args.since,
+                "node": args.node,
+                "workflow": args.workflow,
+                "label": [f"{k}:{v}" for k, v in labels.items()] or None,
+                "include_shadow": "true" if args.include_shadow else None,
+            }
             found = await api.call(
                 "GET", "/stats", params={k: v for k, v in params.items() if v is not None}
             )
         nodes, flows, failing = found["nodes"], found["workflows"], found["failing_steps"]
     else:
         scope = (since, args.node, args.workflow)
-        nodes = (await query(settings, *stats.node_stats(*scope))).records()
-        flows = (await query(settings, *stats.workflow_stats(*scope))).records()
-        failing = (await query(settings, *stats.failing_steps(*scope))).records()
+        scoped: dict[str, Any] = {"labels": labels, "include_shadow": args.include_shadow}
+        nodes = (await query(settings, *stats.node_stats(*scope, **scoped))).records()
+        flows = (await query(settings, *stats.workflow_stats(*scope, **scoped))).records()
+        failing = (await query(settings, *stats.failing_steps(*scope, **scoped))).records()
     if args.json:
         out_json({"nodes": nodes, "workflows": flows, "failing_steps": failing})
         return EXIT_OK
@@ -76,6 +110,20 @@ async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
             )
         )
     out(table(rows))
+    measured = [
+        (n["node"], n["node_version"], name, figures)
+        for n in nodes
+        for name, figures in sorted((n.get("metrics") or {}).items())
+    ]
+    if measured:
+        out("")
+        rows = [("NODE", "VERSION", "METRIC", "COUNT", "MEAN", "P50", "P95")]
+        for node, version, name, f in measured:
+            rows.append(
+                (node, version, name, f"{f['count']:.0f}", _number(f["mean"]),
+                 _number(f["p50"]), _number(f["p95"]))
+            )  # fmt: skip
+        out(table(rows))
     out("")
     rows = [("WORKFLOW", "RUNS", "P50", "P95", "FAILING STEPS (failed/attempts)")]
     for f in flows:
@@ -129,12 +177,14 @@ async def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
         out("no trace events for this run (yet: the sink inserts in batches)")
         return EXIT_OK
     begin = min(datetime.fromisoformat(e["start"]) for e in events)
-    rows = [("AT", "STEP", "ATTEMPT", "STATUS", "TOOK", "NODE", "ERROR")]
+    rows = [("AT", "STEP", "ATTEMPT", "STATUS", "TOOK", "NODE", "TOKENS", "METRICS", "ERROR")]
     for e in events:
         at = (datetime.fromisoformat(e["start"]) - begin).total_seconds() * 1000
         step = e["step_id"] + (f"[{e['item']}]" if e["item"] >= 0 else "")
         status = e["status"] + (" (cache)" if e["cache_hit"] else "")
         error = f"{e['error_class']}: {e['error']}" if e["error_class"] else ""
+        tokens = e.get("cost_tokens")
+        figures = _figures(e.get("metrics"))
         rows.append(
             (
                 f"+{_ms(at)}",
@@ -143,10 +193,15 @@ async def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
                 status,
                 _ms(e["latency_ms"]),
                 f"{e['node']}@{e['node_version']}",
+                "-" if tokens is None else str(tokens),
+                figures if len(figures) <= 60 else figures[:59] + "…",
                 error[:80],
             )
         )
     out(table(rows))
+    labels = next((e.get("labels") for e in events if e.get("labels")), None)
+    if labels:
+        out("labels: " + " ".join(f"{k}={v}" for k, v in sorted(labels.items())))
     return EXIT_OK
 
 
@@ -206,6 +261,18 @@ def add_parsers(sub: Any) -> None:
     stats.add_argument("--node", help="only this node, e.g. http.request")
     stats.add_argument("--workflow", help="only this workflow id")
     stats.add_argument("--since", default="1h", help="how far back, e.g. 15m, 24h (default 1h)")
+    stats.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs with this label (repeatable: all must match), e.g. experiment=try1",
+    )
+    stats.add_argument(
+        "--include-shadow",
+        action="store_true",
+        help="count shadow runs (labelled shadow=true) too; left out by default",
+    )
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_stats)
 

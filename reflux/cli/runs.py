@@ -93,38 +93,52 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         async with api:
             return await _run_remote(api, args, parse_inputs(args.input, settings.limits))
     from orchestrator import (
+        apply_mutations,
+        check_labels,
         connect_temporal,
+        launch,
+        parse_pairs,
         progress_line,
         run_json,
         run_table,
         submit,
         validate_file,
-        validate_text,
         wait_run,
     )
-    from registry import NodeRegistry, WorkflowRegistry, parse_ref
+    from registry import NodeRegistry, parse_ref
 
     inputs = parse_inputs(args.input, settings.limits)
+    mutations = variant_mutations(args)
+    labels = check_labels(parse_pairs(args.label or []), "--label")
     async with database(settings) as pool:
-        catalog = await NodeRegistry(pool, settings.user).catalog()
-        version = None
+        client = await connect_temporal(settings)
         if looks_like_file(args.target):
             from reflux.cli.workflows import oversized
 
+            if args.shadow_of:
+                raise SpecError(["--shadow-of replays through a stored version: push it first"])
             if (too_large := oversized(args.target, settings.limits.source_max_bytes)) is not None:
                 raise SpecError([too_large])
+            catalog = await NodeRegistry(pool, settings.user).catalog()
             spec, problems = validate_file(Path(args.target), catalog)
+            if problems or spec is None:
+                raise SpecError(problems)
+            if mutations:
+                spec = apply_mutations(spec, mutations, catalog, args.target)
+            handle = await submit(
+                client, pool, settings, spec, catalog, spec.bind_inputs(inputs), labels=labels
+            )
         else:
             workflow_id, wanted = parse_ref(args.target)
-            stored = await WorkflowRegistry(pool, settings.user).get(workflow_id, wanted)
-            version = stored.version
-            spec, problems = validate_text(stored.source, stored.ref, catalog)
-        if problems or spec is None:
-            raise SpecError(problems)
-        client = await connect_temporal(settings)
-        handle = await submit(
-            client, pool, settings, spec, catalog, spec.bind_inputs(inputs), version
-        )
+            launched = await launch(
+                client, pool, settings, workflow_id, wanted,
+                inputs if args.input is not None or not args.shadow_of else None,
+                mutations=mutations, labels=labels, actor=settings.user,
+                shadow_of=args.shadow_of,
+            )  # fmt: skip
+            handle = launched.handle
+            if launched.labels and not args.json:
+                err("labels " + ", ".join(f"{k}={v}" for k, v in launched.labels.items()))
     if args.no_wait:
         out(json.dumps({"run_id": handle.id, "status": "running"}) if args.json else handle.id)
         return EXIT_OK
@@ -150,6 +164,15 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         sys.stderr.write("\r\033[K")
     out(run_json(result) if args.json else run_table(result))
     return EXIT_OK if result.status == "completed" else EXIT_FAILED
+
+
+def variant_mutations(args: argparse.Namespace) -> list[Any]:
+    """`--set PATH=VALUE` and `--pin STEP=NODE@VERSION` as graph mutations, in order."""
+    from orchestrator import parse_pin, parse_set
+
+    return [parse_set(text) for text in args.set or []] + [
+        parse_pin(text) for text in args.pin or []
+    ]
 
 
 async def _follow(client: Any, run_id: str) -> None:
@@ -179,7 +202,14 @@ async def _run_remote(api: Any, args: argparse.Namespace, inputs: dict[str, Any]
     changed), then its version runs."""
     import asyncio
 
-    from orchestrator import RunResult, StepError, progress_line, run_json, run_table
+    from orchestrator import (
+        RunResult,
+        StepError,
+        parse_pairs,
+        progress_line,
+        run_json,
+        run_table,
+    )
 
     target = args.target
     if looks_like_file(target):
@@ -189,9 +219,16 @@ async def _run_remote(api: Any, args: argparse.Namespace, inputs: dict[str, Any]
             raise SpecError([f"{target}: cannot read file: {exc.strerror}"]) from None
         pushed = await api.call("POST", "/workflows", json={"source": source})
         target = f"{pushed['workflow_id']}@{pushed['version']}"
-    run_id = (await api.call("POST", "/runs", json={"workflow": target, "inputs": inputs}))[
-        "run_id"
-    ]
+    body: dict[str, Any] = {"workflow": target, "inputs": inputs}
+    if mutations := variant_mutations(args):
+        body["mutations"] = [m.model_dump(mode="json", exclude_none=True) for m in mutations]
+    if args.label:
+        body["labels"] = parse_pairs(args.label)
+    if args.shadow_of:
+        body["shadow_of"] = args.shadow_of
+        if args.input is None:
+            del body["inputs"]
+    run_id = (await api.call("POST", "/runs", json=body))["run_id"]
     if args.no_wait:
         out(json.dumps({"run_id": run_id, "status": "running"}) if args.json else run_id)
         return EXIT_OK
@@ -239,5 +276,30 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--no-wait", action="store_true", help="print the run id and return")
     run.add_argument(
         "--follow", action="store_true", help="print each step event as it happens (stderr)"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="PATH=VALUE",
+        help="change the version for this run only: STEP.with.KEY, STEP.retry.FIELD,"
+        " STEP.timeout or STEP.cache.ttl (VALUE is a YAML scalar); repeatable",
+    )
+    run.add_argument(
+        "--pin",
+        action="append",
+        metavar="STEP=NODE@VERSION",
+        help="run STEP on this exact node version (a draft or staging one too); repeatable",
+    )
+    run.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="label the run and every trace event of it (filter stats with it); repeatable",
+    )
+    run.add_argument(
+        "--shadow-of",
+        metavar="RUN_ID",
+        help="replay RUN_ID's inputs through this version without performing a write"
+        " (write steps take RUN_ID's output when their params match, else are skipped)",
     )
     run.set_defaults(func=cmd_run)

@@ -25,6 +25,7 @@ from infra.errors import (
 from infra.settings import HttpSettings, Settings
 from nodes.builtin import http
 from nodes.builtin.http import HttpRequestParams, HttpResponse
+from nodes.protocol import CallIdentity
 from nodes.sdk import NodeContext
 from tests.helpers.httpserver import HttpTestServer, Reply, free_port, self_signed_cert
 
@@ -43,7 +44,7 @@ def context(
             max_response_bytes=max_response_bytes,
         )
     )
-    return NodeContext(step_id="call", timeout=timeout, settings=settings)
+    return NodeContext(CallIdentity(step_id="call"), timeout=timeout, settings=settings)
 
 
 async def call(ctx: NodeContext | None = None, **params: object) -> HttpResponse:

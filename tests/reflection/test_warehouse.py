@@ -102,13 +102,17 @@ def test_migrate_from_empty_then_again(settings: Settings):
 
 
 def test_refuses_a_schema_it_does_not_know(warehouse: Warehouse):
-    later = Migration(2, "later", ("CREATE TABLE IF NOT EXISTS later (x UInt8) ENGINE = Memory",))
+    later = Migration(
+        len(MIGRATIONS) + 1,
+        "later",
+        ("CREATE TABLE IF NOT EXISTS later (x UInt8) ENGINE = Memory",),
+    )
     assert warehouse.migrate([*MIGRATIONS, later]) == [later]
     with pytest.raises(ConfigError, match="newer than this Reflux"):
         warehouse.migrate()
     changed = Migration(1, "traces", ("SELECT 1",))
     with pytest.raises(ConfigError, match="changed after it was applied"):
-        warehouse.migrate([changed, later])
+        warehouse.migrate([changed, *MIGRATIONS[1:], later])
 
 
 def test_every_field_round_trips(warehouse: Warehouse):
@@ -127,6 +131,7 @@ def test_every_field_round_trips(warehouse: Warehouse):
         cache_hit=True,
         cost_tokens=1_500,
         context={"trigger": "cron", "ünïcode": "✓"},
+        labels={"experiment": "try1", "shadow": "true"},
         workflow_id="order-enrichment",
         workflow_version=7,
         namespace="demo",

@@ -71,7 +71,7 @@ class HookRun(BaseModel):
 async def webhook(
     workflow_id: str, trigger_id: str, request: Request, response: Response
 ) -> HookRun:
-    from orchestrator import load_version, new_run_id, submit
+    from orchestrator import launch, load_version, new_run_id
     from registry import WorkflowRegistry
 
     ctx = ctx_of(request)
@@ -82,7 +82,7 @@ async def webhook(
     if await registry.namespace_of(workflow_id) is None:
         raise missing
     loaded = await load_version(ctx.pool, workflow_id)
-    stored, spec, catalog = loaded.stored, loaded.spec, loaded.catalog
+    spec = loaded.spec
     trigger = spec.trigger(trigger_id)
     if not isinstance(trigger, WebhookTrigger):
         raise missing
@@ -105,7 +105,7 @@ async def webhook(
         raise ApiError(422, str(exc)) from None
     if not isinstance(inputs, dict):
         raise ApiError(422, "the body must be a JSON object: the run's inputs")
-    bound = spec.bind_inputs(inputs)
+    spec.bind_inputs(inputs)  # bad inputs are a 422 before the delivery is claimed
 
     run_id = new_run_id(spec.id)
     first = await _claim(ctx.pool, delivery, run_id)
@@ -113,8 +113,8 @@ async def webhook(
         response.status_code = 200
         return HookRun(run_id=first, duplicate=True)
     try:
-        await submit(await ctx.temporal(), ctx.pool, ctx.settings, spec, catalog, bound,
-                     stored.version, f"webhook:{trigger_id}", run_id)  # fmt: skip
+        await launch(await ctx.temporal(), ctx.pool, ctx.settings, workflow_id, None, inputs,
+                     actor=f"webhook:{trigger_id}", run_id=run_id)  # fmt: skip
     except BaseException:
         await ctx.pool.execute(  # let it go: the run did not start, a retry may start it
             "DELETE FROM webhook_deliveries WHERE delivery_id = $1 AND run_id = $2",

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -26,8 +26,23 @@ HEARTBEAT_S = 15.0
 
 
 class StartRequest(BaseModel):
-    workflow: str = Field(description="a stored workflow: `id` (latest version) or `id@N`")
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    workflow: str = Field(
+        description="a stored workflow: `id` (the live version, or a rollout's) or `id@N`"
+    )
+    inputs: dict[str, Any] | None = Field(
+        None, description="the run's inputs (a shadow run: the replayed run's, unless given)"
+    )
+    mutations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="graph mutations for this run only (update_params, set_policy,"
+        " replace_node, add_step, remove_step), validated as a push is",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="labels on the run and its trace events"
+    )
+    shadow_of: str | None = Field(
+        None, description="replay this run's inputs without performing a write"
+    )
 
 
 class Started(BaseModel):
@@ -35,6 +50,7 @@ class Started(BaseModel):
     workflow_id: str
     workflow_version: int
     status: str = "running"
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class RunSummary(BaseModel):
@@ -46,6 +62,8 @@ class RunSummary(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     started_by: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    shadow_of: str | None = None
 
 
 class RunDetail(RunSummary):
@@ -66,6 +84,8 @@ def _summary(record: ledger.RunRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "ended_at": record.ended_at,
         "started_by": record.started_by,
+        "labels": record.labels,
+        "shadow_of": record.shadow_of,
     }
 
 
@@ -82,8 +102,9 @@ async def visible_run(ctx: ApiContext, token: Token, run_id: str) -> ledger.RunR
 
 @router.post("", response_model=Started, status_code=201, name="start_run")
 async def start(body: StartRequest, request: Request, token: Author) -> Started:
-    """Start a run of a stored workflow version; it runs on, this returns at once."""
-    from orchestrator import load_version, submit
+    """Start a run of a stored workflow version; it runs on, this returns at once. With
+    `mutations`, `labels` or `shadow_of` it is a variant run of that version."""
+    from orchestrator import launch
     from registry import WorkflowRegistry, parse_ref
 
     ctx = ctx_of(request)
@@ -92,14 +113,20 @@ async def start(body: StartRequest, request: Request, token: Author) -> Started:
     namespace = await registry.namespace_of(workflow_id)
     if namespace is None or not token.sees(namespace):
         raise ApiError(404, f"unknown workflow '{workflow_id}'")
-    loaded = await load_version(ctx.pool, workflow_id, wanted)
-    stored, spec, catalog = loaded.stored, loaded.spec, loaded.catalog
-    inputs = spec.bind_inputs(body.inputs)
-    handle = await submit(
-        await ctx.temporal(), ctx.pool, ctx.settings, spec, catalog, inputs, stored.version,
-        actor(token),
+    if body.shadow_of is not None:
+        await visible_run(ctx, token, body.shadow_of)
+    launched = await launch(
+        await ctx.temporal(), ctx.pool, ctx.settings, workflow_id, wanted,
+        body.inputs if body.inputs is not None or body.shadow_of is None else None,
+        mutations=body.mutations, labels=body.labels, actor=actor(token),
+        shadow_of=body.shadow_of,
     )  # fmt: skip
-    return Started(run_id=handle.id, workflow_id=workflow_id, workflow_version=stored.version)
+    return Started(
+        run_id=launched.handle.id,
+        workflow_id=workflow_id,
+        workflow_version=launched.version,
+        labels=launched.labels,
+    )
 
 
 @router.get("", response_model=list[RunSummary], name="list_runs")
@@ -109,15 +136,22 @@ async def list_runs(
     workflow: str | None = Query(None, description="only this workflow id"),
     status: str | None = Query(None, pattern="^(running|completed|failed|cancelled)$"),
     namespace: str | None = Query(None),
+    label: Annotated[
+        list[str] | None, Query(description="only runs with this label, `key:value`; repeatable")
+    ] = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> list[RunSummary]:
+    from orchestrator import parse_pairs
+
     if token.namespace is not None:
         if namespace not in (None, token.namespace):
             return []
         namespace = token.namespace
+    labels = parse_pairs(label or [], ":", "label")
     records = await ledger.list_runs(
-        ctx_of(request).pool, namespace=namespace, workflow_id=workflow, status=status, limit=limit
-    )
+        ctx_of(request).pool, namespace=namespace, workflow_id=workflow, status=status,
+        labels=labels, limit=limit,
+    )  # fmt: skip
     return [RunSummary(**_summary(r)) for r in records]
 
 
@@ -259,14 +293,7 @@ async def _again(
     *,
     redrive: bool,
 ) -> Started:
-    from orchestrator import (
-        apply_overrides,
-        live_state,
-        load_version,
-        original_request,
-        redrive_of,
-        submit,
-    )
+    from orchestrator import apply_overrides, launch, live_state, load_version, redrive_of
 
     ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
@@ -279,15 +306,26 @@ async def _again(
     if state is None:
         raise ApiError(409, f"Temporal no longer has run '{run_id}' (past its retention)")
     loaded = await load_version(ctx.pool, record.workflow_id, record.workflow_version)
-    stored, catalog = loaded.stored, loaded.catalog
     # validated as a push is: a SpecError (422) says why, and no run starts
-    spec = apply_overrides(loaded.spec, overrides, catalog, stored.ref)
-    original = await original_request(client, run_id)
+    spec = apply_overrides(loaded.spec, overrides, loaded.catalog, loaded.stored.ref)
     again = redrive_of(run_id, state.steps, spec, overrides) if redrive else None
-    given = {k: v for k, v in original.inputs.items() if v is not None}  # bound: None = absent
-    bound = spec.bind_inputs({**given, **inputs}) if inputs else original.inputs
-    handle = await submit(
-        client, ctx.pool, ctx.settings, spec, catalog, bound, stored.version, actor(token),
+    given = {k: v for k, v in (await original_inputs(client, run_id)).items() if v is not None}
+    launched = await launch(
+        client, ctx.pool, ctx.settings, record.workflow_id, record.workflow_version,
+        {**given, **inputs}, mutations=override_mutations(overrides), actor=actor(token),
         redrive=again,
     )  # fmt: skip
-    return Started(run_id=handle.id, workflow_id=spec.id, workflow_version=stored.version)
+    return Started(
+        run_id=launched.handle.id, workflow_id=spec.id, workflow_version=launched.version
+    )
+
+
+async def original_inputs(client: Any, run_id: str) -> dict[str, Any]:
+    from orchestrator import original_request
+
+    return (await original_request(client, run_id)).inputs
+
+
+def override_mutations(overrides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`overrides` (step -> params) as the graph mutations they are."""
+    return [{"op": "update_params", "step": s, "params": p} for s, p in overrides.items()]

@@ -30,10 +30,16 @@ async def stats(
     since: str = Query("1h", description="how far back, e.g. 15m, 24h"),
     node: str | None = Query(None, description="only this node, e.g. http.request"),
     workflow: str | None = Query(None, description="only this workflow id"),
+    label: list[str] = Query(  # noqa: B008
+        [], description="only runs with this label, KEY:VALUE (repeatable: all must match)"
+    ),
+    include_shadow: bool = Query(False, description="count shadow runs (shadow=true) too"),
 ) -> Stats:
     """Per node version: count, error and retry rates, p50/p95/p99, cache hits, tokens,
-    top errors; per workflow: runs and duration percentiles; the most failing steps (the
-    definitions are those of `reflux stats`)."""
+    top errors, and each reported metric's count, mean, p50 and p95; per workflow: runs and
+    duration percentiles; the most failing steps (the definitions are those of `reflux
+    stats`). Runs labelled shadow=true are left out unless `include_shadow` or a `label`
+    filter on `shadow` asks for them."""
     from reflection import query
     from reflection import stats as questions
 
@@ -41,9 +47,21 @@ async def stats(
         seconds = parse_duration(since)
     except ValueError as exc:
         raise ApiError(422, f"since: {exc}") from None
+    labels = {}
+    for pair in label:
+        key, sep, value = pair.partition(":")
+        if not sep or not key.strip():
+            raise ApiError(422, f"label: {pair!r}: expected KEY:VALUE")
+        labels[key.strip()] = value
     ctx = ctx_of(request)
     settings, nc = ctx.settings, await ctx.nats()
-    scope: dict[str, Any] = {"node": node, "workflow": workflow, "namespace": token.namespace}
+    scope: dict[str, Any] = {
+        "node": node,
+        "workflow": workflow,
+        "namespace": token.namespace,
+        "labels": labels,
+        "include_shadow": include_shadow,
+    }
     nodes = await query(settings, *questions.node_stats(seconds, **scope), nc=nc)
     flows = await query(settings, *questions.workflow_stats(seconds, **scope), nc=nc)
     failing = await query(settings, *questions.failing_steps(seconds, **scope), nc=nc)

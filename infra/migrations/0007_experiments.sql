@@ -1,0 +1,10 @@
+-- Labels on the run ledger: what a run is part of (experiment=try1, arm=candidate,
+-- shadow=true, rollout=ID@N), and the run a shadow run replays.
+ALTER TABLE runs ADD COLUMN labels jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE runs ADD COLUMN shadow_of text;
+CREATE INDEX runs_by_labels ON runs USING gin (labels jsonb_path_ops);
+
+-- A version registered before nodes declared effects takes its declaration once.
+ALTER TABLE node_events DROP CONSTRAINT node_events_action_check;
+ALTER TABLE node_events ADD CONSTRAINT node_events_action_check
+    CHECK (action IN ('registered', 'promoted', 'deprecated', 'rollout', 'effects declared'));
