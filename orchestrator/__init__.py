@@ -1,7 +1,7 @@
 """Workflow specs, plans, and running them on Temporal; graph mutations and variant runs."""
 
 from infra import lazy
-from orchestrator.labels import check_labels, parse_pairs
+from orchestrator.labels import ENGINE_LABELS, check_labels, parse_pairs
 from orchestrator.mutations import Mutation, dump_mutations, parse_mutations, parse_pin, parse_set
 from orchestrator.mutations import apply as apply_mutations
 from orchestrator.mutations import describe as describe_mutations
@@ -31,6 +31,7 @@ from orchestrator.yamledit import edit_source
 from orchestrator.yamlsource import Problem
 
 __all__ = [
+    "ENGINE_LABELS",
     "Launched",
     "Mutation",
     "Plan",

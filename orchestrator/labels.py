@@ -17,6 +17,8 @@ KEY = re.compile(r"[a-z][a-z0-9_.-]*")
 MAX_LABELS = 16
 MAX_KEY = 63
 MAX_VALUE = 200
+MAX_BYTES = 1024
+"""All of a run's labels together: they travel on every activity input and trace event."""
 ENGINE_LABELS = ("rollout", "shadow")
 SHADOW = "shadow"
 
@@ -30,12 +32,17 @@ def check_labels(labels: Mapping[str, Any] | None, where: str = "labels") -> dic
                              f" {MAX_KEY} characters)"])  # fmt: skip
         if key in ENGINE_LABELS:
             raise SpecError([f"{where}: label '{key}' is set by the engine, not by hand"])
-        if not isinstance(value, str | int | float | bool) or len(str(value)) > MAX_VALUE:
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if not isinstance(value, str | int | float | bool) or len(text) > MAX_VALUE:
             raise SpecError([f"{where}: label '{key}' needs a short text value (at most"
                              f" {MAX_VALUE} characters)"])  # fmt: skip
-        found[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        if not text.isprintable():
+            raise SpecError([f"{where}: label '{key}': no control characters (newlines, tabs)"])
+        found[key] = text
     if len(found) > MAX_LABELS:
         raise SpecError([f"{where}: at most {MAX_LABELS} labels, got {len(found)}"])
+    if sum(len(k.encode()) + len(v.encode()) for k, v in found.items()) > MAX_BYTES:
+        raise SpecError([f"{where}: at most {MAX_BYTES} bytes of labels in all"])
     return found
 
 

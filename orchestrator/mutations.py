@@ -454,15 +454,14 @@ def apply(
     when a mutation cannot apply (an unknown step, an id taken) or the result is not valid
     (a cycle, a template reading a removed step), each problem saying "`ref` with
     mutations" and the path. `spec` is left as it is."""
-    from orchestrator.validate import validate_text
+    from orchestrator.validate import validate_data
 
     ref = ref or spec.id
     data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     problems = apply_to_data(data, mutations, Editor(), ref)
     if problems:
         raise SpecError(problems)
-    # JSON is YAML: validated from text exactly as a pushed source is.
-    changed, found = validate_text(json.dumps(data), ref, catalog)
+    changed, found = validate_data(data, ref, catalog)
     if changed is None:
         # Lines of a text nobody wrote would mislead: the path says where.
         removed = {m.step: i for i, m in enumerate(mutations) if isinstance(m, RemoveStep)}

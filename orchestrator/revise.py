@@ -9,6 +9,7 @@ mean (`mutations.apply`), so the text stored is the change that was checked.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +56,12 @@ async def revise(
     changes = parse_mutations(mutations)
     loaded = await load_version(pool, workflow_id, base)
     stored = loaded.stored
-    expected = apply(loaded.spec, changes, loaded.catalog, stored.ref)
-    source = edit_source(stored.source, changes, stored.ref)
-    spec, problems = validate_text(source, f"{stored.ref} mutated", loaded.catalog)
+    # seconds of CPU on a large source: not on the caller's event loop
+    expected = await asyncio.to_thread(apply, loaded.spec, changes, loaded.catalog, stored.ref)
+    source = await asyncio.to_thread(edit_source, stored.source, changes, stored.ref)
+    spec, problems = await asyncio.to_thread(
+        validate_text, source, f"{stored.ref} mutated", loaded.catalog
+    )
     if spec is None:
         raise SpecError(problems)
     if spec.definition(source).spec != expected.definition(source).spec:

@@ -11,7 +11,6 @@ or a shadow replay of an earlier run.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from orchestrator.plan import (
     resolve_pins,
 )
 from orchestrator.spec import Spec, describe_value
-from orchestrator.workflow import DagWorkflow
+from orchestrator.workflow import DagWorkflow, ShadowDagWorkflow
 from orchestrator.yamlsource import Problem
 from registry import Catalog, WorkflowVersion, object_store
 from registry import runs as ledger
@@ -67,8 +66,9 @@ def new_run_id(workflow: str) -> str:
 
 
 async def start_run(client: Client, request: RunRequest, task_queue: str) -> WorkflowHandle:
+    run = ShadowDagWorkflow.run if request.run.shadow_of is not None else DagWorkflow.run
     return await client.start_workflow(
-        DagWorkflow.run,
+        run,
         request,
         id=request.run.id,
         task_queue=task_queue,
@@ -91,11 +91,13 @@ async def prepare_run(
     labels: Mapping[str, str] | None = None,
     shadow_of: str | None = None,
     replay: dict[str, ReplayedStep] | None = None,
+    mutations: list[dict[str, Any]] | None = None,
 ) -> RunRequest:
     """Pin a validated spec's nodes and record the run in the ledger: what starting it
     needs. `actor`: who starts it (default: `settings.user`); `run_id`: one chosen
     beforehand; `redrive`: the steps a failed run completed, taken as they are; `labels`:
-    already checked; `shadow_of` and `replay`: a shadow replay of that run. Inputs nested
+    already checked; `shadow_of` and `replay`: a shadow replay of that run; `mutations`:
+    those `spec` was made with, for the ledger. Inputs nested
     too deeply or too large are an InputShapeError before anything is recorded, whatever
     the entry point (CLI, API, webhook, event, cron)."""
     limits = settings.limits
@@ -105,6 +107,12 @@ async def prepare_run(
     done = redrive.done if redrive else {}
     for step_id, step in done.items():
         pins[step_id] = step.version
+    plan = build_plan(spec, pins, workflow_version, catalog, settings.temporal.local_step_timeout)
+    if replay is not None:  # only what may write is ever taken: the rest runs again
+        from orchestrator.shadow import may_write
+
+        writes = {step.id for step in plan.steps if may_write(step)}
+        replay = {step_id: step for step_id, step in replay.items() if step_id in writes}
     request = RunRequest(
         run=RunInfo(
             id=run_id,
@@ -114,9 +122,7 @@ async def prepare_run(
             labels=dict(labels or {}),
             shadow_of=shadow_of,
         ),
-        plan=build_plan(
-            spec, pins, workflow_version, catalog, settings.temporal.local_step_timeout
-        ),
+        plan=plan,
         inputs=inputs,
         done=done,
         limits=RunLimits.of(limits),
@@ -127,7 +133,7 @@ async def prepare_run(
     recorded = {s.id: {"node": s.node_name, "version": pins[s.id]} for s in spec.steps}
     await ledger.record_start(
         pool, run_id, spec.id, workflow_version, recorded, actor or settings.user,
-        spec.namespace, dict(labels or {}), shadow_of,
+        spec.namespace, dict(labels or {}), shadow_of, mutations,
     )  # fmt: skip
     return request
 
@@ -146,7 +152,7 @@ async def submit(
     **variant: Any,
 ) -> WorkflowHandle:
     """Start a run of a validated spec (`prepare_run`, then the Temporal workflow);
-    `variant`: prepare_run's labels, shadow_of and replay."""
+    `variant`: prepare_run's labels, shadow_of, replay and mutations."""
     request = await prepare_run(
         pool, settings, spec, catalog, inputs, workflow_version, actor, run_id, redrive, **variant
     )
@@ -170,7 +176,7 @@ class Runnable:
 async def load_version(
     pool: asyncpg.Pool, workflow_id: str, version: int | None = None
 ) -> Runnable:
-    """What a run of a stored version needs (None: the latest). Raises NotFoundError,
+    """What a run of a stored version needs (None: the live one). Raises NotFoundError,
     or SpecError when the version no longer validates (e.g. a node it names is gone)."""
     from orchestrator.validate import validate_text
     from registry import NodeRegistry, WorkflowRegistry
@@ -207,31 +213,31 @@ async def launch(
     run_id: str | None = None,
     redrive: Redrive | None = None,
     shadow_of: str | None = None,
-    engine_labels: Mapping[str, str] | None = None,
 ) -> Launched:
     """Start stored workflow `workflow_id` as a run.
 
-    `version` None: a live run, of the live version or, for the share a workflow rollout
-    sends to its version (chosen from the run id), of that one, labelled `rollout=ID@N`.
-    `mutations` (`orchestrator.mutations`, or their JSON) are applied and the result
-    validated as a push is: a SpecError says where, and no run starts. `labels`: a
-    person's (checked); `shadow_of`: replay that run's inputs (unless `inputs` are given)
-    through this version without performing a write (`orchestrator.shadow`), labelled
-    `shadow=true`."""
+    `version` None: the live version, or, for a plain live run (no mutations, no labels of
+    a person's) that a workflow rollout's share takes (chosen from the run id), the
+    rollout's, labelled `rollout=ID@N`. `mutations` (`orchestrator.mutations`, or their
+    JSON) are applied and the result validated as a push is: a SpecError says where, and
+    no run starts. `labels`: a person's (checked); `shadow_of`: replay that run's inputs
+    (unless `inputs` are given) through this version without performing a write
+    (`orchestrator.shadow`), labelled `shadow=true`."""
     from orchestrator.mutations import apply as apply_mutations
-    from orchestrator.mutations import parse_mutations
+    from orchestrator.mutations import dump_mutations, parse_mutations
     from registry import WorkflowRegistry
 
-    chosen = {**check_labels(labels), **(engine_labels or {})}
+    chosen = check_labels(labels)
+    changes = parse_mutations(list(mutations)) if mutations else []
     run_id = run_id or new_run_id(workflow_id)
-    if version is None and shadow_of is None:
+    if version is None and shadow_of is None and not changes and not chosen:
         version, extra = await WorkflowRegistry(pool, "").choose(workflow_id, run_id)
         chosen.update(extra)
     loaded = await load_version(pool, workflow_id, version)
     spec = loaded.spec
-    if mutations:
-        changes = parse_mutations(list(mutations))
-        spec = apply_mutations(spec, changes, loaded.catalog, loaded.stored.ref)
+    if changes:  # a large source takes a while to check: not on the caller's event loop
+        ref = loaded.stored.ref
+        spec = await asyncio.to_thread(apply_mutations, spec, changes, loaded.catalog, ref)
     replay = None
     if shadow_of is not None:
         from orchestrator.shadow import replay_of
@@ -240,14 +246,13 @@ async def launch(
         if source.workflow_id != workflow_id:
             raise SpecError([f"shadow_of: run '{shadow_of}' ran workflow"
                              f" '{source.workflow_id}', not '{workflow_id}'"])  # fmt: skip
-
         given, replay = await replay_of(settings, client, shadow_of)
         inputs = given if inputs is None else inputs
         chosen[SHADOW] = "true"
     handle = await submit(
         client, pool, settings, spec, loaded.catalog, spec.bind_inputs(dict(inputs or {})),
         loaded.stored.version, actor, run_id, redrive,
-        labels=chosen, shadow_of=shadow_of, replay=replay,
+        labels=chosen, shadow_of=shadow_of, replay=replay, mutations=dump_mutations(changes),
     )  # fmt: skip
     return Launched(handle, loaded.stored.version, spec, chosen)
 
@@ -270,7 +275,7 @@ def apply_overrides(
     validated as a push is: SpecError when it is not valid any more (a cycle, a template
     reading what does not exist), each problem saying "`ref` with overrides". `spec` is
     left as it is."""
-    from orchestrator.validate import validate_text
+    from orchestrator.validate import validate_data
 
     ref = ref or spec.id
     problems = []
@@ -286,8 +291,7 @@ def apply_overrides(
     data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for raw in data["steps"]:
         raw["with"] = {**raw.get("with", {}), **overrides.get(raw["id"], {})}
-    # JSON is YAML: validated from text exactly as a pushed source is.
-    changed, found = validate_text(json.dumps(data), ref, catalog)
+    changed, found = validate_data(data, ref, catalog)
     if changed is None:
         # Lines of a text nobody wrote would mislead: the path says where.
         raise SpecError([Problem(f"{ref} with overrides", 0, 0, p.path, p.message) for p in found])

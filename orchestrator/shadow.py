@@ -12,6 +12,8 @@ rule for one call (pure, so it replays deterministically).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,8 @@ TRACES_OF_RUN = (
     "SELECT step_id, argMax(inputs_hash, attempt) AS inputs_hash FROM traces"
     " WHERE run_id = {run:String} AND item = -1 AND status = 'ok' GROUP BY step_id"
 )
+TRACE_WAIT = 10.0
+"""Seconds `replay_of` waits for a finished run's traces to reach the warehouse."""
 
 
 class ShadowSkip(Exception):
@@ -40,9 +44,15 @@ class Decision:
     replayed: bool = False
 
 
+SAFE = ("none", "read")
+"""The effects a shadow run performs; anything else (`write`, or a value nobody knows) is
+taken as a write: the rule fails closed."""
+
+
 def may_write(step: PlannedStep) -> bool:
     """Whether any call of the step's node could write, whatever its params."""
-    return step.effects == "write" or any(r.get("effect") == "write" for r in step.effects_when)
+    effects = [step.effects, *(rule.get("effect") for rule in step.effects_when)]
+    return any(effect not in SAFE for effect in effects)
 
 
 def effect_of(step: PlannedStep, params: dict[str, Any]) -> str:
@@ -58,7 +68,7 @@ def decide(
     item: int = -1,
 ) -> Decision:
     """What a shadow run does with one call of `step` (raises ShadowSkip to skip it)."""
-    if effect_of(step, params) != "write" and (item < 0 or not may_write(step)):
+    if effect_of(step, params) in SAFE and (item < 0 or not may_write(step)):
         return Decision(run=True)
     recorded = replay.get(step.id)
     if item < 0 and recorded is not None:
@@ -80,12 +90,22 @@ async def replay_of(
     original = await original_request(client, run_id)
     state = await live_state(client, run_id)
     steps = state.steps if state is not None else {}
-    found = await query(settings, TRACES_OF_RUN, {"run": run_id})
-    hashes = {row[0]: row[1] for row in found.rows}
+    called = {  # the steps whose completed call a write step of the shadow run may take
+        step.id for step in original.plan.steps
+        if step.for_each is None and step.meta is None and step.id not in original.done
+        and steps.get(step.id) is not None and steps[step.id].status == "completed"
+    }  # fmt: skip
+    deadline = time.monotonic() + TRACE_WAIT
+    while True:  # traces reach ClickHouse a moment after the run ends: wait for them
+        found = await query(settings, TRACES_OF_RUN, {"run": run_id})
+        hashes = {row[0]: row[1] for row in found.rows}
+        if called <= hashes.keys() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.25)
     replay = {
         step_id: ReplayedStep(inputs_hash=hashes[step_id], output=result.output)
         for step_id, result in steps.items()
-        if result.status == "completed" and hashes.get(step_id)
+        if step_id in called and hashes.get(step_id)
     }
     given = {k: v for k, v in original.inputs.items() if v is not None}
     return given, replay

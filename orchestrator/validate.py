@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any
 
 import pydantic
+import yaml
 
 from infra import ExpressionError, NotFoundError, PinError, SpecError
 from orchestrator import expressions
@@ -59,6 +60,16 @@ def source_too_large(size: int, filename: str, max_bytes: int) -> Problem | None
         return None
     why = f"the source is {size} bytes, over the limit of {max_bytes} (REFLUX_SOURCE_MAX_BYTES)"
     return Problem(filename, 0, 0, "<root>", why)
+
+
+def validate_data(
+    data: Any, filename: str = "<string>", catalog: Catalog | None = None
+) -> tuple[Spec | None, list[Problem]]:
+    """`validate_text` of a workflow held as data (a spec dump with changes applied): it is
+    written out as YAML, so every value reads back as it is (JSON would not: YAML 1.1 reads
+    JSON's `1e-07` as a string), and checked exactly as a pushed source is."""
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16)
+    return validate_text(text, filename, catalog, max_bytes=len(text.encode()) + 1)
 
 
 def validate_text(

@@ -597,7 +597,18 @@ class ShardWorkflow(_StepCalls):
         return tally
 
 
-WORKFLOWS: list[type] = [DagWorkflow, ShardWorkflow]
+@workflow.defn(name="reflux.dag.shadow")
+class ShadowDagWorkflow(DagWorkflow):
+    """A shadow replay (`RunInfo.shadow_of`, `orchestrator.shadow`): a type of its own, so
+    only a worker that knows shadow runs takes one (a worker of an earlier release would
+    ignore `shadow_of` and make every write)."""
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        return await super().run(request)
+
+
+WORKFLOWS: list[type] = [DagWorkflow, ShadowDagWorkflow, ShardWorkflow]
 """The workflow classes a worker runs (besides the cron launcher)."""
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import io
+from collections import Counter
 from collections.abc import MutableMapping, MutableSequence
 from typing import Any
 
@@ -104,12 +105,13 @@ def _load(source: str) -> tuple[YAML, Any]:
     explicit_start = head.rstrip() == "---" or head.startswith("--- ")
     data = _new_yaml(*_INDENTS[0]).load(source)
     best: tuple[int, YAML] | None = None
+    lines = Counter(source.splitlines())
     for indents in _INDENTS:
         yaml_rt = _new_yaml(*indents)
         yaml_rt.explicit_start = explicit_start
-        again = _dump(yaml_rt, data).splitlines()
-        matcher = difflib.SequenceMatcher(None, source.splitlines(), again, autojunk=False)
-        changed = len(again) - sum(block.size for block in matcher.get_matching_blocks())
+        # lines the dump has that the source has not: linear, where a diff of a large
+        # source would take seconds per layout
+        changed = sum((Counter(_dump(yaml_rt, data).splitlines()) - lines).values())
         if best is None or changed < best[0]:
             best = (changed, yaml_rt)
         if changed == 0:

@@ -33,6 +33,19 @@ def manifest_hash(manifest: dict[str, Any]) -> str:
 
 
 EFFECT_KEYS = ("effects", "effects_when")
+EFFECTS = ("none", "read", "write")
+
+
+def check_effects(ref: str, manifest: dict[str, Any]) -> None:
+    """RegistryError unless the manifest's effects are ones the engine knows: a shadow run
+    treats any other value as a write, but a registry should not hold one."""
+    said = [manifest.get("effects", "write")]
+    rules = manifest.get("effects_when") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise RegistryError(f"{ref}: effects_when must be a list of rules")
+    said += [rule.get("effect") for rule in rules]
+    if any(effect not in EFFECTS for effect in said):
+        raise RegistryError(f"{ref}: effects must be one of {', '.join(EFFECTS)}, got {said}")
 
 
 def declares_effects(stored: dict[str, Any], announced: dict[str, Any]) -> bool:
@@ -148,6 +161,7 @@ class NodeRegistry:
     ) -> Registration:
         name, version = manifest["name"], manifest["version"]
         semver = Semver.parse(version)
+        check_effects(f"{name}@{version}", manifest)
         digest = manifest_hash(manifest)
         description = str(manifest.get("description", ""))
         tags = [str(t) for t in manifest.get("tags", [])]
@@ -204,7 +218,12 @@ class NodeRegistry:
         """Every version's status and every rollout, read in one snapshot."""
         async with self.pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                versions = await conn.fetch("SELECT name, status, manifest FROM node_versions")
+                versions = await conn.fetch(  # what runs need, not the params' JSON schemas
+                    "SELECT name, status, jsonb_build_object('version', version,"
+                    " 'timeout', manifest->'timeout', 'secret_params', manifest->'secret_params',"
+                    " 'effects', manifest->'effects', 'effects_when', manifest->'effects_when')"
+                    " AS manifest FROM node_versions"
+                )
                 rollouts = await conn.fetch("SELECT name, version, percent FROM node_rollouts")
         catalog = Catalog()
         for row in versions:

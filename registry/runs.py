@@ -30,11 +30,13 @@ class RunRecord:
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     shadow_of: str | None = None
+    mutations: list[dict[str, Any]] = field(default_factory=list)
+    """The graph mutations a variant run applied to its stored version."""
 
 
 _COLUMNS = (
     "id, workflow_id, workflow_version, pins, status, error, started_at, ended_at, started_by,"
-    " namespace, labels, shadow_of"
+    " namespace, labels, shadow_of, mutations"
 )
 
 
@@ -48,14 +50,16 @@ async def record_start(
     namespace: str = "default",
     labels: dict[str, str] | None = None,
     shadow_of: str | None = None,
+    mutations: list[dict[str, Any]] | None = None,
 ) -> bool:
     """Idempotent: a run id recorded before (a launcher retried with the same id) keeps its
     first record, whatever this call says, even once ended. True when this call made it."""
     done = await pool.execute(
         "INSERT INTO runs (id, workflow_id, workflow_version, pins, status, started_by,"
-        " namespace, labels, shadow_of) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8)"
-        " ON CONFLICT (id) DO NOTHING",
+        " namespace, labels, shadow_of, mutations)"
+        " VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
         run_id, workflow_id, workflow_version, pins, actor, namespace, labels or {}, shadow_of,
+        mutations or [],
     )  # fmt: skip
     return bool(done == "INSERT 0 1")
 
@@ -106,11 +110,11 @@ async def list_runs(
     limit: int = 50,
 ) -> list[RunRecord]:
     """Newest first; each filter applies when given (`labels`: every pair must match)."""
+    by_labels = " AND labels @> $5::jsonb" if labels else ""  # an empty filter scans the index
     rows = await pool.fetch(
         f"SELECT {_COLUMNS} FROM runs"
         " WHERE ($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR workflow_id = $2)"
-        " AND ($3::text IS NULL OR status = $3) AND labels @> $4::jsonb"
-        " ORDER BY started_at DESC LIMIT $5",
-        namespace, workflow_id, status, labels or {}, limit,
+        f" AND ($3::text IS NULL OR status = $3){by_labels} ORDER BY started_at DESC LIMIT $4",
+        namespace, workflow_id, status, limit, *([labels] if labels else []),
     )  # fmt: skip
     return [RunRecord(**row) for row in rows]

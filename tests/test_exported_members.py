@@ -49,14 +49,15 @@ FACES = {
         message_id publisher_stats query run_sink sink_backlog stats
     """.split(),
     "orchestrator": """
-        Launched Mutation Plan PlannedStep Problem Revision RunRequest RunResult SKIP_REASON
-        Spec StepError StepResult StepSpec WebhookTrigger announce_change apply_mutations
-        apply_overrides background_processes build_plan check_labels connect_temporal
-        cron_ids describe_mutations diff_sources dump_mutations edit_source follow launch
-        live_state load_version new_run_id original_request parse_mutations parse_pairs
-        parse_pin parse_set parse_spec payload_sizes progress_line redrive_of replay_of
-        resolve_pins revise run_handle run_json run_table run_worker source_too_large
-        start_run submit sync_schedules table validate_file validate_text wait_run
+        ENGINE_LABELS Launched Mutation Plan PlannedStep Problem Revision RunRequest
+        RunResult SKIP_REASON Spec StepError StepResult StepSpec WebhookTrigger
+        announce_change apply_mutations apply_overrides background_processes build_plan
+        check_labels connect_temporal cron_ids describe_mutations diff_sources
+        dump_mutations edit_source follow launch live_state load_version new_run_id
+        original_request parse_mutations parse_pairs parse_pin parse_set parse_spec
+        payload_sizes progress_line redrive_of replay_of resolve_pins revise run_handle
+        run_json run_table run_worker source_too_large start_run submit sync_schedules table
+        validate_file validate_text wait_run
     """.split(),
     "bench": """
         add_arguments run_bench

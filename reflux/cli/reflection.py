@@ -30,17 +30,6 @@ def _pct(value: Any) -> str:
     return f"{float(value) * 100:.1f}%"
 
 
-def _labels(pairs: list[str]) -> dict[str, str]:
-    """`--label KEY=VALUE` pairs as a dict; ValueError naming the first malformed one."""
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--label {pair!r}: expected KEY=VALUE")
-        labels[key.strip()] = value
-    return labels
-
-
 def _number(value: Any) -> str:
     if value is None:
         return "-"
@@ -54,16 +43,12 @@ def _figures(metrics: dict[str, Any] | None) -> str:
 
 async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     from infra import parse_duration
-    from orchestrator import table
+    from orchestrator import parse_pairs, table
     from reflection import query, stats
     from reflux.cli.remote import remote
 
     since = parse_duration(args.since)
-    try:
-        labels = _labels(args.label)
-    except ValueError as exc:
-        err(str(exc))
-        return EXIT_INVALID
+    labels = parse_pairs(args.label or [])  # a SpecError: one line, exit 2
     if (api := remote(settings)) is not None:
         async with api:
             params: dict[str, Any] = {

@@ -289,7 +289,11 @@ async def cmd_rollout(settings: Settings, args: argparse.Namespace) -> int:
             done = await api.call("PUT", f"/workflows/{args.id}/rollout", json=body)
         previous = done["previous"]
     else:
+        from orchestrator import load_version
+
         async with database(settings) as pool:
+            if args.percent > 0:  # a version that no longer validates would fail its runs
+                await load_version(pool, args.id, args.version)
             was = await WorkflowRegistry(pool, settings.user).set_rollout(
                 args.id, args.version, args.percent
             )

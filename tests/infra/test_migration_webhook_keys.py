@@ -34,7 +34,7 @@ async def test_old_rows_never_stop_0005_and_new_ones_are_unique_per_key(
                 workflow, trigger,
             )  # fmt: skip
         applied = await migrate(conn)
-        assert [m.filename for m in applied] == ["0005_webhook_keys.sql"]
+        assert applied[0].filename == "0005_webhook_keys.sql"  # then the later ones
 
         insert = (
             "INSERT INTO webhook_deliveries"

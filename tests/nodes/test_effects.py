@@ -98,3 +98,35 @@ def test_builtin_effects():
         assert effect(code, {"limits": {"network": "limited"}}) == "write"
     for name in ("core.transform", "core.delay", "core.switch"):
         assert effect(builtin(name), {}) == "none"
+
+
+def test_a_node_service_refuses_a_write_call_from_a_shadow_run():
+    import asyncio
+
+    from infra import Settings
+    from nodes import CallIdentity, NodeRequest
+    from nodes.runtime import call_handler
+
+    calls = []
+    group = NodeGroup("g")
+
+    @group.node("g.send", "1.0.0", params=Params, output=Out,
+                effects_when={"method": (["GET"], "read")})  # fmt: skip
+    async def send(params: Params, ctx) -> Out:
+        calls.append(params.method)
+        return Out()
+
+    (node,) = group.nodes
+
+    def call(method: str, labels: dict) -> str | None:
+        identity = CallIdentity(run_id="r", step_id="s", labels=labels)
+        request = NodeRequest(params={"method": method}, identity=identity)
+        reply = asyncio.run(call_handler(node, request, Settings()))
+        return reply.error.message if reply.error else None
+
+    assert (
+        call("POST", {"shadow": "true"}) == "g.send@1.0.0: a shadow run may not make a write call"
+    )
+    assert call("GET", {"shadow": "true"}) is None
+    assert call("POST", {"experiment": "x"}) is None
+    assert calls == ["GET", "POST"]

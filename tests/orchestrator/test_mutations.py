@@ -410,3 +410,19 @@ def test_set_mutations_apply():
     assert spec.step("d").with_["value"] == {"deep": {"x": 10, "y": 2}, "other": 3}
     assert spec.step("d").retry.max_attempts == 9 and spec.step("d").retry.backoff == 3
     assert spec.step("d").timeout == 60 and spec.step("e").cache.ttl == 300
+
+
+def test_values_the_mutations_do_not_touch_keep_their_type():
+    """Validated as YAML the spec reads back as it is (JSON's `1e-07` is a string to YAML
+    1.1), so a float, a date-like or a yes-like string elsewhere stays what it was."""
+    source = """
+id: typed
+steps:
+  - {id: a, node: core.transform@1, with: {value: 1.0e-7, day: "2024-01-01", word: "on"}}
+  - {id: b, node: core.transform@1, with: {value: 1}}
+"""
+    spec = parse_spec(source, catalog=CATALOG)
+    changed = apply(spec, parse_mutations([{"op": "update_params", "step": "b",
+                                            "params": {"value": 2}}]), CATALOG)  # fmt: skip
+    assert changed.step("a").with_ == {"value": 1e-07, "day": "2024-01-01", "word": "on"}
+    assert changed.step("b").with_ == {"value": 2}

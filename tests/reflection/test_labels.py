@@ -213,7 +213,7 @@ def test_reflux_stats_by_label(stack: RunningStack, experiment: tuple[str, str])
     assert cli_runs(stack, flow, "--label", f"experiment={name}", "--label", "arm=a") == 1
     assert cli_runs(stack, flow, "--label", "arm=b") == 0
     bad = stack.cli("stats", "--label", "novalue")
-    assert bad.returncode == 2 and "--label 'novalue': expected KEY=VALUE" in bad.stderr
+    assert bad.returncode == 2 and "--label: 'novalue' is not KEY=VALUE" in bad.stderr
 
 
 def test_the_api_stats_by_label(stack: RunningStack, experiment: tuple[str, str]):
@@ -236,4 +236,4 @@ def test_the_api_stats_by_label(stack: RunningStack, experiment: tuple[str, str]
     assert runs(label=[f"experiment:{name}", "arm:b"]) == 0
     with httpx.Client(base_url=stack.api_url, timeout=30) as api:
         bad = api.get("/stats", params={"label": "novalue"}, headers=headers)
-    assert bad.status_code == 422 and "expected KEY:VALUE" in bad.text
+    assert bad.status_code == 422 and "is not KEY:VALUE" in bad.text

@@ -4,7 +4,7 @@ next registration; a declared effect never changes under the same version."""
 import asyncpg
 import pytest
 
-from infra import ManifestConflictError
+from infra import ManifestConflictError, RegistryError
 from registry import NodeRegistry
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,3 +30,19 @@ async def test_an_old_manifest_takes_its_effects_once(db: asyncpg.Pool):
     with pytest.raises(ManifestConflictError):  # nor anything else with it
         await registry.register([{**BEFORE, "description": "changed", "effects": "none"}])
     assert (await registry.catalog()).effects("demo.call", "1.0.0")[0] == "write"
+
+
+async def test_an_effect_nobody_knows_is_refused(db: asyncpg.Pool):
+    registry = NodeRegistry(db, "alice")
+    for manifest in (
+        {**BEFORE, "name": "demo.odd", "effects": "Write"},
+        {
+            **BEFORE,
+            "name": "demo.odd",
+            "effects_when": [{"path": "m", "values": [], "effect": "x"}],
+        },
+        {**BEFORE, "name": "demo.odd", "effects_when": "read"},
+    ):
+        with pytest.raises(RegistryError, match="demo.odd@1.0.0: effects"):
+            await registry.register([manifest])
+    assert "demo.odd" not in (await registry.catalog()).versions

@@ -293,7 +293,16 @@ async def _again(
     *,
     redrive: bool,
 ) -> Started:
-    from orchestrator import apply_overrides, launch, live_state, load_version, redrive_of
+    from orchestrator import (
+        ENGINE_LABELS,
+        apply_mutations,
+        apply_overrides,
+        launch,
+        live_state,
+        load_version,
+        parse_mutations,
+        redrive_of,
+    )
 
     ctx = ctx_of(request)
     record = await visible_run(ctx, token, run_id)
@@ -301,22 +310,32 @@ async def _again(
         raise ApiError(409, f"run '{run_id}' is {record.status}: only a failed run is re-driven")
     if record.workflow_version is None:
         raise ApiError(409, f"run '{run_id}' ran a file, not a stored version: push it, run it")
+    if record.shadow_of is not None:  # run again, its writes would be made
+        raise ApiError(409, f"run '{run_id}' is a shadow replay: start another with shadow_of")
     client = await ctx.temporal()
     state = await live_state(client, run_id)
     if state is None:
         raise ApiError(409, f"Temporal no longer has run '{run_id}' (past its retention)")
     loaded = await load_version(ctx.pool, record.workflow_id, record.workflow_version)
-    # validated as a push is: a SpecError (422) says why, and no run starts
-    spec = apply_overrides(loaded.spec, overrides, loaded.catalog, loaded.stored.ref)
+    # the variant it was, with the overrides: validated as a push is (a 422 says why)
+    ran = parse_mutations(record.mutations) if record.mutations else []
+    spec = (
+        apply_mutations(loaded.spec, ran, loaded.catalog, loaded.stored.ref) if ran else loaded.spec
+    )
+    spec = apply_overrides(spec, overrides, loaded.catalog, loaded.stored.ref)
     again = redrive_of(run_id, state.steps, spec, overrides) if redrive else None
     given = {k: v for k, v in (await original_inputs(client, run_id)).items() if v is not None}
+    labels = {k: v for k, v in record.labels.items() if k not in ENGINE_LABELS}
     launched = await launch(
         client, ctx.pool, ctx.settings, record.workflow_id, record.workflow_version,
-        {**given, **inputs}, mutations=override_mutations(overrides), actor=actor(token),
-        redrive=again,
+        {**given, **inputs}, mutations=[*record.mutations, *override_mutations(overrides)],
+        labels=labels, actor=actor(token), redrive=again,
     )  # fmt: skip
     return Started(
-        run_id=launched.handle.id, workflow_id=spec.id, workflow_version=launched.version
+        run_id=launched.handle.id,
+        workflow_id=spec.id,
+        workflow_version=launched.version,
+        labels=launched.labels,
     )
 
 
@@ -327,5 +346,13 @@ async def original_inputs(client: Any, run_id: str) -> dict[str, Any]:
 
 
 def override_mutations(overrides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """`overrides` (step -> params) as the graph mutations they are."""
-    return [{"op": "update_params", "step": s, "params": p} for s, p in overrides.items()]
+    """`overrides` (step -> params, each replacing that param whole) as graph mutations:
+    a mapping-valued param is removed first, so the override replaces it rather than
+    merging into it."""
+    found: list[dict[str, Any]] = []
+    for step, params in overrides.items():
+        nested = {key: None for key, value in params.items() if isinstance(value, dict)}
+        if nested:
+            found.append({"op": "update_params", "step": step, "params": nested})
+        found.append({"op": "update_params", "step": step, "params": params})
+    return found

@@ -47,12 +47,9 @@ async def stats(
         seconds = parse_duration(since)
     except ValueError as exc:
         raise ApiError(422, f"since: {exc}") from None
-    labels = {}
-    for pair in label:
-        key, sep, value = pair.partition(":")
-        if not sep or not key.strip():
-            raise ApiError(422, f"label: {pair!r}: expected KEY:VALUE")
-        labels[key.strip()] = value
+    from orchestrator import parse_pairs
+
+    labels = parse_pairs(label, ":", "label")  # a SpecError is a 422 naming the pair
     ctx = ctx_of(request)
     settings, nc = ctx.settings, await ctx.nats()
     scope: dict[str, Any] = {

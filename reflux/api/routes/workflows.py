@@ -285,7 +285,12 @@ async def rollout(
 ) -> RolloutResult:
     """Send `percent` of the workflow's new runs to `version` instead of the live one (0
     ends its rollout). One rollout per workflow: a new one replaces the old."""
-    registry = await _visible(ctx_of(request), token, workflow_id)
+    from orchestrator import load_version
+
+    ctx = ctx_of(request)
+    registry = await _visible(ctx, token, workflow_id)
+    if body.percent > 0:  # a version that no longer validates would fail its share of runs
+        await load_version(ctx.pool, workflow_id, body.version)
     previous = await registry.set_rollout(workflow_id, body.version, body.percent)
     was = RolloutState(version=previous.version, percent=previous.percent) if previous else None
     return RolloutResult(workflow_id=workflow_id, version=body.version, percent=body.percent,

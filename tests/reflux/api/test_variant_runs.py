@@ -132,3 +132,27 @@ def test_a_shadow_replay_never_writes(api, tokens):
 
         assert sum(1 for r in server.requests if r.method == "POST") == 1, "no shadow POST"
         assert sum(1 for r in server.requests if r.method == "GET") == 3
+
+
+def test_a_rerun_runs_the_same_variant_and_a_shadow_run_is_never_rerun(api, tokens):
+    workflow_id = f"variant-again-{uuid.uuid4().hex[:8]}"
+    push(api, tokens, FLOW.format(id=workflow_id))
+    variant = started(api, tokens, {
+        "workflow": f"{workflow_id}@1", "labels": {"experiment": "again"},
+        "mutations": [{"op": "update_params", "step": "a", "params": {"value": 7}}],
+    })  # fmt: skip
+    assert poll_run(api, tokens, variant["run_id"])["outputs"] == {"b": 7}
+    again = api.post(f"/runs/{variant['run_id']}/rerun", json={}, headers=auth(tokens["author"]))
+    assert again.status_code == 201, again.text
+    assert again.json()["labels"] == {"experiment": "again"}
+    detail = poll_run(api, tokens, again.json()["run_id"])
+    assert detail["outputs"] == {"b": 7} and detail["labels"] == {"experiment": "again"}
+
+    shadow = started(api, tokens, {"workflow": f"{workflow_id}@1",
+                                   "shadow_of": variant["run_id"]})  # fmt: skip
+    poll_run(api, tokens, shadow["run_id"])
+    for action in ("rerun", "redrive"):
+        refused = api.post(f"/runs/{shadow['run_id']}/{action}", json={},
+                           headers=auth(tokens["author"]))  # fmt: skip
+        assert refused.status_code == 409, refused.text
+        assert "shadow replay" in refused.text or "only a failed run" in refused.text
