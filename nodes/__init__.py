@@ -2,7 +2,14 @@
 
 from infra import lazy
 from nodes.discovery import ServedNode, discover, versions_by_name
-from nodes.protocol import CallIdentity, NodeReply, NodeRequest, exact_subject, major_subject
+from nodes.protocol import (
+    CallIdentity,
+    Identified,
+    NodeReply,
+    NodeRequest,
+    exact_subject,
+    major_subject,
+)
 from nodes.runtime import NodeService
 from nodes.sdk import (
     EFFECTS,
@@ -20,6 +27,7 @@ __all__ = [
     "EFFECTS",
     "Effect",
     "EffectRule",
+    "Identified",
     "NodeCatalog",
     "NodeContext",
     "NodeDefinition",

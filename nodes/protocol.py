@@ -86,24 +86,11 @@ FLAT_FIELDS = ("run_id", "workflow_id", "workflow_version", "namespace", "step_i
 before it (labels are new: they had none)."""
 
 
-class NodeRequest(BaseModel):
-    """One call of a node. Compatibility with the release before `identity` (drop in the
-    release after this one): a request in the flat shape (`run_id`, `namespace`, ... at
-    the top) is read into `identity`, and every request also carries that flat copy, so a
-    node service of the release before, still running in a rolling upgrade, resolves the
-    run's namespace's secrets and hands the handler the right idempotency key."""
+class Identified(BaseModel):
+    """A message that carries a `CallIdentity` as `identity`, read from and written with
+    the flat shape of the release before it as well (see `CallIdentity.lift_flat`)."""
 
-    params: dict[str, Any] = Field(default_factory=dict)
-    params_ref: str | None = None
-    """Set: the params are this object in the store (and `params` is empty)."""
     identity: CallIdentity = Field(default_factory=CallIdentity)
-    timeout: float | None = None
-    secrets: list[str] | None = None
-    """The secret names the step's templates name: only these resolve (None: a caller
-    that predates the list; then any name in a secret-bearing param does)."""
-    secret_nonce: str | None = None
-    """The run's nonce: only placeholders that carry it resolve, so a placeholder that
-    arrives as data (an input, a response) cannot ask for a secret."""
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +101,25 @@ class NodeRequest(BaseModel):
     def _with_flat_copy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         return {**self.identity.flat(), **data}
+
+
+class NodeRequest(Identified):
+    """One call of a node. Compatibility with the release before `identity` (drop in the
+    release after this one): a request in the flat shape (`run_id`, `namespace`, ... at
+    the top) is read into `identity`, and every request also carries that flat copy, so a
+    node service of the release before, still running in a rolling upgrade, resolves the
+    run's namespace's secrets and hands the handler the right idempotency key."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    params_ref: str | None = None
+    """Set: the params are this object in the store (and `params` is empty)."""
+    timeout: float | None = None
+    secrets: list[str] | None = None
+    """The secret names the step's templates name: only these resolve (None: a caller
+    that predates the list; then any name in a secret-bearing param does)."""
+    secret_nonce: str | None = None
+    """The run's nonce: only placeholders that carry it resolve, so a placeholder that
+    arrives as data (an input, a response) cannot ask for a secret."""
 
 
 def idempotency_key(run_id: str, step_id: str, item: int, attempt: int) -> str:

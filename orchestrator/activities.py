@@ -23,9 +23,6 @@ from nats.aio.client import Client
 from pydantic import (
     BaseModel,
     Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-    model_validator,
 )
 from temporalio import activity
 from temporalio.api.enums.v1 import TimeoutType
@@ -35,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 from infra import NodeError, NodeTimeoutError, NoRespondersError, ObjectStoreError
 from nodes import (
     CallIdentity,
+    Identified,
     NodeReply,
     NodeRequest,
     canonical_placeholders,
@@ -52,7 +50,7 @@ WORKER_LOST = "WorkerLost"
 log = logging.getLogger("reflux.worker")
 
 
-class StepCall(BaseModel):
+class StepCall(Identified):
     """One step (or `for_each` item) call as the workflow schedules it. `identity.attempt`
     is Temporal's: the activity sets it. An input in the flat shape of the release before
     `identity` (an activity scheduled before the upgrade) is read into it; each input also
@@ -62,7 +60,6 @@ class StepCall(BaseModel):
     node: str
     version: str
     params: dict[str, Any] = Field(default_factory=dict)
-    identity: CallIdentity = Field(default_factory=CallIdentity)
     timeout: float = 300.0
     cache_ttl: float | None = None
     """Set: an identical earlier call's result (same node version and params) may answer."""
@@ -70,16 +67,6 @@ class StepCall(BaseModel):
     """The secret names the step's templates name: the only ones the node resolves."""
     secret_nonce: str | None = None
     """The run's placeholder nonce: only placeholders that carry it resolve."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lift(cls, data: Any) -> Any:
-        return CallIdentity.lift_flat(data)
-
-    @model_serializer(mode="wrap")
-    def _with_flat_copy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        return {**self.identity.flat(), **data}
 
     @property
     def keyed_params(self) -> Any:

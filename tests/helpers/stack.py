@@ -40,6 +40,20 @@ class RunningStack:
             [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kw
         )
 
+    def traces(self, run_id: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """`reflux traces RUN_ID --json` once the sink has stored `count` events of the run."""
+        from tests.helpers.waiting import wait_for
+
+        def ask() -> list[dict[str, Any]] | None:
+            done = self.cli("traces", run_id, "--json")
+            assert done.returncode == 0, done.stderr
+            events: list[dict[str, Any]] = json.loads(done.stdout)
+            return events if len(events) >= count else None
+
+        found = wait_for(ask, timeout=timeout, every=0.3, what="the run's traces in ClickHouse")
+        assert found is not None
+        return found
+
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         """A foreground `reflux` process (e.g. an extra node replica) the test stops itself."""
         log = open(self.home / f"spawn-{time.monotonic_ns()}.log", "w")  # noqa: SIM115

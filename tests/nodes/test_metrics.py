@@ -225,24 +225,12 @@ steps:
 """
 
 
-def stored(stack: RunningStack, run_id: str, count: int) -> list[dict]:
-    def ask() -> list[dict] | None:
-        done = stack.cli("traces", run_id, "--json")
-        assert done.returncode == 0, done.stderr
-        events = json.loads(done.stdout)
-        return events if len(events) >= count else None
-
-    found = wait_for(ask, timeout=60, every=0.3, what="the run's traces in ClickHouse")
-    assert found is not None
-    return found
-
-
 def test_metrics_and_tokens_reach_traces_stats_and_runs_show(metered: RunningStack):
     flow = f"metered-{uuid.uuid4().hex[:8]}"
     result = metered.run(FLOW.format(id=flow))
     assert result.status == "completed", result.error
     assert result.steps["broken"].status == "failed"
-    events = stored(metered, result.run_id, 6)
+    events = metered.traces(result.run_id, 6)
     by_key = {(e["step_id"], e["item"], e["attempt"]): e for e in events}
     for i, rows in enumerate((10, 20, 30, 40)):
         event = by_key[("count", i, 1)]

@@ -21,7 +21,6 @@ from reflection.stream import decode
 from reflection.warehouse import MIGRATIONS, TABLE, Warehouse, open_warehouse
 from tests.helpers.requests import run_request
 from tests.helpers.stack import RunningStack
-from tests.helpers.waiting import wait_for
 from tests.reflection.test_stats import known_events, warehouse
 from tests.reflection.test_tracing import EXPECTED, FLOW
 
@@ -110,20 +109,6 @@ def test_the_sink_reads_an_event_from_an_older_publisher():
     assert problems == [] and len(rows) == 1
 
 
-def stored(stack: RunningStack, run_id: str, count: int) -> list[dict]:
-    """`reflux traces RUN_ID --json` once the sink has stored `count` events of the run."""
-
-    def ask() -> list[dict] | None:
-        done = stack.cli("traces", run_id, "--json")
-        assert done.returncode == 0, done.stderr
-        events = json.loads(done.stdout)
-        return events if len(events) >= count else None
-
-    found = wait_for(ask, timeout=60, every=0.3, what="the run's traces in ClickHouse")
-    assert found is not None
-    return found
-
-
 def run_labelled(
     stack: RunningStack, text: str, labels: dict[str, str], inputs: dict | None = None,
     shard_items: int | None = None,
@@ -144,7 +129,7 @@ def test_every_event_of_a_run_carries_its_labels(stack: RunningStack, tmp_path: 
     text = FLOW.replace("id: traced", f"id: labelled-{uuid.uuid4().hex[:8]}")
     result = run_labelled(stack, text, labels, {"dir": str(tmp_path)}, shard_items=2)
     assert result.status == "completed", result.error
-    events = stored(stack, result.run_id, len(EXPECTED))
+    events = stack.traces(result.run_id, len(EXPECTED))
     assert {(e["step_id"], e["item"], e["attempt"]) for e in events} == EXPECTED
     assert all(e["labels"] == labels for e in events), [
         (e["step_id"], e["labels"]) for e in events if e["labels"] != labels
@@ -192,7 +177,7 @@ def experiment(stack: RunningStack) -> tuple[str, str]:
     for labels in ({}, {"experiment": name, "arm": "a"}, {"experiment": name, "shadow": "true"}):
         result = run_labelled(stack, text, labels)
         assert result.status == "completed", result.error
-        stored(stack, result.run_id, 1)
+        stack.traces(result.run_id, 1)
     return flow, name
 
 

@@ -4,15 +4,14 @@ against the embedded stack and through the HTTP API."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 import pytest
 
-from infra.ports import free_port
-from tests.helpers.stack import CLI, RunningStack
+from tests.helpers.stack import RunningStack
 from tests.reflux.api.conftest import make_token
 from tests.reflux.api.test_cron import schedule_exists
+from tests.reflux.cli.test_cli_remote import remote_cli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -131,24 +130,6 @@ def test_bad_input_is_2_and_refusals_are_1(stack: RunningStack, args, code, mess
     done = stack.cli("workflows", *(a.format(id=workflow_id) for a in args))
     assert (done.returncode, done.stderr.strip()) == (code, message.format(id=workflow_id))
     assert done.stdout == ""
-
-
-def remote_cli(stack: RunningStack, token: str):
-    """The CLI with only the API to talk to: no Temporal, NATS or PostgreSQL in reach."""
-    dead = free_port()
-    env = {
-        **stack.env,
-        "REFLUX_API_URL": stack.api_url,
-        "REFLUX_TOKEN": token,
-        "REFLUX_TEMPORAL_ADDRESS": f"127.0.0.1:{dead}",
-        "REFLUX_NATS_URL": f"nats://127.0.0.1:{dead}",
-        "REFLUX_DATABASE_URL": f"postgresql://reflux@127.0.0.1:{dead}/reflux",
-    }
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
-
-    return cli
 
 
 def test_candidates_through_the_api(stack: RunningStack):
