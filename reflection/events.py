@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -73,6 +74,14 @@ class TraceEvent(BaseModel):
     @classmethod
     def _cut_error(cls, value: str | None) -> str | None:
         return value if value is None or len(value) <= ERROR_CHARS else value[:ERROR_CHARS] + "…"
+
+    @field_validator("metrics", mode="after")
+    @classmethod
+    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
+        """A node that is not ours may report NaN or infinity: left out, not averaged."""
+        if all(math.isfinite(v) for v in value.values()):
+            return value
+        return {k: v for k, v in value.items() if math.isfinite(v)}
 
     @field_validator("metrics", "context", "labels")
     @classmethod

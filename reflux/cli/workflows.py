@@ -215,6 +215,35 @@ async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    """Every change to a workflow's versions: pushes, promotions, rollouts; who and when."""
+    from orchestrator import table
+    from reflux.cli.remote import remote
+    from registry import WorkflowRegistry
+
+    if (api := remote(settings)) is not None:
+        async with api:
+            entries = await api.call("GET", f"/workflows/{args.id}/history")
+    else:
+        async with database(settings) as pool:
+            found = await WorkflowRegistry(pool, settings.user).events(args.id)
+        entries = [
+            {"version": e.version, "action": e.action, "detail": e.detail, "actor": e.actor,
+             "at": e.at.isoformat()}
+            for e in found
+        ]  # fmt: skip
+    if args.json:
+        out_json(entries)
+        return EXIT_OK
+    rows = [("AT", "VERSION", "ACTION", "BY", "DETAIL")]
+    for e in entries:
+        detail = ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items()) or "-"
+        at = datetime.fromisoformat(e["at"]) if isinstance(e["at"], str) else e["at"]
+        rows.append((f"{at:%Y-%m-%d %H:%M:%S}", str(e["version"]), e["action"], e["actor"], detail))
+    out(table(rows))
+    return EXIT_OK
+
+
 async def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
     """Make version N live; its cron triggers become the workflow's Schedules."""
     from infra import SpecError
@@ -456,6 +485,13 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("ref", metavar="ID[@N]")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
+
+    history = workflows.add_parser(
+        "history", help="every push, promotion and rollout change of a workflow: who and when"
+    )
+    history.add_argument("id")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(func=cmd_history)
 
     mutate = workflows.add_parser(
         "mutate",

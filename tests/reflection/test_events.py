@@ -86,3 +86,11 @@ def test_timed_event_computes_latency_and_retries():
     assert event.latency_ms == 250 and event.retry_count == 2
     assert event.key == ("r", "s", -1, 3)
     assert TraceEvent.model_validate_json(event.model_dump_json()) == event
+
+
+def test_figures_that_are_not_finite_are_left_out():
+    now = datetime.now(UTC)
+    event = TraceEvent(run_id="r", step_id="s", node="n", node_version="1.0.0", status="ok",
+                       start=now, end=now,
+                       metrics={"nan": float("nan"), "ok": 0.5, "inf": float("-inf")})  # fmt: skip
+    assert event.metrics == {"ok": 0.5}

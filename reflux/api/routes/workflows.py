@@ -228,6 +228,26 @@ async def versions(workflow_id: str, request: Request, token: Viewer) -> list[Ve
     return [_info(v, rollout) for v in versions]
 
 
+class HistoryEntry(BaseModel):
+    version: int
+    action: str = Field(
+        description="pushed, promoted, rollout_started, rollout_changed, rollout_ended"
+    )
+    detail: dict[str, Any]
+    actor: str
+    at: datetime
+
+
+@router.get("/{workflow_id}/history", response_model=list[HistoryEntry], name="workflow_history")
+async def history(workflow_id: str, request: Request, token: Viewer) -> list[HistoryEntry]:
+    """Every change to the workflow's versions, oldest first: who did what, and when."""
+    registry = await _visible(ctx_of(request), token, workflow_id)
+    return [
+        HistoryEntry(version=e.version, action=e.action, detail=e.detail, actor=e.actor, at=e.at)
+        for e in await registry.events(workflow_id)
+    ]
+
+
 @router.post("/{workflow_id}/promote", response_model=PromoteResult, name="promote_workflow")
 async def promote(
     workflow_id: str, body: PromoteRequest, request: Request, token: Author

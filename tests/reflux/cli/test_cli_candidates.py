@@ -158,3 +158,13 @@ def test_candidates_through_the_api(stack: RunningStack):
     assert f"LifecycleError: cannot roll out {workflow_id}@2: it is live" in refused.stderr
     ok(cli, "workflows", "promote", workflow_id, "1")
     assert not schedule_exists(stack, sid)
+
+    # every change, with who and when, locally and through the API alike
+    for reader in (cli, stack.cli):
+        history = json.loads(ok(reader, "workflows", "history", workflow_id, "--json"))
+        assert [(e["version"], e["action"]) for e in history] == [
+            (1, "pushed"), (2, "pushed"), (2, "rollout_started"), (2, "rollout_ended"),
+            (2, "promoted"), (1, "promoted"),
+        ]  # fmt: skip
+        assert all(e["actor"] and e["at"] for e in history)
+    assert "rollout_started" in ok(cli, "workflows", "history", workflow_id)
