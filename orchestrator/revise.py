@@ -56,14 +56,15 @@ async def revise(
     changes = parse_mutations(mutations)
     loaded = await load_version(pool, workflow_id, base)
     stored = loaded.stored
-    # seconds of CPU on a large source: not on the caller's event loop
-    expected = await asyncio.to_thread(apply, loaded.spec, changes, loaded.catalog, stored.ref)
+    # seconds of CPU on a large source: not on the caller's event loop. The edited text is
+    # checked first, so a problem names its line in what would be stored.
     source = await asyncio.to_thread(edit_source, stored.source, changes, stored.ref)
     spec, problems = await asyncio.to_thread(
         validate_text, source, f"{stored.ref} mutated", loaded.catalog
     )
     if spec is None:
         raise SpecError(problems)
+    expected = await asyncio.to_thread(apply, loaded.spec, changes, loaded.catalog, stored.ref)
     if spec.definition(source).spec != expected.definition(source).spec:
         why = "the edited YAML does not mean what the mutations do (please report this)"
         raise SpecError([Problem(f"{stored.ref} mutated", 0, 0, "<root>", why)])

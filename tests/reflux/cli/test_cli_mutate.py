@@ -57,7 +57,8 @@ def test_a_mutation_that_breaks_the_graph_stores_nothing(stack: RunningStack):
     for mutation, expected in [
         ('[{"op": "remove_step", "step": "fetch"}]', "fetch"),
         ('[{"op": "update_params", "step": "fetch",'
-         ' "params": {"value": "{{ steps.use.output }}"}}]', "cycle"),
+         ' "params": {"value": "{{ steps.use.output }}"}}]',
+         "mutate-me-2@1 mutated:6:"),  # the line in the text that would be stored
         ('[{"op": "set_policy", "step": "ghost", "timeout": "5s"}]', "ghost"),
         ("not json", "mutation"),
     ]:  # fmt: skip
