@@ -13,6 +13,7 @@ from nodes.protocol import (
 from nodes.runtime import NodeService
 from nodes.sdk import (
     EFFECTS,
+    READ_ONLY,
     Effect,
     EffectRule,
     NodeCatalog,
@@ -35,6 +36,7 @@ __all__ = [
     "NodeReply",
     "NodeRequest",
     "NodeService",
+    "READ_ONLY",
     "ServedNode",
     "SwitchParams",
     "builtin_catalog",

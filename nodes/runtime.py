@@ -54,7 +54,7 @@ from nodes.protocol import (
     exact_subject,
     major_subject,
 )
-from nodes.sdk import CallRecorder, NodeContext, NodeDefinition, NodeGroup, call_effect
+from nodes.sdk import READ_ONLY, CallRecorder, NodeContext, NodeDefinition, NodeGroup, call_effect
 from nodes.secrets import SecretResolver
 from registry import ObjectStore, fetch, object_store, offload
 
@@ -94,7 +94,7 @@ async def call_handler(
         )
         mask = Masker(resolved)
         shadow = request.identity.labels.get("shadow") == "true"
-        if shadow and call_effect(node.effects, node.effects_when, raw) not in ("none", "read"):
+        if shadow and call_effect(node.effects, node.effects_when, raw) not in READ_ONLY:
             # the engine never sends one: a second lock on the door, in another process
             raise NodeError(f"{node.ref}: a shadow run may not make a write call")
         try:

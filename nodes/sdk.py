@@ -27,6 +27,9 @@ Effect = Literal["none", "read", "write"]
 """What a call may do outside itself: `none` (computes only), `read` (reads the world),
 `write` (changes it). A shadow run performs `none` and `read` calls only."""
 EFFECTS: tuple[str, ...] = get_args(Effect)
+READ_ONLY: tuple[str, ...] = ("none", "read")
+"""The effects a shadow run performs; any other value (`write`, or one nobody knows) is
+taken as a write: the rule fails closed."""
 
 P = TypeVar("P", bound=BaseModel)
 O = TypeVar("O", bound=BaseModel)  # noqa: E741

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import Settings
-from nodes import EffectRule, call_effect, canonical_placeholders
+from nodes import READ_ONLY, EffectRule, call_effect, canonical_placeholders
 from orchestrator.plan import PlannedStep, ReplayedStep
 from reflection import inputs_hash
 
@@ -44,15 +44,10 @@ class Decision:
     replayed: bool = False
 
 
-SAFE = ("none", "read")
-"""The effects a shadow run performs; anything else (`write`, or a value nobody knows) is
-taken as a write: the rule fails closed."""
-
-
 def may_write(step: PlannedStep) -> bool:
     """Whether any call of the step's node could write, whatever its params."""
     effects = [step.effects, *(rule.get("effect") for rule in step.effects_when)]
-    return any(effect not in SAFE for effect in effects)
+    return any(effect not in READ_ONLY for effect in effects)
 
 
 def effect_of(step: PlannedStep, params: dict[str, Any]) -> str:
@@ -68,7 +63,7 @@ def decide(
     item: int = -1,
 ) -> Decision:
     """What a shadow run does with one call of `step` (raises ShadowSkip to skip it)."""
-    if effect_of(step, params) in SAFE and (item < 0 or not may_write(step)):
+    if effect_of(step, params) in READ_ONLY and (item < 0 or not may_write(step)):
         return Decision(run=True)
     recorded = replay.get(step.id)
     if item < 0 and recorded is not None:

@@ -40,9 +40,9 @@ FACES = {
     """.split(),
     "nodes": """
         CallIdentity EFFECTS Effect EffectRule Identified NodeCatalog NodeContext
-        NodeDefinition NodeGroup NodeReply NodeRequest NodeService ServedNode SwitchParams
-        builtin_catalog call_effect canonical_placeholders discover exact_subject
-        idempotency_key major_subject pick_branch placeholder versions_by_name
+        NodeDefinition NodeGroup NodeReply NodeRequest NodeService READ_ONLY ServedNode
+        SwitchParams builtin_catalog call_effect canonical_placeholders discover
+        exact_subject idempotency_key major_subject pick_branch placeholder versions_by_name
     """.split(),
     "reflection": """
         IN_FLIGHT StepCache TraceEvent TracePublisher TraceStatus encode inputs_hash
