@@ -2,9 +2,6 @@
 
 from infra import lazy
 from orchestrator.labels import ENGINE_LABELS, check_labels, parse_pairs
-from orchestrator.mutations import Mutation, dump_mutations, parse_mutations, parse_pin, parse_set
-from orchestrator.mutations import apply as apply_mutations
-from orchestrator.mutations import describe as describe_mutations
 from orchestrator.plan import (
     Plan,
     PlannedStep,
@@ -26,8 +23,6 @@ from orchestrator.runs import (
 )
 from orchestrator.spec import Spec, StepSpec
 from orchestrator.validate import validate_file, validate_text
-from orchestrator.yamledit import diff as diff_sources
-from orchestrator.yamledit import edit_source
 from orchestrator.yamlsource import Problem
 
 __all__ = [
@@ -97,6 +92,16 @@ __getattr__ = lazy(
         "orchestrator.listener": ["announce_change"],
         "orchestrator.payloads": ["payload_sizes"],
         "orchestrator.plan": ["StepError"],
+        "orchestrator.mutations": [
+            "Mutation",
+            "apply_mutations",
+            "describe_mutations",
+            "dump_mutations",
+            "parse_mutations",
+            "parse_pin",
+            "parse_set",
+        ],
+        "orchestrator.yamledit": ["diff_sources", "edit_source"],
         "orchestrator.processes": ["background_processes"],
         "orchestrator.revise": ["Revision", "revise"],
         "orchestrator.shadow": ["SKIP_REASON", "replay_of"],

@@ -49,9 +49,9 @@ __all__ = [
     "ReplaceNode",
     "SetPolicy",
     "UpdateParams",
-    "apply",
+    "apply_mutations",
     "apply_to_data",
-    "describe",
+    "describe_mutations",
     "dump_mutations",
     "merge_sets",
     "parse_mutations",
@@ -371,7 +371,7 @@ def dump_mutations(mutations: Iterable[Mutation]) -> list[dict[str, Any]]:
     return [mutation.data() for mutation in mutations]
 
 
-def describe(mutations: Iterable[Mutation]) -> str:
+def describe_mutations(mutations: Iterable[Mutation]) -> str:
     """One line per mutation, for people: `fetch: retry.max_attempts = 7, timeout = 10s`."""
     lines = []
     for mutation in mutations:
@@ -444,7 +444,7 @@ class Editor:
         del steps[index]
 
 
-def apply(
+def apply_mutations(
     spec: Spec,
     mutations: list[Mutation],
     catalog: Catalog | None = None,

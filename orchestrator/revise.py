@@ -4,7 +4,7 @@
 The stored version's YAML is edited in place (`yamledit.edit_source`), so the author's
 comments and layout survive and the diff is the changed lines; the edited text is then
 validated as any pushed source is, and must mean what the mutations applied to the spec
-mean (`mutations.apply`), so the text stored is the change that was checked.
+mean (`mutations.apply_mutations`), so the text stored is the change that was checked.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from infra import SpecError
-from orchestrator.mutations import apply, parse_mutations
+from orchestrator.mutations import apply_mutations, parse_mutations
 from orchestrator.spec import Spec
-from orchestrator.yamledit import diff, edit_source
+from orchestrator.yamledit import diff_sources, edit_source
 from orchestrator.yamlsource import Problem
 
 
@@ -64,7 +64,9 @@ async def revise(
     )
     if spec is None:
         raise SpecError(problems)
-    expected = await asyncio.to_thread(apply, loaded.spec, changes, loaded.catalog, stored.ref)
+    expected = await asyncio.to_thread(
+        apply_mutations, loaded.spec, changes, loaded.catalog, stored.ref
+    )
     if spec.definition(source).spec != expected.definition(source).spec:
         why = "the edited YAML does not mean what the mutations do (please report this)"
         raise SpecError([Problem(f"{stored.ref} mutated", 0, 0, "<root>", why)])
@@ -77,6 +79,6 @@ async def revise(
         pushed.created,
         candidate,
         pushed.went_live,
-        diff(stored.source, source, stored.ref, f"{workflow_id}@{version}"),
+        diff_sources(stored.source, source, stored.ref, f"{workflow_id}@{version}"),
         spec,
     )

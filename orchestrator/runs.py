@@ -223,8 +223,7 @@ async def launch(
     no run starts. `labels`: a person's (checked); `shadow_of`: replay that run's inputs
     (unless `inputs` are given) through this version without performing a write
     (`orchestrator.shadow`), labelled `shadow=true`."""
-    from orchestrator.mutations import apply as apply_mutations
-    from orchestrator.mutations import dump_mutations, parse_mutations
+    from orchestrator.mutations import apply_mutations, dump_mutations, parse_mutations
     from registry import WorkflowRegistry
 
     chosen = check_labels(labels)

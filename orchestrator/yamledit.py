@@ -3,7 +3,7 @@
 A proposal's change lands as a new version whose YAML a person reads and diffs; re-dumping
 the spec would throw away comments, key order, quoting, anchors and layout. So the source
 is loaded in ruamel.yaml's round-trip mode and edited in place through the same
-`mutations.apply_to_data` that `mutations.apply` uses, with an `Editor` that keeps the
+`mutations.apply_to_data` that `mutations.apply_mutations` uses, with an `Editor` that keeps the
 text's look: new strings quoted the way the source quotes them, new nested values in flow
 style (`retry: {max_attempts: 7}`), new step keys where the field order of the format
 puts them, an aliased value copied before it changes (the anchor's other users keep
@@ -39,7 +39,7 @@ from orchestrator.mutations import Editor, Mutation, apply_to_data, parse_mutati
 from orchestrator.spec import StepSpec
 from orchestrator.yamlsource import Problem
 
-__all__ = ["diff", "edit_source"]
+__all__ = ["diff_sources", "edit_source"]
 
 _WIDTH = 1 << 16
 """Wide enough that ruamel never re-wraps a line."""
@@ -76,7 +76,7 @@ def edit_source(source: str, mutations: list[Mutation] | Any, ref: str = "<sourc
     return text.replace("\n", "\r\n") if crlf else text
 
 
-def diff(old: str, new: str, old_name: str = "old", new_name: str = "new") -> str:
+def diff_sources(old: str, new: str, old_name: str = "old", new_name: str = "new") -> str:
     """A unified diff of two sources, two lines of context."""
     lines = difflib.unified_diff(
         old.splitlines(keepends=True), new.splitlines(keepends=True), old_name, new_name, n=2

@@ -198,21 +198,23 @@ async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
     rows = [("VERSION", "STATE", "ROLLOUT", "CREATED", "BY", "SPEC HASH")]
     for w in versions:
         state = "live" if w["live"] else "candidate" if w["candidate"] else "-"
-        created = w["created_at"]
-        if isinstance(created, str):
-            created = datetime.fromisoformat(created)
         rows.append(
             (
                 str(w["version"]),
                 state,
                 f"{w['rollout']}%" if w["rollout"] else "-",
-                f"{created:%Y-%m-%d %H:%M:%S}",
+                f"{_time(w['created_at']):%Y-%m-%d %H:%M:%S}",
                 w["created_by"],
                 w["spec_hash"][:12],
             )
         )
     out(table(rows))
     return EXIT_OK
+
+
+def _time(value: datetime | str) -> datetime:
+    """A time as the registry gives it, or as the API's JSON does."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
@@ -238,8 +240,8 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     rows = [("AT", "VERSION", "ACTION", "BY", "DETAIL")]
     for e in entries:
         detail = ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items()) or "-"
-        at = datetime.fromisoformat(e["at"]) if isinstance(e["at"], str) else e["at"]
-        rows.append((f"{at:%Y-%m-%d %H:%M:%S}", str(e["version"]), e["action"], e["actor"], detail))
+        at = f"{_time(e['at']):%Y-%m-%d %H:%M:%S}"
+        rows.append((at, str(e["version"]), e["action"], e["actor"], detail))
     out(table(rows))
     return EXIT_OK
 

@@ -16,13 +16,17 @@ from orchestrator.mutations import (
     ReplaceNode,
     SetPolicy,
     UpdateParams,
-    apply,
-    describe,
     dump_mutations,
     merge_sets,
     parse_mutations,
     parse_pin,
     parse_set,
+)
+from orchestrator.mutations import (
+    apply_mutations as apply,
+)
+from orchestrator.mutations import (
+    describe_mutations as describe,
 )
 from orchestrator.validate import parse_spec
 from registry import Catalog

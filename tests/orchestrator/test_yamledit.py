@@ -10,9 +10,11 @@ import pytest
 
 from infra import SpecError
 from nodes import builtin_catalog
-from orchestrator.mutations import apply, parse_mutations, parse_set
+from orchestrator.mutations import apply_mutations as apply
+from orchestrator.mutations import parse_mutations, parse_set
 from orchestrator.validate import parse_spec, validate_text
-from orchestrator.yamledit import diff, edit_source
+from orchestrator.yamledit import diff_sources as diff
+from orchestrator.yamledit import edit_source
 from registry import Catalog
 
 CATALOG = Catalog.from_manifests([n.manifest() for n in builtin_catalog().nodes()])
