@@ -156,3 +156,23 @@ def test_a_rerun_runs_the_same_variant_and_a_shadow_run_is_never_rerun(api, toke
                            headers=auth(tokens["author"]))  # fmt: skip
         assert refused.status_code == 409, refused.text
         assert "shadow replay" in refused.text or "only a failed run" in refused.text
+
+
+def test_another_namespace_can_neither_shadow_nor_mutate_nor_list(stack, api, tokens):
+    from tests.reflux.api.conftest import make_token
+
+    workflow_id = f"variant-tenant-{uuid.uuid4().hex[:8]}"
+    push(api, tokens, FLOW.format(id=workflow_id))
+    run = started(api, tokens, {"workflow": workflow_id, "labels": {"experiment": "mine"}})
+    poll_run(api, tokens, run["run_id"])
+    other = auth(make_token(stack, "author", f"ns-{uuid.uuid4().hex[:6]}"))
+
+    shadow = api.post("/runs", json={"workflow": workflow_id, "shadow_of": run["run_id"]},
+                      headers=other)  # fmt: skip
+    assert shadow.status_code == 404, shadow.text
+    mutate = api.post(f"/workflows/{workflow_id}/mutate", headers=other,
+                      json={"mutations": [{"op": "remove_step", "step": "b"}]})  # fmt: skip
+    assert mutate.status_code == 404, mutate.text
+    seen = api.get("/runs", params={"label": "experiment:mine"}, headers=other)
+    assert seen.status_code == 200 and seen.json() == []
+    assert listed(api, tokens, workflow=workflow_id) == [run["run_id"]]  # nothing started
