@@ -1,6 +1,7 @@
 """`reflux bench [SCENARIO…] [--json FILE] [--quick]` (or `python -m bench`): start an
 embedded stack of its own, run the scenarios against it, each beside its baseline measured in
-the same run, and print one table (and write it as JSON)."""
+the same run, and print one table (and write it as JSON). A scenario whose module says
+`STACK = False` needs no stack; when every chosen one says so, none is started."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # kept light: `reflux` builds this parser on every command
+    from collections.abc import Callable
+
     import asyncpg
     from temporalio.client import Client
 
@@ -35,18 +38,29 @@ SCENARIOS = {
     "ingest": "trace events published -> queryable in ClickHouse, vs raw JetStream publishing",
     "sandbox": "a trivial sandboxed Python run vs starting a plain interpreter",
     "shards": "for_each over 100,000 items in child workflows vs 1,000 in one workflow",
+    "judge": "the evolution judge on simulated A/A and A/B validations vs a naive mean rule",
 }
 """Name -> what it measures, in the order they run; each is `bench.scenarios.<name>.run`."""
 
 
 @dataclass
-class Bench:
-    """What a scenario gets: the stack, clients to it, and how long to run."""
+class BenchOptions:
+    """What every scenario gets, a scenario with `STACK = False` nothing more: how long to
+    run, and a way to say what it is doing."""
+
+    quick: bool
+
+    def say(self, line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Bench(BenchOptions):
+    """What a scenario on the stack gets: the stack, clients to it, and how long to run."""
 
     stack: BenchStack
     client: Client
     pool: asyncpg.Pool
-    quick: bool
     resources: AsyncExitStack = field(default_factory=AsyncExitStack)
     _stock: Client | None = None
 
@@ -59,9 +73,6 @@ class Bench:
             self.say("starting a stock Temporal dev server for the baseline …")
             self._stock = await self.resources.enter_async_context(stock_temporal(self.stack))
         return self._stock
-
-    def say(self, line: str) -> None:
-        print(f"  {line}", file=sys.stderr, flush=True)
 
     async def run(self, spec: Spec, inputs: dict[str, Any] | None = None) -> RunResult:
         """One run as `reflux run` makes it: catalog snapshot, pins, ledger, start, wait."""
@@ -101,9 +112,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run_bench(args: argparse.Namespace) -> int:
     from bench.figures import table
-    from bench.stack import embedded_stack
-    from infra import create_pool, database_url
-    from orchestrator import connect_temporal
 
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -120,25 +128,21 @@ async def run_bench(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    async with embedded_stack(echo, keep=args.keep) as stack:
-        client = await connect_temporal(stack.settings)
-        pool = await create_pool(database_url(stack.settings), min_size=1, max_size=8)
-        bench = Bench(stack, client, pool, args.quick)
-        try:
-            for name in chosen:
-                echo(f"{name}: {SCENARIOS[name]}")
-                started = time.monotonic()
-                scenario = importlib.import_module(f"bench.scenarios.{name}")
-                try:
-                    figures += await scenario.run(bench)
-                except Exception as exc:  # the other scenarios' figures still count
-                    failed.append(name)
-                    echo(f"  {name} FAILED: {type(exc).__name__}: {exc}")
-                    continue
-                echo(f"  done in {time.monotonic() - started:.1f}s")
-        finally:
-            await bench.resources.aclose()
-            await pool.close()
+    modules = {name: importlib.import_module(f"bench.scenarios.{name}") for name in chosen}
+    async with AsyncExitStack() as resources:
+        options: BenchOptions = BenchOptions(args.quick)
+        if any(getattr(module, "STACK", True) for module in modules.values()):
+            options = await _on_stack(resources, echo, args)
+        for name, scenario in modules.items():
+            echo(f"{name}: {SCENARIOS[name]}")
+            started = time.monotonic()
+            try:
+                figures += await scenario.run(options)
+            except Exception as exc:  # the other scenarios' figures still count
+                failed.append(name)
+                echo(f"  {name} FAILED: {type(exc).__name__}: {exc}")
+                continue
+            echo(f"  done in {time.monotonic() - started:.1f}s")
     print(table(figures))
     if failed:
         print(f"failed: {', '.join(failed)} (see above)")
@@ -158,6 +162,23 @@ async def run_bench(args: argparse.Namespace) -> int:
     if failed:
         return 1
     return 0 if args.quick or all(f.met is not False for f in figures) else 1
+
+
+async def _on_stack(
+    resources: AsyncExitStack, echo: Callable[[str], None], args: argparse.Namespace
+) -> Bench:
+    """Start the embedded stack and clients to it, closed with `resources`."""
+    from bench.stack import embedded_stack
+    from infra import create_pool, database_url
+    from orchestrator import connect_temporal
+
+    stack = await resources.enter_async_context(embedded_stack(echo, keep=args.keep))
+    client = await connect_temporal(stack.settings)
+    pool = await create_pool(database_url(stack.settings), min_size=1, max_size=8)
+    resources.push_async_callback(pool.close)
+    bench = Bench(quick=args.quick, stack=stack, client=client, pool=pool)
+    resources.push_async_callback(bench.resources.aclose)
+    return bench
 
 
 def _machine() -> dict[str, Any]:

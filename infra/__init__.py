@@ -28,7 +28,9 @@ from infra.errors import (
 )
 from infra.faces import lazy
 from infra.settings import (
+    CriticSettings,
     DatabaseSettings,
+    EvolutionSettings,
     HttpSettings,
     LimitsSettings,
     NatsSettings,
@@ -42,8 +44,10 @@ from infra.settings import (
 __all__ = [
     "CodeRunError",
     "ConfigError",
+    "CriticSettings",
     "DEFAULT_NAMESPACE",
     "DatabaseSettings",
+    "EvolutionSettings",
     "ExpressionError",
     "HttpConnectError",
     "HttpSettings",

@@ -221,6 +221,38 @@ class ApiSettings(BaseSettings):
     pool_size: int = 10
 
 
+class EvolutionSettings(BaseSettings):
+    """The review loop: how proposals are validated, applied and watched."""
+
+    model_config = SettingsConfigDict(env_prefix="REFLUX_EVOLUTION_")
+
+    task_queue: str = "reflux-evolution"
+    samples: int = Field(default=40, ge=1)
+    """Runs per arm a validation collects (`--runs`); fewer than `min_samples` per arm is
+    inconclusive."""
+    min_samples: int = Field(default=30, ge=1)
+    watch_runs: int = Field(default=50, ge=1)
+    """Live runs after an apply that the watch judges against as many before it."""
+    canary_percent: int = Field(default=20, ge=1, le=100)
+    """The share of new live runs a canary sends to the candidate."""
+    poll: Duration = timedelta(seconds=10)
+    """How often a validation or watch looks at its runs (a durable timer)."""
+    shadow_wait: Duration = timedelta(minutes=30)
+    """How long a shadow validation waits for its runs before judging what ended."""
+    canary_wait: Duration = timedelta(hours=24)
+    watch_wait: Duration = timedelta(days=7)
+    """How long the watch waits for its runs; then it ends, judging what it has."""
+
+
+class CriticSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLUX_CRITIC_")
+
+    every: Duration = timedelta(minutes=15)
+    """How often the Critic scans (a Temporal Schedule that `reflux up` creates; 0: never)."""
+    window: Duration = timedelta(hours=1)
+    """How far back a scan reads the traces."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REFLUX_")
 
@@ -238,6 +270,8 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    evolution: EvolutionSettings = Field(default_factory=EvolutionSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
     inline_limit: int = 256 * 1024
     """Values this size or larger (bytes, serialized) go to the object store and travel by
     reference, in Temporal history and in node messages alike."""

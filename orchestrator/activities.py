@@ -144,7 +144,10 @@ class StepActivities:
             raise ApplicationError(str(exc), {"attempt": attempt}, type=exc.code) from None
         except NodeError as exc:
             status: TraceStatus = "timeout" if exc.code == "NodeTimeoutError" else "error"
-            self._trace(call, identity, start, status, answer, exc.code, exc.message)
+            self._trace(
+                call, identity, start, status, answer, exc.code, exc.message,
+                context=error_context(exc),
+            )  # fmt: skip
             raise ApplicationError(
                 exc.message,
                 {"attempt": attempt, "retryable": exc.retryable, "details": exc.details},
@@ -202,6 +205,7 @@ class StepActivities:
         error: str | None = None,
         *,
         cache_hit: bool = False,
+        context: dict[str, str] | None = None,
     ) -> None:
         self.traces.emit(
             TraceEvent.for_call(
@@ -217,6 +221,7 @@ class StepActivities:
                 replica=answer.replica,
                 metrics=answer.metrics,
                 cost_tokens=answer.cost_tokens,
+                context=context or {},
             )
         )
 
@@ -259,6 +264,18 @@ class StepActivities:
         if reply.error is not None:
             raise NodeError.from_wire(reply.error.model_dump(by_alias=True))
         return await fetch(reply.output, reply.output_ref, self.store)
+
+
+def error_context(exc: NodeError) -> dict[str, str]:
+    """What a failed attempt's trace keeps of its error besides class and message, for the
+    Critic: whether the node called it retryable, the `Retry-After` it reported, and the
+    HTTP status of an HTTP error."""
+    context = {"retryable": "true" if exc.retryable else "false"}
+    for key in ("retry_after", "status"):
+        value = exc.details.get(key)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            context[key] = str(value)[:100]
+    return context
 
 
 async def lost_attempt(

@@ -1,5 +1,6 @@
 """The long-running processes of the single-machine mode, which `reflux up` starts after
-the services: a worker, the trace sink, the API and one process per built-in node group."""
+the services: a worker, the evolution worker, the trace sink, the API and one process per
+built-in node group."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ def background_processes(settings: Settings) -> list[ProcessSpec]:
 
     me = [sys.executable, "-m", CLI_MODULE]
     groups = settings.nodes.filter or list(builtin_catalog().groups)
-    commands = {"worker": ["worker"], "sink": ["reflection", "sink"], "api": ["api"]}
+    commands = {
+        "worker": ["worker"],
+        "evolution": ["evolution", "worker"],
+        "sink": ["reflection", "sink"],
+        "api": ["api"],
+    }
     commands.update({f"nodes-{g}": ["nodes", "serve", "--groups", g] for g in groups})
     run_dir = stack_home(settings) / "run"
     api = f"http://{settings.api.host}:{settings.api.port}"

@@ -45,10 +45,11 @@ async def revise(
     mutations: Any,
     *,
     candidate: bool = False,
+    note: str = "",
 ) -> Revision:
     """Store stored version `base` (None: the live one) with `mutations` applied as the
-    workflow's next version (a candidate when asked). SpecError when a mutation does not
-    apply or the result is not valid; nothing is stored then."""
+    workflow's next version (a candidate when asked; `note` says why). SpecError when a
+    mutation does not apply or the result is not valid; nothing is stored then."""
     from orchestrator.runs import load_version
     from orchestrator.validate import validate_text
     from registry import WorkflowRegistry
@@ -70,7 +71,9 @@ async def revise(
     if spec.definition(source).spec != expected.definition(source).spec:
         why = "the edited YAML does not mean what the mutations do (please report this)"
         raise SpecError([Problem(f"{stored.ref} mutated", 0, 0, "<root>", why)])
-    pushed = await WorkflowRegistry(pool, actor).push(spec.definition(source), candidate=candidate)
+    pushed = await WorkflowRegistry(pool, actor).push(
+        spec.definition(source), candidate=candidate, note=note
+    )
     version = pushed.version.version
     return Revision(
         workflow_id,

@@ -292,6 +292,19 @@ Trigger = Annotated[
 ]
 
 
+AUTO_APPLY_KINDS = ("retry", "timeout", "params", "cache", "node_version", "new_node")
+"""Proposal kinds a workflow may let the evolution layer apply without a person."""
+
+
+class EvolutionSpec(_Model):
+    """What the evolution layer may do to this workflow on its own."""
+
+    auto_apply: list[Literal[AUTO_APPLY_KINDS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    """Kinds of proposal applied once validated, without a person (default: none)."""
+
+    _empty = field_validator("auto_apply", mode="before")(_none_as([]))
+
+
 class Spec(_Model):
     id: str
     namespace: str = DEFAULT_NAMESPACE
@@ -302,10 +315,13 @@ class Spec(_Model):
     """Output name -> value; strings are templates that may read any step."""
     triggers: list[Trigger] = Field(default_factory=list)
     """What may start a run besides `reflux run` and `POST /runs` (always allowed)."""
+    evolution: EvolutionSpec | None = None
 
     def definition(self, source: str) -> Definition:
         """This spec as the plain data the registry stores, with the YAML it came from."""
         data = self.model_dump(mode="json", by_alias=True)
+        if data.get("evolution") is None:  # as before the key existed: same content, same hash
+            data.pop("evolution", None)
         return Definition(self.id, self.namespace, self.description, data, source)
 
     _empty_inputs = field_validator("inputs", mode="before")(_none_as({}))

@@ -5,7 +5,8 @@
 - `publisher`: buffered, never-blocking publishing from the worker.
 - `sink`: the trace sink, JetStream → ClickHouse, and the query door to an embedded engine.
 - `warehouse`: the ClickHouse schema, inserts and read-only queries (chdb or a server).
-- `query`: read-only SQL from any process; `stats`: the questions the CLI asks.
+- `query`: read-only SQL from any process (answered with a `QueryResult`); `stats`: the
+  questions the CLI asks.
 - `cache`: the step result cache in a NATS key-value bucket.
 
 Modules are imported one by one (the warehouse pulls in clickhouse-connect, ~0.3 s), so
@@ -16,6 +17,7 @@ from infra import lazy
 
 __all__ = [
     "IN_FLIGHT",
+    "QueryResult",
     "StepCache",
     "TraceEvent",
     "TracePublisher",
@@ -40,6 +42,7 @@ __getattr__ = lazy(
         "reflection.sink": ["run_sink", "sink_backlog"],
         "reflection.sql": ["query"],
         "reflection.stream": ["encode", "message_id"],
+        "reflection.warehouse": ["QueryResult"],
     },
     modules=["stats"],
 )

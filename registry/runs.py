@@ -118,3 +118,36 @@ async def list_runs(
         namespace, workflow_id, status, limit, *([labels] if labels else []),
     )  # fmt: skip
     return [RunRecord(**row) for row in rows]
+
+
+async def live_runs(
+    pool: asyncpg.Pool,
+    workflow_id: str,
+    *,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
+    version: int | None = None,
+    ended: bool = True,
+    oldest_first: bool = False,
+    limit: int = 50,
+) -> list[RunRecord]:
+    """Runs of live traffic (not shadow replays, not a validation's arms: no `shadow` or
+    `experiment` label) of `workflow_id`, newest first unless `oldest_first`; `ended`:
+    only those that ended. The samples a watch or a canary judges."""
+    order = "ASC" if oldest_first else "DESC"
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM runs WHERE workflow_id = $1"
+        " AND NOT labels ?| ARRAY['shadow', 'experiment']"
+        " AND ($2::timestamptz IS NULL OR started_at > $2)"
+        " AND ($3::timestamptz IS NULL OR started_at < $3)"
+        " AND ($4::integer IS NULL OR workflow_version = $4)"
+        f" AND (NOT $5 OR status <> 'running') ORDER BY started_at {order}, id LIMIT $6",
+        workflow_id, started_after, started_before, version, ended, limit,
+    )  # fmt: skip
+    return [RunRecord(**row) for row in rows]
+
+
+async def runs_by_id(pool: asyncpg.Pool, run_ids: list[str]) -> list[RunRecord]:
+    """The ledger rows of these runs (those that exist), in no particular order."""
+    rows = await pool.fetch(f"SELECT {_COLUMNS} FROM runs WHERE id = ANY($1::text[])", run_ids)
+    return [RunRecord(**row) for row in rows]

@@ -74,6 +74,8 @@ class WorkflowVersion:
     """The live version when read: what new runs get, whose triggers are in force."""
     candidate: bool = False
     """Pushed as a candidate and not live since."""
+    note: str = ""
+    """Why it was pushed, when the pusher said (e.g. the proposal it applies)."""
 
     @property
     def ref(self) -> str:
@@ -147,10 +149,11 @@ class WorkflowRegistry:
         self.pool = pool
         self.actor = actor
 
-    async def push(self, definition: Definition, candidate: bool = False) -> Push:
+    async def push(self, definition: Definition, candidate: bool = False, note: str = "") -> Push:
         """Store a validated definition as the next version of its workflow, and make it live
         unless `candidate`. Content the live version already has stores nothing; so does
-        content the newest version has, except that a normal push makes that version live."""
+        content the newest version has, except that a normal push makes that version live.
+        `note` (why) is kept with the version and its event."""
         spec, source, data = definition, definition.source, definition.spec
         digest = spec_hash(data)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -178,15 +181,16 @@ class WorkflowRegistry:
                 if same and (same[0]["live"] or candidate):
                     return Push(_version(same[0]), created=False)
                 if same:  # the newest version, not live: this push makes it live
-                    await self._go_live(conn, spec.id, latest, live, {"by": "push"})
+                    made = {"by": "push", **({"note": note} if note else {})}
+                    await self._go_live(conn, spec.id, latest, live, made)
                     row = await self._fetch_version(conn, spec.id, latest)
                     return Push(_version(row), created=False, went_live=True)
             version = latest + 1
             await conn.execute(
                 "INSERT INTO workflow_versions"
-                " (workflow_id, version, source, spec, spec_hash, created_by, candidate)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                spec.id, version, source, data, digest, self.actor, candidate,
+                " (workflow_id, version, source, spec, spec_hash, created_by, candidate, note)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                spec.id, version, source, data, digest, self.actor, candidate, note,
             )  # fmt: skip
             await conn.execute(
                 "UPDATE workflows SET latest_version = $2, updated_at = now() WHERE id = $1",
@@ -198,6 +202,8 @@ class WorkflowRegistry:
                     spec.id, version, spec.description,
                 )  # fmt: skip
             detail = {"candidate": candidate, "live": live if candidate else version}
+            if note:
+                detail["note"] = note
             await self._event(conn, spec.id, version, "pushed", detail)
             row = await self._fetch_version(conn, spec.id, version)
         return Push(_version(row), created=True, went_live=not candidate)
@@ -450,7 +456,7 @@ class WorkflowRegistry:
 
 _SELECT = (
     "SELECT v.workflow_id, v.version, v.source, v.spec_hash, v.created_at, v.created_by,"
-    " coalesce(v.version = w.live_version, false) AS live, v.candidate"
+    " coalesce(v.version = w.live_version, false) AS live, v.candidate, v.note"
     " FROM workflow_versions v JOIN workflows w ON w.id = v.workflow_id"
 )
 

@@ -15,17 +15,17 @@ LAYERS = ["reflux", "bench", "evolution", "orchestrator", "reflection", "nodes",
 
 FACES = {
     "infra": """
-        CodeRunError ConfigError DEFAULT_NAMESPACE DatabaseSettings ExpressionError
-        HttpConnectError HttpSettings HttpStatusError InputShapeError LifecycleError
-        LimitsSettings MIN_SECRET ManifestConflictError Masker NatsSettings
-        NoRespondersError NodeError NodeTimeoutError NodesSettings NotFoundError
-        ObjectStoreError ObjectStoreSettings PinError ProcessSpec RefluxError RegistryError
-        ResponseTooLargeError RunError SandboxError SandboxSettings SecretError SecretKind
-        SecretsKey ServiceError Settings SpecError SsrfError Stack TemporalService
-        TemporalSettings ValidationError addresses check_applied check_text check_value
-        connect create_pool database_url environment_secret environment_variable free_port
-        free_ports lazy load_migrations loads migrate parse_duration pool_for redact
-        redact_url schema_status secrets_key spawn ssrf stack_home stop wait_ready
+        CodeRunError ConfigError CriticSettings DEFAULT_NAMESPACE DatabaseSettings
+        EvolutionSettings ExpressionError HttpConnectError HttpSettings HttpStatusError
+        InputShapeError LifecycleError LimitsSettings MIN_SECRET ManifestConflictError
+        Masker NatsSettings NoRespondersError NodeError NodeTimeoutError NodesSettings
+        NotFoundError ObjectStoreError ObjectStoreSettings PinError ProcessSpec RefluxError
+        RegistryError ResponseTooLargeError RunError SandboxError SandboxSettings
+        SecretError SecretKind SecretsKey ServiceError Settings SpecError SsrfError Stack
+        TemporalService TemporalSettings ValidationError addresses check_applied check_text
+        check_value connect create_pool database_url environment_secret environment_variable
+        free_port free_ports lazy load_migrations loads migrate parse_duration pool_for
+        redact redact_url schema_status secrets_key spawn ssrf stack_home stop wait_ready
     """.split(),
     "sandbox": """
         Backend CodeRunRequest CodeRunResult Limits ProcessBackend host_interpreter
@@ -45,19 +45,24 @@ FACES = {
         exact_subject idempotency_key major_subject pick_branch placeholder versions_by_name
     """.split(),
     "reflection": """
-        IN_FLIGHT StepCache TraceEvent TracePublisher TraceStatus encode inputs_hash
-        message_id publisher_stats query run_sink sink_backlog stats
+        IN_FLIGHT QueryResult StepCache TraceEvent TracePublisher TraceStatus encode
+        inputs_hash message_id publisher_stats query run_sink sink_backlog stats
     """.split(),
     "orchestrator": """
-        ENGINE_LABELS Launched Mutation Plan PlannedStep Problem Revision RunRequest
-        RunResult SKIP_REASON Spec StepError StepResult StepSpec WebhookTrigger
+        ENGINE_LABELS Launched Mutation Plan PlannedStep Problem RetryPolicy Revision
+        RunRequest RunResult SKIP_REASON Spec StepError StepResult StepSpec WebhookTrigger
         announce_change apply_mutations apply_overrides background_processes build_plan
         check_labels connect_temporal cron_ids describe_mutations diff_sources
-        dump_mutations edit_source follow launch live_state load_version new_run_id
-        original_request parse_mutations parse_pairs parse_pin parse_set parse_spec
-        payload_sizes progress_line redrive_of replay_of resolve_pins revise run_handle
-        run_json run_table run_worker source_too_large start_run submit sync_schedules table
-        validate_file validate_text wait_run
+        dump_mutations edit_source effect_of follow launch live_state load_version may_write
+        new_run_id original_request parse_mutations parse_pairs parse_pin parse_set
+        parse_spec payload_sizes progress_line redrive_of replay_of resolve_pins revise
+        run_handle run_json run_table run_worker source_too_large start_run submit
+        sync_schedules table validate_file validate_text wait_run
+    """.split(),
+    "evolution": """
+        DEFAULT_SAMPLES Finding Harm JudgeConfig Judgement KINDS Proposal ProposalStore
+        Request STATUSES Series ask create interim judge proposal_report proposals_table
+        required_samples run_critic run_evolution_worker start_lifecycle wait_for
     """.split(),
     "bench": """
         add_arguments run_bench

@@ -26,6 +26,12 @@
     reflux reflection sink               consume traces into ClickHouse (foreground)
     reflux sandbox run FILE [--input J]  run a .py's run(inputs) or a .sh in the sandbox
 
+    reflux critic run [--workflow ID] [--since 1h]        file proposals from the traces
+    reflux proposals list | show ID | create --workflow ID --title T --mutation JSON
+    reflux proposals validate ID [--mode shadow|canary] [--runs N] [--wait]
+    reflux proposals accept ID [--note T] [--force] | reject ID --note T
+    reflux evolution worker              run the evolution worker in the foreground
+
     reflux api [--host H --port P]       serve the HTTP API in the foreground (docs at /docs)
     reflux tokens create --role R [--namespace NS] [--name N] | list | revoke ID
     reflux secrets set NAME [--namespace NS] [--webhook]   the value from stdin
@@ -48,6 +54,7 @@ from reflux.cli import (
     api,
     bench,
     nodes,
+    proposals,
     reflection,
     runs,
     sandbox,
@@ -65,7 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, nodes, workflows, runs, reflection, sandbox, api, secrets, bench):
+    for module in (
+        stack,
+        nodes,
+        workflows,
+        runs,
+        reflection,
+        proposals,
+        sandbox,
+        api,
+        secrets,
+        bench,
+    ):
         module.add_parsers(sub)
     return parser
 

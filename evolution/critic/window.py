@@ -1,0 +1,312 @@
+"""What a Critic scan looks at: a time window of live traces and the live version of every
+workflow that has traces in it, and the `Detector` protocol each detector module follows.
+
+Every detector reads the traces only through `Window.ask` (`reflection.query` bound to the
+settings, or a test's warehouse), never chdb itself: the embedded engine belongs to the
+trace sink's process. `Window.live()` is the one filter they all use, so "which traces
+count" is decided once: only live traffic (runs labelled `shadow=true` or carrying an
+`experiment` label are replays and variants, not what users saw), only the window's
+workflows, `start` within [start, end). Every value is bound as a parameter, and as the
+text `reflux sql --param name=value` would pass, so the SQL and params a finding quotes
+re-run as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+import orchestrator
+from evolution.proposals.model import Finding, Query
+from infra import RefluxError
+
+log = logging.getLogger("reflux.critic")
+
+SHADOW = ("shadow", "true")
+EXPERIMENT = "experiment"
+"""Labels of runs that are not live traffic: shadow replays, and variant runs of a
+validation (`experiment=<proposal>`)."""
+FAILED = "('error', 'timeout')"
+CALLED = "('ok', 'error', 'timeout')"
+"""Statuses of attempts that failed, and of attempts that reached the node (skips and
+cancellations say nothing about it)."""
+PIN_RUN = "critic"
+"""The run id the live version's pins are resolved for (a rollout may pin other runs
+otherwise; the Critic judges the version most runs get)."""
+
+
+class CriticSettings(BaseModel):
+    """Targets and minimum counts of a scan (to move into infra as `REFLUX_CRITIC_*`)."""
+
+    target_failure_rate: float = 0.01
+    """retry: the share of a step's calls that may still fail after retries."""
+    max_attempts_cap: int = 10
+    """retry: never propose more attempts than this."""
+    min_attempts: int = 20
+    """A step with fewer attempts in the window gets no finding and is not covered."""
+    example_runs: int = 5
+    """Run ids a finding quotes as examples."""
+    contrast_rows: int = 10
+    """Attribute rows a finding's contrast keeps (the largest differences)."""
+    timeout_share: float = 0.02
+    """timeout: attempts that time out must be at least this share to propose a longer limit."""
+    timeout_min: int = 3
+    """timeout: and at least this many."""
+    timeout_near: float = 0.8
+    """timeout: ... while the p99 of ok latencies is above this fraction of the limit."""
+    timeout_headroom: float = 1.5
+    """timeout: a longer limit is p99.9 of ok latencies times this (rounded up)."""
+    timeout_loose: float = 20.0
+    """timeout: a limit more than this many times the slowest ok attempt, with no timeout
+    in the window, is proposed tighter ..."""
+    timeout_tight: float = 3.0
+    """... at the slowest ok attempt times this (rounded up, at least 1 s)."""
+    cache_min_hit_rate: float = 0.2
+    """cache: propose a cache only when at least this share of calls would be answered."""
+    cache_hit_ms: float = 1.0
+    """cache: what answering from the cache costs, in milliseconds."""
+
+
+class Answer(Protocol):
+    """What `Ask` returns: `reflection`'s `QueryResult` (rows of a read-only query)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def records(self) -> list[dict[str, Any]]: ...
+
+
+Ask = Callable[[str, Mapping[str, Any]], Awaitable[Answer]]
+"""Runs one read-only query with bound parameters: `reflection.query` bound to settings,
+or a test's warehouse."""
+
+
+class Retry(Protocol):
+    """A step's retry policy as its plan has it (`orchestrator`'s `RetryPolicy`)."""
+
+    max_attempts: int
+    initial_interval: float
+    backoff: float
+    max_interval: float
+    non_retryable: list[str]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """One step of a workflow's live version, as its plan runs it."""
+
+    step_id: str
+    node: str
+    version: str
+    """The node version pinned for the live version's runs."""
+    retry: Retry
+    timeout: float
+    """Seconds, the effective limit (the step's, else its node's, else the default)."""
+    cache_ttl: float | None
+    effects: str
+    writes: bool
+    """Whether any call of it could write (`orchestrator.may_write`): never cached."""
+    uses_secrets: bool = False
+    """Its templates read `secret(...)`: a cache would not apply without `allow_secrets`."""
+
+    @property
+    def node_ref(self) -> str:
+        return f"{self.node}@{self.version}"
+
+
+@dataclass(frozen=True)
+class WorkflowContext:
+    workflow_id: str
+    namespace: str
+    version: int | None
+    """The live version."""
+    steps: dict[str, StepContext]
+
+
+@dataclass(frozen=True)
+class Window:
+    """The traces a scan reads and the workflows it covers."""
+
+    ask: Ask
+    start: datetime
+    end: datetime
+    """The scan window (UTC), start included, end not."""
+    workflows: dict[str, WorkflowContext]
+    settings: CriticSettings = field(default_factory=CriticSettings)
+
+    def step(self, workflow_id: str, step_id: str) -> StepContext | None:
+        workflow = self.workflows.get(workflow_id)
+        return workflow.steps.get(step_id) if workflow else None
+
+    def live(self, workflow_id: str | None = None, step_id: str | None = None) -> Filter:
+        """The WHERE clause (and its params) of live traces in the window: every workflow
+        the window covers, or one workflow (and one step)."""
+        where, params = _base(self.start, self.end)
+        if workflow_id is not None:
+            namespace = self.workflows[workflow_id].namespace
+            where += ["workflow_id = {workflow:String}", "namespace = {namespace:String}"]
+            params |= {"workflow": workflow_id, "namespace": namespace}
+        else:  # ids and namespaces are [a-z0-9._-]: a comma never occurs in one
+            where += [
+                "has(splitByChar(',', {workflows:String}), workflow_id)",
+                "has(splitByChar(',', {namespaces:String}), namespace)",
+            ]
+            params["workflows"] = ",".join(sorted(self.workflows))
+            namespaces = {w.namespace for w in self.workflows.values()}
+            params["namespaces"] = ",".join(sorted(namespaces))
+        if step_id is not None:
+            where.append("step_id = {step:String}")
+            params["step"] = step_id
+        return Filter(" AND ".join(where), params)
+
+    async def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Query]:
+        """The records of one query, and the query as evidence quotes it."""
+        query = Query(sql=_dedent(sql), params={k: str(v) for k, v in params.items()})
+        result = await self.ask(query.sql, query.params)
+        return result.records(), query
+
+
+@dataclass(frozen=True)
+class Filter:
+    where: str
+    params: dict[str, str]
+
+
+class Detector(Protocol):
+    """One kind of problem the Critic finds. `scan` reads the window with one or two
+    aggregate queries over all its steps (GROUP BY workflow_id, step_id …, never a query
+    per step; at most one more per finding, e.g. its contrast) and returns what it found.
+    A step with fewer than `settings.min_attempts` attempts in the window gets no finding."""
+
+    kind: str
+
+    async def scan(self, window: Window) -> list[Finding]: ...
+
+
+async def build_window(
+    pool: Any,
+    ask: Ask,
+    *,
+    since: timedelta,
+    workflow: str | None = None,
+    namespace: str | None = None,
+    settings: CriticSettings | None = None,
+    end: datetime | None = None,
+) -> Window:
+    """The window of the last `since` (to `end`, default now): the workflows with live
+    traces in it (one query), only `workflow` / `namespace` when given, each with its live
+    version from the registry (`pool`). A workflow that no longer loads (deleted, or a
+    node it names gone) is left out and logged: one broken workflow never stops a scan."""
+    end = end or datetime.now(UTC)
+    start = end - since
+    probe = Window(ask, start, end, {}, settings or CriticSettings())
+    where, params = _base(start, end)
+    if workflow is not None:
+        where.append("workflow_id = {workflow:String}")
+        params["workflow"] = workflow
+    if namespace is not None:
+        where.append("namespace = {namespace:String}")
+        params["namespace"] = namespace
+    records, _ = await probe.run(
+        f"SELECT DISTINCT workflow_id FROM traces WHERE {' AND '.join(where)} ORDER BY workflow_id",
+        params,
+    )
+    workflows = {}
+    for record in records:
+        workflow_id = record["workflow_id"]
+        if not workflow_id:
+            continue
+        try:
+            context = await load_context(pool, workflow_id)
+        except RefluxError as exc:
+            log.warning("critic: workflow %s left out: %s", workflow_id, exc)
+            continue
+        if namespace is not None and context.namespace != namespace:
+            continue
+        workflows[workflow_id] = context
+    return Window(ask, start, end, workflows, probe.settings)
+
+
+async def load_context(pool: Any, workflow_id: str) -> WorkflowContext:
+    """A workflow's live version as its plan runs it. NotFoundError or SpecError when it
+    no longer loads."""
+    loaded = await orchestrator.load_version(pool, workflow_id)
+    return context_of(loaded.spec, loaded.catalog, loaded.stored.version)
+
+
+def context_of(spec: orchestrator.Spec, catalog: Any, version: int | None) -> WorkflowContext:
+    """The context of a validated spec, its steps planned against `catalog` (pins, limits
+    and effects as a run of it gets them)."""
+    pins = orchestrator.resolve_pins(spec, catalog, PIN_RUN)
+    plan = orchestrator.build_plan(spec, pins, version, catalog)
+    steps = {
+        step.id: StepContext(
+            step_id=step.id,
+            node=step.node,
+            version=step.version,
+            retry=step.retry,
+            timeout=step.timeout,
+            cache_ttl=step.cache_ttl,
+            effects=step.effects,
+            writes=orchestrator.may_write(step),
+            uses_secrets=bool(step.secrets),
+        )
+        for step in plan.steps
+        if step.meta is None  # delay and switch are the engine's, not node calls
+    }
+    return WorkflowContext(spec.id, spec.namespace, version, steps)
+
+
+def readable_duration(seconds: float, at_least: float = 1.0) -> str:
+    """`seconds` rounded up to a duration people read at a glance: whole seconds up to a
+    minute ("12s"), whole minutes up to an hour ("5m"), else whole hours ("2h")."""
+    seconds = max(seconds, at_least)
+    if seconds <= 60:
+        return f"{math.ceil(seconds - 1e-9)}s"
+    if seconds <= 3600:
+        return f"{math.ceil(seconds / 60 - 1e-9)}m"
+    return f"{math.ceil(seconds / 3600 - 1e-9)}h"
+
+
+def percent(share: float) -> str:
+    """A share as people write it: "48 %", "0.6 %"."""
+    value = share * 100
+    if value == 0 or value >= 10:
+        return f"{value:.0f} %"
+    return f"{value:.1f} %" if value >= 0.1 else f"{value:.2f} %"
+
+
+def _base(start: datetime, end: datetime) -> tuple[list[str], dict[str, str]]:
+    """Live traces that started in [start, end)."""
+    where = [
+        "start >= {start:DateTime64(3, 'UTC')}",
+        "start < {end:DateTime64(3, 'UTC')}",
+        "labels[{shadow_key:String}] != {shadow_value:String}",
+        "NOT mapContains(labels, {experiment_key:String})",
+    ]
+    params = {
+        "start": _text_time(start),
+        "end": _text_time(end),
+        "shadow_key": SHADOW[0],
+        "shadow_value": SHADOW[1],
+        "experiment_key": EXPERIMENT,
+    }
+    return where, params
+
+
+def _text_time(moment: datetime) -> str:
+    """As a `DateTime64(3, 'UTC')` parameter reads it (UTC, no offset: ClickHouse refuses one)."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
+
+
+def _dedent(sql: str) -> str:
+    lines = [line.rstrip() for line in sql.strip("\n").splitlines()]
+    indent = min((len(ln) - len(ln.lstrip()) for ln in lines if ln.strip()), default=0)
+    return "\n".join(line[indent:] for line in lines).strip()

@@ -1,0 +1,148 @@
+"""A whole scan on real traces: the contrast, signatures across scans, live traffic only,
+namespace scope, re-runnable evidence, and a detector that fails."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import orchestrator
+from evolution.critic import DETECTORS, RetryDetector, Window, contrast, scan
+from evolution.proposals.model import Finding
+from reflection.events import TraceEvent
+from reflection.warehouse import Warehouse
+from tests.evolution.critic.test_retry import calls
+from tests.evolution.critic.test_timeout_cache import repeated_price_calls
+from tests.evolution.critic.test_window import event, http_503, warehouse, window_of
+
+__all__ = ["warehouse"]
+pytestmark = pytest.mark.timeout(60)
+
+
+def by_replica(n: int = 600, seed: int = 5) -> list[TraceEvent]:
+    """Calls spread over three replicas; r3 fails 90 % of the time, the others 5 %."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        replica = ("r1", "r2", "r3")[i % 3]
+        fails = rng.random() < (0.9 if replica == "r3" else 0.05)
+        labels = {"team": "a" if i % 2 else "b"}
+        common = {"at": i * 2.0, "replica": replica, "labels": labels,
+                  "metrics": {"bytes": float(rng.randint(1, 1000))}}  # fmt: skip
+        events.append(http_503(f"run-{i}", **common) if fails else event(f"run-{i}", **common))
+    return events
+
+
+async def test_a_replica_that_fails_stands_out_at_the_top(warehouse: Warehouse):
+    events = by_replica()
+    warehouse.insert(events)
+    window = window_of(warehouse)
+    rows, query = await contrast(window, "orders", "fetch")
+
+    failing = [e for e in events if e.status == "error"]
+    ok = [e for e in events if e.status == "ok"]
+    top = rows[0]
+    assert (top.attribute, top.value) == ("replica", "r3")
+    assert top.share_failing == pytest.approx(
+        sum(e.replica == "r3" for e in failing) / len(failing), abs=1e-4
+    )
+    assert top.share_ok == pytest.approx(sum(e.replica == "r3" for e in ok) / len(ok), abs=1e-4)
+    assert top.share_failing > 0.8 and top.share_ok < 0.1
+    attributes = {row.attribute for row in rows}
+    assert {"replica", "label.team", "metric.bytes"} <= attributes or len(rows) == 10
+    # what only failures carry comes after what explains them
+    kinds = [row.attribute == "error_class" or row.attribute.startswith("context.") for row in rows]
+    assert kinds == sorted(kinds)
+    assert len(rows) <= window.settings.contrast_rows
+    assert warehouse.query(query.sql, query.params).rows
+
+
+async def test_metrics_are_contrasted_by_quartile(warehouse: Warehouse):
+    rng = random.Random(9)
+    events = []
+    for i in range(400):
+        big = rng.random() < 0.5
+        size = rng.uniform(900, 1000) if big else rng.uniform(1, 100)
+        fails = rng.random() < (0.6 if big else 0.02)
+        common = {"at": i, "metrics": {"bytes": size}}
+        events.append(http_503(f"r{i}", **common) if fails else event(f"r{i}", **common))
+    warehouse.insert(events)
+    rows, _ = await contrast(window_of(warehouse), "orders", "fetch")
+    top = rows[0]
+    assert top.attribute == "metric.bytes" and top.value.startswith("q4 ")
+    assert top.share_failing > 0.4
+
+
+async def test_a_full_scan_and_its_evidence(warehouse: Warehouse):
+    warehouse.insert(calls(300, 0.48) + repeated_price_calls())
+    window = window_of(warehouse)
+    result = await scan(window)
+
+    assert result.errors == []
+    kinds = {(f.kind, f.step_id) for f in result.findings}
+    # price (~45 ms) under core.transform's 5 s limit: tighter, too
+    assert kinds == {("retry", "fetch"), ("cache", "price"), ("timeout", "price")}
+    assert result.covered == {("orders", "fetch"), ("orders", "price")}
+    assert result.window == (window.start, window.end)
+    for finding in result.findings:
+        check_finding(finding, warehouse)
+
+
+def check_finding(finding: Finding, warehouse: Warehouse) -> None:
+    assert finding.title and finding.diagnosis and finding.signature
+    assert finding.expected is not None and finding.expected.basis
+    orchestrator.parse_mutations(finding.mutation)
+    assert finding.evidence.figures and finding.evidence.runs
+    for query in finding.evidence.queries:  # re-runs as `reflux sql` would: string params
+        assert all(isinstance(v, str) for v in query.params.values())
+        assert warehouse.query(query.sql, query.params).rows, query.sql
+    assert finding.model_dump(mode="json")  # it serialises
+
+
+async def test_the_signature_stays_while_the_figures_change(warehouse: Warehouse):
+    warehouse.insert(calls(200, 0.48))
+    [first] = await RetryDetector().scan(window_of(warehouse))
+    warehouse.insert(
+        [http_503(f"extra-{i}", at=3000 + i) for i in range(100)]
+    )  # more failures: new figures
+    [second] = await RetryDetector().scan(window_of(warehouse))
+    assert first.evidence.figures["calls"] != second.evidence.figures["calls"]
+    assert first.expected != second.expected
+    assert first.signature == second.signature
+    [timeout_like] = [d for k, d in DETECTORS.items() if k == "timeout"]
+    assert timeout_like.kind == "timeout"
+
+
+async def test_shadow_and_experiment_runs_are_left_out(warehouse: Warehouse):
+    live = [event(f"live-{i}", at=i) for i in range(100)]
+    replays = [http_503(f"shadow-{i}", at=i, labels={"shadow": "true"}) for i in range(100)] + [
+        http_503(f"variant-{i}", at=i, labels={"experiment": "prop-1", "arm": "candidate"})
+        for i in range(100)
+    ]
+    warehouse.insert(live + replays)
+    result = await scan(window_of(warehouse))
+    assert result.findings == [] and result.errors == []
+    assert result.covered == {("orders", "fetch")}
+
+
+async def test_only_the_window_namespace_counts(warehouse: Warehouse):
+    warehouse.insert(calls(50, 0.0))  # in namespace shop: all ok
+    warehouse.insert([http_503(f"x-{i}", at=i, namespace="other") for i in range(300)])
+    assert await RetryDetector().scan(window_of(warehouse)) == []
+
+
+class Broken:
+    kind = "broken"
+
+    async def scan(self, window: Window) -> list[Finding]:
+        raise RuntimeError("the broken detector\nfailed")
+
+
+async def test_a_detector_that_raises_is_reported_and_the_others_still_run(
+    warehouse: Warehouse,
+):
+    warehouse.insert(calls(300, 0.48))
+    result = await scan(window_of(warehouse), [Broken(), RetryDetector()])
+    assert result.errors == ["broken: RuntimeError: the broken detector failed"]
+    assert [f.kind for f in result.findings] == ["retry"]

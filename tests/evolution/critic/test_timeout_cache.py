@@ -1,0 +1,122 @@
+"""timeout (both directions) and cache on real traces."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+import orchestrator
+from evolution.critic import CacheDetector, TimeoutDetector, readable_duration
+from reflection.warehouse import Warehouse
+from tests.evolution.critic.test_window import (
+    CATALOG,
+    event,
+    orders,
+    orders_spec,
+    warehouse,
+    window_of,
+)
+
+__all__ = ["warehouse"]
+pytestmark = pytest.mark.timeout(60)
+
+
+def exact(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.floor(q * len(ordered)))]
+
+
+async def test_a_limit_the_ok_tail_runs_into_is_raised(warehouse: Warehouse):
+    rng = random.Random(3)
+    ok = [rng.uniform(2000, 9800) for _ in range(270)]
+    events = [event(f"ok-{i}", latency_ms=v, at=i * 10) for i, v in enumerate(ok)]
+    events += [
+        event(f"slow-{i}", status="timeout", latency_ms=10_000, at=i * 7,
+              error_class="NodeTimeoutError", context={"retryable": "true"})
+        for i in range(30)
+    ]  # fmt: skip
+    warehouse.insert(events)
+    [finding] = await TimeoutDetector().scan(window_of(warehouse))
+
+    text = readable_duration(max(exact(ok, 0.999), exact(ok, 0.99)) * 1.5 / 1000)
+    assert text == "15s"
+    assert finding.mutation == [{"op": "set_policy", "step": "fetch", "timeout": text}]
+    figures = finding.evidence.figures
+    assert (figures["timeouts"], figures["attempts"]) == (30, 300)
+    assert figures["ok_p99_ms"] == pytest.approx(exact(ok, 0.99), abs=1e-3)
+    assert finding.expected is not None
+    assert finding.expected.current == pytest.approx(0.1)
+    assert 0 <= finding.expected.expected < 0.1
+    assert set(finding.evidence.runs) <= {f"slow-{i}" for i in range(30)}
+    assert "10 %" in finding.title
+    changed = orchestrator.apply_mutations(
+        orders_spec(), orchestrator.parse_mutations(finding.mutation), CATALOG
+    )
+    assert changed.steps[0].timeout == 15.0
+
+
+async def test_a_limit_far_above_anything_needed_is_tightened(warehouse: Warehouse):
+    rng = random.Random(4)
+    ok = [rng.uniform(20, 400) for _ in range(100)]
+    warehouse.insert([event(f"r{i}", latency_ms=v, at=i) for i, v in enumerate(ok)])
+    [finding] = await TimeoutDetector().scan(window_of(warehouse, orders(timeout="300s")))
+    assert finding.mutation == [{"op": "set_policy", "step": "fetch", "timeout": "2s"}]
+    assert finding.expected is not None
+    assert (finding.expected.current, finding.expected.expected) == (300.0, 2.0)
+    assert finding.evidence.figures["ok_max_ms"] == pytest.approx(max(ok), abs=1e-3)
+    orchestrator.parse_mutations(finding.mutation)
+
+
+async def test_a_fitting_limit_makes_no_proposal(warehouse: Warehouse):
+    warehouse.insert([event(f"r{i}", latency_ms=500 + i * 10, at=i) for i in range(100)])
+    assert await TimeoutDetector().scan(window_of(warehouse)) == []
+
+
+def repeated_price_calls(step: str = "price", node: str = "core.transform") -> list:
+    # 200 calls, 20 distinct inputs, each input back every 180 s
+    return [
+        event(f"r{i}", step, node=node, version="1.1.0", at=i * 9.0,
+              latency_ms=40.0 + (i % 7), inputs_hash=f"h{i % 20}")
+        for i in range(200)
+    ]  # fmt: skip
+
+
+async def test_repeated_inputs_of_a_read_only_step_get_a_cache(warehouse: Warehouse):
+    events = repeated_price_calls()
+    warehouse.insert(events)
+    [finding] = await CacheDetector().scan(window_of(warehouse))
+    assert finding.step_id == "price"
+    assert finding.mutation == [{"op": "set_policy", "step": "price", "cache": {"ttl": "15m"}}]
+    figures = finding.evidence.figures
+    assert (figures["calls"], figures["distinct_inputs"]) == (200, 20)
+    assert figures["median_repeat_gap_s"] == pytest.approx(180.0)
+    assert figures["expected_hit_rate"] == pytest.approx(0.9)
+    mean = sum(e.latency_ms for e in events) / 200
+    assert finding.expected is not None
+    assert finding.expected.current == pytest.approx(mean, abs=1e-3)
+    assert finding.expected.expected == pytest.approx(mean * 0.1 + 0.9 * 1.0, abs=1e-3)
+    assert finding.evidence.runs
+    changed = orchestrator.apply_mutations(
+        orders_spec(), orchestrator.parse_mutations(finding.mutation), CATALOG
+    )
+    assert changed.steps[1].cache is not None and changed.steps[1].cache.ttl == 900
+
+
+async def test_no_cache_for_a_step_that_may_write_or_is_cached(warehouse: Warehouse):
+    warehouse.insert(repeated_price_calls("fetch", "http.request"))  # http.request may POST
+    assert await CacheDetector().scan(window_of(warehouse)) == []
+    warehouse.insert(repeated_price_calls())
+    cached = orders(price_cache="{ttl: 5m}")
+    assert await CacheDetector().scan(window_of(warehouse, cached)) == []
+
+
+async def test_no_cache_when_inputs_rarely_repeat(warehouse: Warehouse):
+    warehouse.insert(
+        [
+            event(f"r{i}", "price", node="core.transform", at=i, inputs_hash=f"h{i % 90}")
+            for i in range(100)
+        ]
+    )  # fmt: skip  (10 % repeats)
+    assert await CacheDetector().scan(window_of(warehouse)) == []
