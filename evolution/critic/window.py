@@ -62,15 +62,27 @@ class CriticSettings(BaseModel):
     """timeout: ... while the p99 of ok latencies is above this fraction of the limit."""
     timeout_headroom: float = 1.5
     """timeout: a longer limit is p99.9 of ok latencies times this (rounded up)."""
-    timeout_loose: float = 20.0
-    """timeout: a limit more than this many times the slowest ok attempt, with no timeout
-    in the window, is proposed tighter ..."""
-    timeout_tight: float = 3.0
-    """... at the slowest ok attempt times this (rounded up, at least 1 s)."""
+    timeout_floor_s: float = 10.0
+    """timeout: never propose a limit below this many seconds (a tighter limit saves little
+    and turns a slow day into failures)."""
+    timeout_tight: float = 10.0
+    """timeout: a tighter limit is the slowest ok attempt times this, rounded up to a readable
+    duration, at least `timeout_floor_s` ..."""
+    timeout_loose: float = 5.0
+    """... proposed only when the current limit, with no timeout in the window, is at least
+    this many times that proposal."""
     cache_min_hit_rate: float = 0.2
     """cache: propose a cache only when at least this share of calls would be answered."""
     cache_hit_ms: float = 1.0
     """cache: what answering from the cache costs, in milliseconds."""
+    cache_min_saving_ms: float = 5.0
+    """cache: the expected saving per call, hit rate × (mean ok latency − `cache_hit_ms`),
+    must be at least this many milliseconds ..."""
+    cache_min_saving_share: float = 0.2
+    """... and at least this share of the mean ok latency."""
+    max_contrasts: int = 5
+    """Contrasts a scan computes (one query each, the costliest a scan runs): the first
+    findings get one, the rest say where to look instead."""
 
 
 class Answer(Protocol):

@@ -18,6 +18,7 @@ from reflux.api.routes import (
     health,
     hooks,
     nodes,
+    proposals,
     runs,
     secrets,
     tokens,
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimit, limit=settings.api.max_body_bytes, max_depth=settings.limits.input_max_depth
     )
-    for module in (health, workflows, runs, traces, nodes, tokens, secrets, hooks):
+    for module in (health, workflows, runs, traces, nodes, tokens, secrets, hooks, proposals):
         app.include_router(module.router)
     return app
 

@@ -1,5 +1,6 @@
-"""A real embedded stack for a test session: Temporal, NATS, PostgreSQL, a worker and node
-services, each on its own free ports under its own home, so parallel sessions never clash."""
+"""A real embedded stack for a test session: Temporal, NATS, PostgreSQL, a worker, the
+evolution worker and node services, each on its own free ports under its own home, so
+parallel sessions never clash."""
 
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ def settings_from(env: dict[str, str]) -> Settings:
 def background(home: Path, env: dict[str, str]) -> list[ProcessSpec]:
     groups = {
         "worker": ["worker"],
+        "evolution": ["evolution", "worker"],
         "sink": ["reflection", "sink"],
         "nodes-core": ["nodes", "serve", "--groups", "core"],
         "nodes-http": ["nodes", "serve", "--groups", "http"],
@@ -151,6 +153,9 @@ def start_test_stack(home: Path, **settings: str) -> RunningStack:
         "REFLUX_HTTP_ALLOW_NETWORKS": "127.0.0.1/32",
         "REFLUX_WEBHOOK_KEY_TEST_HOOK": "test-hook-secret",
         "REFLUX_SECRET_API_TOKEN": "test-api-token",
+        # proposals' lifecycles look at their runs every second; no scheduled Critic scans
+        "REFLUX_EVOLUTION_POLL": "1",
+        "REFLUX_CRITIC_EVERY": "0",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     for key in ("REFLUX_TEMPORAL_ADDRESS", "REFLUX_NATS_URL", "REFLUX_DATABASE_URL"):

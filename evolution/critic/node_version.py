@@ -1,0 +1,288 @@
+"""node_version: a step that does worse on one node version than on the version before it,
+and the rollback that undoes the change.
+
+A step's calls in the window may run on more than one version of its node: a node rollout
+sends a share of runs to a new version, a promotion switches every run mid-window. One
+aggregate over the window's live calls (a call is (run, step, item), judged by its last
+attempt) gives each (workflow, step, node, version) its calls, failed calls, the median
+of its ok latencies and a sample of them. Versions present with at least `min_attempts`
+calls are ordered by semver and each is judged against the one before it
+(`evolution.judge`: error rate by Fisher's exact test, critical; ok latency by
+Mann-Whitney U with its tolerance band). Only `fail`, the newer version worse, is a
+finding. The Critic asks the judge for more certainty than a validation does
+(`CRITIC_JUDGE`): it looks at every step of every workflow at once.
+
+The rollback, from the registry's `Catalog` when the detector has one: a rollout of the
+worse version is stopped (`rollout … percent 0`); otherwise (a promotion, or no catalog to
+tell) the step is pinned to the version before (`replace_node … name@previous`), which
+undoes either. When the catalog says the previous version is deprecated there is nothing
+to pin to: a `finding` without a mutation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from evolution.critic.contrast import contrast
+from evolution.critic.window import CALLED, FAILED, Window, percent
+from evolution.judge import JudgeConfig, Judgement, Series, judge
+from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
+
+CRITIC_JUDGE = JudgeConfig(harm_alpha=0.01)
+"""The judge as the Critic uses it: "worse" at a family-wise 1 % per compared pair (a
+validation's 4 %), since a scan compares every step that ran on two versions."""
+LATENCY_SAMPLES = 2000
+"""Ok latencies an arm hands the judge (a reservoir sample when it has more): Mann-Whitney
+on 2,000 a side detects a 10 % shift, and Hodges-Lehmann thins to 1,000 anyway."""
+SAMPLE_SEED = 1
+
+VERSIONS_SQL = """
+SELECT workflow_id, step_id, call_node AS node, call_version AS node_version,
+       count() AS calls,
+       countIf(call_status IN {failed}) AS failed,
+       countIf(call_status = 'ok') AS ok,
+       quantileExactIf(0.5)(call_ms, call_status = 'ok') AS median_ms,
+       groupArraySampleIf({{samples:UInt32}}, {{seed:UInt64}})((call_ms, run_id),
+                                                           call_status = 'ok') AS ok_sample,
+       groupUniqArrayIf({{examples:UInt32}})(run_id, call_status IN {failed}) AS failing_runs,
+       min(at) AS first_at, max(at) AS last_at
+FROM (
+    SELECT workflow_id, step_id, run_id, item,
+           argMax(node, attempt) AS call_node, argMax(node_version, attempt) AS call_version,
+           argMax(status, attempt) AS call_status, argMax(latency_ms, attempt) AS call_ms,
+           min(start) AS at
+    FROM traces
+    WHERE {where} AND status IN {called}
+    GROUP BY workflow_id, step_id, run_id, item
+)
+GROUP BY workflow_id, step_id, call_node, call_version
+ORDER BY workflow_id, step_id, call_node, call_version
+"""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One node version's calls of one step in the window."""
+
+    node: str
+    version: str
+    calls: int
+    failed: int
+    median_ms: float | None
+    latencies: list[float]
+    slowest: list[str]
+    """Run ids of its slowest ok calls in the sample, slowest first."""
+    failing: list[str]
+    first_at: str
+    last_at: str
+
+    @property
+    def rate(self) -> float:
+        return self.failed / self.calls if self.calls else 0.0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.node}@{self.version}"
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "failed": self.failed,
+            "error_rate": round(self.rate, 4),
+            "median_ok_ms": None if self.median_ms is None else round(self.median_ms, 3),
+            "first_call": self.first_at,
+            "last_call": self.last_at,
+        }
+
+
+class NodeVersionDetector:
+    kind = "node_version"
+
+    def __init__(self, catalog: Any | None = None) -> None:
+        """`catalog`: the registry's `Catalog` (versions' statuses and rollouts) to choose
+        the rollback by; without one every rollback is a pin of the step."""
+        self.catalog = catalog
+
+    async def scan(self, window: Window) -> list[Finding]:
+        if not window.workflows:
+            return []
+        live = window.live()
+        sql = VERSIONS_SQL.format(where=live.where, failed=FAILED, called=CALLED)
+        params = {
+            **live.params,
+            "samples": LATENCY_SAMPLES,
+            "seed": SAMPLE_SEED,
+            "examples": window.settings.example_runs,
+        }
+        records, query = await window.run(sql, params)
+        findings = []
+        for (workflow_id, step_id), arms in sorted(_collect(window, records).items()):
+            for baseline, candidate in zip(arms, arms[1:], strict=False):
+                judgement = judge(_series(baseline, candidate), config=CRITIC_JUDGE)
+                if judgement.result != "fail":
+                    continue
+                findings.append(
+                    await self._finding(
+                        window, workflow_id, step_id, baseline, candidate, judgement, query
+                    )
+                )
+        return findings
+
+    async def _finding(
+        self,
+        window: Window,
+        workflow_id: str,
+        step_id: str,
+        baseline: Arm,
+        candidate: Arm,
+        judgement: Judgement,
+        query: Query,
+    ) -> Finding:
+        workflow = window.workflows[workflow_id]
+        worse = [m for m in judgement.metrics if m.verdict == "worse"]
+        metric = next((m for m in worse if m.name == "error_rate"), worse[0])
+        mutation, how = self._rollback(step_id, baseline, candidate)
+        rows, contrast_query = await contrast(window, workflow_id, step_id)
+        node = candidate.node
+        if metric.name == "error_rate":
+            what = (
+                f"{percent(candidate.rate)} of its {candidate.calls} calls on {candidate.version} "
+                f"failed against {percent(baseline.rate)} of {baseline.calls} on "
+                f"{baseline.version}"
+            )
+            title_what = f"fails {percent(candidate.rate)} against {percent(baseline.rate)}"
+            current, expected = round(candidate.rate, 4), round(baseline.rate, 4)
+            runs = candidate.failing
+        else:
+            ratio = (candidate.median_ms or 0) / (baseline.median_ms or 1)
+            what = (
+                f"its ok calls on {candidate.version} take {_ms(candidate.median_ms)} at the "
+                f"median against {_ms(baseline.median_ms)} on {baseline.version} "
+                f"({ratio:.2f}×, {candidate.calls} and {baseline.calls} calls)"
+            )
+            title_what = f"is {ratio:.1f}× slower"
+            current = round(candidate.median_ms or 0.0, 3)
+            expected = round(baseline.median_ms or 0.0, 3)
+            runs = candidate.slowest
+        diagnosis = (
+            f"Step {step_id} ran on two versions of {node} in the window, and {what}. "
+            f"The judge calls {candidate.version} worse: {judgement.reason} "
+            + how
+        )
+        return Finding(
+            kind="node_version" if mutation else "finding",
+            workflow_id=workflow_id,
+            workflow_version=workflow.version,
+            namespace=workflow.namespace,
+            step_id=step_id,
+            node=candidate.ref,
+            title=(
+                f"Roll {step_id} back to {node}@{baseline.version}: on {candidate.version} it "
+                f"{title_what}"
+            ),
+            diagnosis=diagnosis,
+            mutation=mutation,
+            evidence=Evidence(
+                queries=[query, contrast_query],
+                figures={
+                    "node": node,
+                    "baseline": {"version": baseline.version, **baseline.figures()},
+                    "candidate": {"version": candidate.version, **candidate.figures()},
+                    "judge": judgement.model_dump(mode="json"),
+                },
+                contrast=rows,
+                runs=runs[: window.settings.example_runs],
+            ),
+            expected=Expected(
+                metric=metric.name,
+                current=current,
+                expected=expected,
+                basis=(
+                    f"judge: p={metric.p_value:.2g}, n={baseline.calls}/{candidate.calls} "
+                    f"calls ({baseline.version}/{candidate.version})"
+                ),
+            ),
+            signature=signature_of(
+                "node_version", workflow.namespace, workflow_id, step_id, node, candidate.version
+            ),
+        )
+
+    def _rollback(
+        self, step_id: str, baseline: Arm, candidate: Arm
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The mutation that undoes the change, and a sentence saying why it is that one."""
+        node, worse, previous = candidate.node, candidate.version, baseline.version
+        if self.catalog is not None:
+            rollout = self.catalog.rollouts.get(node)
+            if rollout is not None and rollout.version == worse and rollout.percent > 0:
+                return (
+                    [{"op": "rollout", "node": node, "version": worse, "percent": 0}],
+                    f"A rollout sends {rollout.percent} % of runs to {worse}: stopping it "
+                    f"sends them back to {previous}.",
+                )
+            before = self.catalog.info(node, previous)
+            if before is not None and before.status == "deprecated":
+                return [], f"{node}@{previous} is deprecated, so there is no pin to go back to."
+            status = self.catalog.info(node, worse)
+            why = f"{worse} is {status.status}" if status is not None else f"{worse} is live"
+        else:
+            why = f"{worse} is what the step runs now"
+        return (
+            [{"op": "replace_node", "step": step_id, "node": f"{node}@{previous}"}],
+            f"{why}: pinning {step_id} to {node}@{previous} takes it back.",
+        )
+
+
+def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, str], list[Arm]]:
+    """Each step's versions with enough calls, oldest first (one node's only: a step moved
+    to another node by a new workflow version is not a version change)."""
+    steps: dict[tuple[str, str], list[Arm]] = {}
+    for r in records:
+        step = window.step(r["workflow_id"], r["step_id"])
+        if step is None or r["node"] != step.node:
+            continue
+        if int(r["calls"]) < window.settings.min_attempts:
+            continue
+        sample = sorted(((float(lat), run) for lat, run in r["ok_sample"]), reverse=True)
+        arm = Arm(
+            node=r["node"],
+            version=r["node_version"],
+            calls=int(r["calls"]),
+            failed=int(r["failed"]),
+            median_ms=float(r["median_ms"]) if int(r["ok"]) else None,
+            latencies=[lat for lat, _ in sample],
+            slowest=list(dict.fromkeys(run for _, run in sample)),
+            failing=sorted(r["failing_runs"]),
+            first_at=str(r["first_at"]),
+            last_at=str(r["last_at"]),
+        )
+        steps.setdefault((r["workflow_id"], r["step_id"]), []).append(arm)
+    for arms in steps.values():
+        arms.sort(key=lambda a: _semver(a.version))
+    return {key: arms for key, arms in steps.items() if len(arms) >= 2}
+
+
+def _series(baseline: Arm, candidate: Arm) -> list[Series]:
+    def failures(arm: Arm) -> list[float]:
+        return [1.0] * arm.failed + [0.0] * (arm.calls - arm.failed)
+
+    return [
+        Series("error_rate", "rate", failures(baseline), failures(candidate), critical=True),
+        Series("latency_ms", "continuous", baseline.latencies, candidate.latencies),
+    ]
+
+
+_NUMBERS = re.compile(r"\d+")
+
+
+def _semver(version: str) -> tuple[tuple[int, ...], str]:
+    """Order of versions: by their numbers (1.10.0 after 1.9.0), then as text."""
+    return tuple(int(n) for n in _NUMBERS.findall(version)), version
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
