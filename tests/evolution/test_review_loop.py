@@ -238,3 +238,23 @@ async def test_validate_of_a_workflow_with_no_runs_leaves_it_open(loop, upstream
     await ask(client, pool, settings, proposal.id, Request(action="validate", actor="a person"))
     await asyncio.sleep(3)
     assert (await ProposalStore(pool).get(proposal.id)).status == "open"
+
+
+async def test_auto_apply_applies_a_validated_retry_without_a_person(loop, upstream):
+    settings, client, pool = loop
+    wf = unique("trusted")
+    source = flow(wf, upstream.url("/flaky")) + "evolution: {auto_apply: [retry]}\n"
+    await push(pool, source)
+    await run_many(client, pool, settings, wf, 30)
+    proposal = await create(
+        client, pool, settings, actor="a person", workflow_id=wf, title="Retry fetch",
+        mutation=[{"op": "set_policy", "step": "fetch", "retry": {"max_attempts": 6}}],
+        diagnosis="half the calls fail",
+    )  # fmt: skip
+    assert proposal.kind == "retry"
+    await ask(client, pool, settings, proposal.id, Request(action="validate", actor="a person"))
+    done = await wait_for(pool, proposal.id, ("applied", "failed_validation", "inconclusive"),
+                          timeout=180)  # fmt: skip
+    assert done.status == "applied", done.validation
+    accepted = [t for t in done.history if t.status == "accepted"]
+    assert accepted[0].actor == "reflux" and "auto_apply" in accepted[0].note

@@ -39,6 +39,7 @@ def test_every_container_runs_a_valid_reflux_command():
             commands[name] = args
     assert commands["sink.yaml"] == ["reflection", "sink"]
     assert commands["worker.yaml"] == ["worker"]
+    assert commands["evolution.yaml"] == ["evolution", "worker"]
 
 
 def test_the_sink_is_given_a_clickhouse_server():
