@@ -16,12 +16,12 @@ from infra.database import connect
 from infra.stack import addresses
 from tests.helpers.stack import RunningStack
 from tests.helpers.waiting import eventually
-from tests.reflux.api.conftest import auth, make_token
+from tests.reflux.api.conftest import auth, make_token, poll_run
 from tests.reflux.api.test_access import FLOW, assert_error
 
 pytestmark = pytest.mark.timeout(120)
 
-RETRY = {"op": "set_policy", "step": "hello", "retry": {"max_attempts": 3}}
+RETRY = {"op": "set_policy", "step": "hello", "retry": {"max_attempts": 5}}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def workflow(api: httpx.Client, token: str, namespace: str = "default") -> str:
 
 
 def propose(api: httpx.Client, token: str, workflow_id: str, **extra: Any) -> httpx.Response:
-    body = {"workflow_id": workflow_id, "title": "Retry hello  up to 3 times", "mutation": RETRY}
+    body = {"workflow_id": workflow_id, "title": "Retry hello  up to 5 times", "mutation": RETRY}
     return api.post("/proposals", json={**body, **extra}, headers=auth(token))
 
 
@@ -67,7 +67,7 @@ def test_an_author_proposes_and_a_viewer_reads_it(api, tokens):
     assert (made["workflow_id"], made["workflow_version"], made["step_id"]) == (
         workflow_id, 1, "hello",
     )  # fmt: skip
-    assert made["title"] == "Retry hello up to 3 times"  # one line, spaces collapsed
+    assert made["title"] == "Retry hello up to 5 times"  # one line, spaces collapsed
     assert made["mutation"] == [RETRY]  # one object is a list of one
     assert made["created_by"] == "token:test-author"
     assert [(h["status"], h["actor"]) for h in made["history"]] == [("open", "token:test-author")]
@@ -143,13 +143,16 @@ def test_accept_needs_validation_unless_an_admin_forces_it(api, tokens):
     assert applied["applied"]["workflow_version"] == 2
     assert "forced by admin while open" in applied["history"][1]["note"]
     live = api.get(f"/workflows/{workflow_id}", headers=auth(tokens["viewer"])).json()
-    assert live["version"] == 2 and "max_attempts: 3" in live["source"]
+    assert live["version"] == 2 and "max_attempts: 5" in live["source"]
     late = api.post(f"/proposals/{pid}/reject", json={"note": "no"}, headers=auth(tokens["admin"]))
     assert "too late" in assert_error(late, 409, "LifecycleError")
 
 
-def test_validate_is_asked_at_once(api, tokens):
+def test_validate_is_asked_at_once_and_the_lifecycle_judges(api, tokens):
     workflow_id = workflow(api, tokens["author"])
+    started = api.post("/runs", json={"workflow": workflow_id}, headers=auth(tokens["author"]))
+    assert started.status_code == 201, started.text
+    assert poll_run(api, tokens, started.json()["run_id"])["status"] == "completed"
     pid = proposal(api, tokens, workflow_id)["id"]
     path = f"/proposals/{pid}/validate"
     bad = api.post(path, json={"mode": "live"}, headers=auth(tokens["author"]))
@@ -158,11 +161,11 @@ def test_validate_is_asked_at_once(api, tokens):
     assert asked.status_code == 202, asked.text
     assert asked.json()["status"] == "open" and asked.headers["location"] == f"/proposals/{pid}"
 
-    def noted() -> bool:  # the lifecycle took the request: the proposal left `open`
-        shown = api.get(f"/proposals/{pid}", headers=auth(tokens["viewer"])).json()
-        return shown["status"] != "open"
-
-    eventually(noted, timeout=60, every=0.2, what="the validation to start")
+    judged = status_becomes(api, tokens["viewer"], pid, "inconclusive")  # 2 runs per arm
+    assert (judged["validation"]["mode"], judged["validation"]["target"]) == ("shadow", 2)
+    assert judged["validation"]["samples"] == {"baseline": 2, "candidate": 2}
+    assert [h["status"] for h in judged["history"]] == ["open", "validating", "inconclusive"]
+    assert judged["history"][1]["actor"] == "token:test-author"
 
 
 def test_another_namespace_is_not_there(api, tokens, other):
