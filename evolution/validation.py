@@ -31,7 +31,7 @@ from temporalio.client import Client
 from evolution.judge import JudgeConfig, interim, judge
 from evolution.proposals.model import NODE_OPS, MetricVerdict, Proposal, Validation
 from evolution.samples import arm_series, target_metric
-from infra import ConfigError, NotFoundError, Settings, SpecError
+from infra import ConfigError, LifecycleError, NotFoundError, Settings, SpecError
 
 log = logging.getLogger("reflux.evolution")
 
@@ -92,7 +92,8 @@ async def plan(
     key: str,
 ) -> Validation:  # fmt: skip
     """What a new validation will do: its mode, its arms' size and, for shadow, the live
-    runs it replays. ConfigError when it cannot be done (no live runs to replay)."""
+    runs it replays. LifecycleError when it cannot be done now (no live run to replay),
+    ConfigError for a bad mode."""
     from registry import WorkflowRegistry
     from registry import runs as ledger
 
@@ -100,7 +101,7 @@ async def plan(
         raise ConfigError(f"proposal {proposal.id} has no mutation to validate")
     chosen = mode or await choose_mode(pool, proposal)
     if chosen not in ("shadow", "canary"):
-        raise ConfigError(f"--mode must be shadow or canary, not {chosen!r}")
+        raise ConfigError(f"mode must be shadow or canary, not {chosen!r}")
     target = runs or settings.evolution.samples
     live = await WorkflowRegistry(pool, "").live(proposal.workflow_id)
     validation = Validation(
@@ -114,9 +115,9 @@ async def plan(
         recent = await ledger.live_runs(pool, proposal.workflow_id, limit=SOURCE_POOL)
         sources = [r.id for r in recent if r.status in ("completed", "failed")][:target]
         if not sources:
-            raise ConfigError(
+            raise LifecycleError(
                 f"workflow {proposal.workflow_id} has no ended live run to replay: run it,"
-                " or validate with --mode canary"
+                " or validate in canary mode"
             )
         validation.sources = sources
         validation.runs = {

@@ -28,7 +28,14 @@ from evolution.proposals.lifecycle import (
 )
 from evolution.proposals.model import Proposal, Validation
 from evolution.proposals.store import ProposalStore
-from infra import ConfigError, NotFoundError, RegistryError, Settings, SpecError
+from infra import (
+    ConfigError,
+    LifecycleError,
+    NotFoundError,
+    RegistryError,
+    Settings,
+    SpecError,
+)
 
 log = logging.getLogger("reflux.evolution")
 
@@ -75,7 +82,7 @@ class LifecycleActivities:
                 current = await validating.plan(
                     self.pool, self.settings, proposal, request.mode, request.runs, key
                 )
-            except (ConfigError, SpecError, NotFoundError) as exc:
+            except (ConfigError, LifecycleError, SpecError, NotFoundError) as exc:
                 log.warning("proposal %s: validation not started: %s", pid, exc)
                 raise ApplicationError(str(exc), non_retryable=True) from None
             proposal = await self.store.transition(

@@ -155,6 +155,10 @@ async def ask(
     cannot be done) and send it to the lifecycle. Returns the proposal as it was."""
     proposal = await ProposalStore(pool).get(proposal_id, namespace)
     refuse(proposal, request)
+    if request.action == "validate":  # what cannot be tried is said now, not lost later
+        from evolution.validation import plan
+
+        await plan(pool, settings, proposal, request.mode, request.runs, "check")
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
     try:
         await handle.signal(ProposalWorkflow.request, request)
@@ -183,9 +187,9 @@ def refuse(proposal: Proposal, request: Request) -> None:
         if status not in REVIEWABLE:
             raise LifecycleError(f"proposal {pid} is {status}: it cannot be validated now")
         if request.mode not in (None, "shadow", "canary"):
-            raise ConfigError(f"--mode must be shadow or canary, not {request.mode!r}")
+            raise ConfigError(f"mode must be shadow or canary, not {request.mode!r}")
         if request.runs is not None and not 1 <= request.runs <= 10_000:
-            raise ConfigError("--runs must be between 1 and 10000")
+            raise ConfigError("runs must be between 1 and 10000")
     elif action == "accept":
         if not proposal.mutation:
             raise LifecycleError(f"proposal {pid} is a {proposal.kind}: nothing to apply")
@@ -195,18 +199,18 @@ def refuse(proposal: Proposal, request: Request) -> None:
             raise LifecycleError(f"proposal {pid} is {status}: it cannot be accepted now")
         if not request.force:
             raise LifecycleError(
-                f"proposal {pid} is {status}, not validated: validate it first (an admin may"
-                " --force with a --note saying why)"
+                f"proposal {pid} is {status}, not validated: validate it first (or an admin"
+                " forces it, with a note saying why)"
             )
         if request.role != "admin":
             raise LifecycleError(f"proposal {pid}: only an admin may force an accept")
         if not request.note.strip():
-            raise LifecycleError(f"proposal {pid}: a forced accept needs a --note saying why")
+            raise LifecycleError(f"proposal {pid}: a forced accept needs a note saying why")
     elif action in ("reject", "supersede"):
         if status in ("accepted", "applied"):
             raise LifecycleError(f"proposal {pid} is {status}: too late to {action} it")
         if action == "reject" and not request.note.strip():
-            raise LifecycleError(f"proposal {pid}: a reject needs a --note saying why")
+            raise LifecycleError(f"proposal {pid}: a reject needs a note saying why")
     else:
         raise ConfigError(f"unknown request '{action}'")
 
