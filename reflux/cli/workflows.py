@@ -195,7 +195,7 @@ async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         out_json(versions)
         return EXIT_OK
-    rows = [("VERSION", "STATE", "ROLLOUT", "CREATED", "BY", "SPEC HASH")]
+    rows = [("VERSION", "STATE", "ROLLOUT", "CREATED", "BY", "SPEC HASH", "NOTE")]
     for w in versions:
         state = "live" if w["live"] else "candidate" if w["candidate"] else "-"
         rows.append(
@@ -206,10 +206,15 @@ async def cmd_versions(settings: Settings, args: argparse.Namespace) -> int:
                 f"{_time(w['created_at']):%Y-%m-%d %H:%M:%S}",
                 w["created_by"],
                 w["spec_hash"][:12],
+                _cut(w.get("note") or "", 60),
             )
         )
     out(table(rows))
     return EXIT_OK
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _time(value: datetime | str) -> datetime:

@@ -83,7 +83,9 @@ def reviewer(note: str = "", *, force: bool = False, role: str = "reviewer") -> 
     return Request(action="accept", actor="test-reviewer", note=note, force=force, role=role)
 
 
-async def test_flaky_step_gets_a_retry_proposal_validated_in_shadow_and_applied(loop, upstream):
+async def test_flaky_step_gets_a_retry_proposal_validated_in_shadow_and_applied(
+    loop, upstream, stack
+):
     settings, client, pool = loop
     wf = unique("orders")
     await push(pool, flow(wf, upstream.url("/flaky")))
@@ -125,6 +127,8 @@ async def test_flaky_step_gets_a_retry_proposal_validated_in_shadow_and_applied(
     assert "# the upstream is busy now and then" in live.source  # the author's comment kept
     assert f"max_attempts: {attempts}" in live.source
     assert proposal.id in live.note
+    listed = stack.cli("workflows", "versions", wf)
+    assert listed.returncode == 0 and proposal.id in listed.stdout  # the NOTE column
 
     after = await run_many(client, pool, settings, wf, 30, at_once=15)
     assert failure_rate(after) <= 0.2 * observed, (failure_rate(after), observed)

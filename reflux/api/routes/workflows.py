@@ -52,6 +52,7 @@ class VersionInfo(BaseModel):
     live: bool = Field(False, description="what new runs get; its triggers are in force")
     candidate: bool = Field(False, description="pushed as a candidate, not live since")
     rollout: int | None = Field(None, description="the percent of new runs its rollout takes")
+    note: str = Field("", description="why it was pushed, e.g. the proposal it applies")
 
 
 class VersionDetail(VersionInfo):
@@ -204,7 +205,7 @@ def _info(v: WorkflowVersion, rollout: WorkflowRollout | None = None) -> Version
     percent = rollout.percent if rollout is not None and rollout.version == v.version else None
     return VersionInfo(workflow_id=v.workflow_id, version=v.version, spec_hash=v.spec_hash,
                        created_at=v.created_at, created_by=v.created_by, live=v.live,
-                       candidate=v.candidate, rollout=percent)  # fmt: skip
+                       candidate=v.candidate, rollout=percent, note=v.note)  # fmt: skip
 
 
 @router.get("/{workflow_id}", response_model=VersionDetail, name="get_workflow")

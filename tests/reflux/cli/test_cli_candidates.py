@@ -71,7 +71,8 @@ def test_a_candidate_waits_beside_the_live_version(stack: RunningStack):
     assert again.strip() == f"{path}: unchanged ({workflow_id}@2), a candidate"
 
     table = ok(cli, "workflows", "versions", workflow_id).splitlines()
-    assert table[0].split() == ["VERSION", "STATE", "ROLLOUT", "CREATED", "BY", "SPEC", "HASH"]
+    header = ["VERSION", "STATE", "ROLLOUT", "CREATED", "BY", "SPEC", "HASH", "NOTE"]
+    assert table[0].split() == header
     assert [row.split()[:3] for row in table[1:]] == [["1", "live", "-"], ["2", "candidate", "-"]]
 
     rolled = ok(cli, "workflows", "rollout", workflow_id, "2", "--percent", "30")
