@@ -10,7 +10,9 @@ evolution worker of this module's own."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -261,3 +263,32 @@ async def test_auto_apply_applies_a_validated_retry_without_a_person(loop, upstr
     assert done.status == "applied", done.validation
     accepted = [t for t in done.history if t.status == "accepted"]
     assert accepted[0].actor == "reflux" and "auto_apply" in accepted[0].note
+
+
+async def test_a_problem_gone_by_the_next_scan_supersedes_its_proposal(loop):
+    settings, client, pool = loop
+    healthy = {"now": False}
+
+    def sometimes(_: RecordedRequest) -> Reply:
+        return Reply(200, {"amount": 1}) if healthy["now"] else Reply(503, {"error": "busy"})
+
+    with HttpTestServer() as upstream:
+        upstream.route("/sometimes", sometimes)
+        wf = unique("healed")
+        await push(pool, flow(wf, upstream.url("/sometimes")))
+        await run_many(client, pool, settings, wf, 25)
+        await traced(settings, wf, 25)
+        filed, _ = await run_critic(client, pool, settings, actor="critic", workflow_id=wf)
+        [retry] = [p for p in filed if p.kind == "retry"]
+
+        healthy["now"] = True
+        healed_at = time.monotonic()
+        await run_many(client, pool, settings, wf, 25)
+        await traced(settings, wf, 50)
+        since = timedelta(seconds=time.monotonic() - healed_at)  # only the healthy runs
+        again, _ = await run_critic(
+            client, pool, settings, actor="critic", workflow_id=wf, since=since
+        )
+        assert retry.id not in [p.id for p in again]
+        gone = await wait_for(pool, retry.id, ("superseded",), timeout=30)
+        assert gone.status == "superseded" and "no longer finds" in gone.history[-1].note
