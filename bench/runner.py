@@ -39,6 +39,7 @@ SCENARIOS = {
     "sandbox": "a trivial sandboxed Python run vs starting a plain interpreter",
     "shards": "for_each over 100,000 items in child workflows vs 1,000 in one workflow",
     "judge": "the evolution judge on simulated A/A and A/B validations vs a naive mean rule",
+    "critic": "a Critic scan over 1,000,000 trace events vs a plain GROUP BY over the same rows",
 }
 """Name -> what it measures, in the order they run; each is `bench.scenarios.<name>.run`."""
 

@@ -27,6 +27,7 @@ __all__ = [
     "Series",
     "ask",
     "create",
+    "critic",
     "interim",
     "judge",
     "proposal_report",
@@ -64,5 +65,5 @@ __getattr__ = lazy(
         ],
         "evolution.worker": ["run_evolution_worker"],
     },
-    modules=["judge"],
+    modules=["critic", "judge"],
 )

@@ -74,6 +74,9 @@ class Series:
     critical: bool = False
     """Critical metrics are judged worse without a tolerance band: any significant harm."""
     scale: Literal["ratio", "shift"] = "ratio"
+    floor: float = 0.0
+    """A change of the medians smaller than this, in the metric's own unit, is no change
+    (2 ms more on a 5 ms call is 40 %, and nobody's problem)."""
 
 
 class JudgeConfig(BaseModel):
@@ -362,7 +365,9 @@ def _harmful(compared: list[_Compared], level: float, config: JudgeConfig) -> li
         if c.p_worse > level / (len(tested) - i):
             break
         rejected.append(c)
-    return [c for c in rejected if c.harm() > _harm_tolerance(c, config)]
+    return [
+        c for c in rejected if c.harm() > _harm_tolerance(c, config) and _beyond_floor(c, 1)
+    ]
 
 
 def _result(compared: _Compared, worse: bool, config: JudgeConfig) -> MetricResult:
@@ -371,6 +376,7 @@ def _result(compared: _Compared, worse: bool, config: JudgeConfig) -> MetricResu
         and compared.tested()
         and compared.p_better <= config.alpha
         and -compared.harm() > _tolerance(compared.series, config)
+        and _beyond_floor(compared, -1)
     )
     return MetricResult(
         name=compared.series.name,
@@ -381,6 +387,17 @@ def _result(compared: _Compared, worse: bool, config: JudgeConfig) -> MetricResu
         verdict="worse" if worse else "better" if better else "same",
         samples=compared.samples,
     )
+
+
+def _beyond_floor(compared: _Compared, direction: int) -> bool:
+    """Whether the medians moved more than the series' floor, in `direction` (1: worse,
+    -1: better)."""
+    floor = compared.series.floor
+    if floor <= 0 or compared.baseline is None or compared.candidate is None:
+        return True
+    moved = compared.candidate - compared.baseline
+    worse = moved if compared.series.lower_is_better else -moved
+    return worse * direction > floor
 
 
 def _tolerance(series: Series, config: JudgeConfig) -> float:

@@ -88,6 +88,7 @@ async def arm_series(
                 kind="continuous",
                 baseline=per["baseline"]["latency"],
                 candidate=per["candidate"]["latency"],
+                floor=settings.evolution.latency_floor_ms,
             )
         )
     return series

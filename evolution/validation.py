@@ -35,6 +35,9 @@ from infra import ConfigError, LifecycleError, NotFoundError, Settings, SpecErro
 
 log = logging.getLogger("reflux.evolution")
 
+JUDGED_METRICS = ("error_rate", "latency_ms")
+"""What a proposal's `expected.metric` may target; another (a timeout's `max_wait_s`) is
+not measured by the runs: then nothing may be worse, and nothing needs to be better."""
 LOOKS = 5
 """Planned looks at a canary's or watch's samples (the judge spends its interim alpha over
 them): four interim, at each fifth of the way, and the final judgement."""
@@ -42,6 +45,8 @@ TRACE_SETTLE = 3.0
 """Seconds after a shadow validation's last run ended before judging: its traces are on
 their way to ClickHouse."""
 SOURCE_POOL = 200
+NODE_ARM_POOL = 5000
+"""How many live runs since a node-level validation began are sorted into its arms."""
 """How many recent live runs are looked at to find the N a shadow validation replays."""
 
 
@@ -50,8 +55,9 @@ def validation_key(proposal_id: str, seed: str) -> str:
 
 
 async def choose_mode(pool: asyncpg.Pool, proposal: Proposal) -> str:
-    """shadow unless a step the mutations touch may write (then canary: a shadow run would
-    skip the very step that changed), or the change is a node's (canary)."""
+    """shadow unless a step the mutations touch, or one downstream of it (its params may
+    read what changed), may write: then canary, since a shadow run would skip the very
+    step the change reaches; a node's change too (canary)."""
     from orchestrator import (
         apply_mutations,
         build_plan,
@@ -67,9 +73,13 @@ async def choose_mode(pool: asyncpg.Pool, proposal: Proposal) -> str:
     changed = apply_mutations(live.spec, ops, live.catalog, live.stored.ref)
     pins = resolve_pins(changed, live.catalog, "validation")
     plan = build_plan(changed, pins, None, live.catalog)
-    touched = {op.get("step") for op in proposal.mutation}
-    touched |= {op["step"].get("id") for op in proposal.mutation if op.get("op") == "add_step"
-                and isinstance(op.get("step"), dict)}  # fmt: skip
+    touched = {step.get("id") if isinstance(step, dict) else step
+               for step in (op.get("step") for op in proposal.mutation)}  # fmt: skip
+    grew = True
+    while grew:  # and every step downstream of one touched
+        reached = {s.id for s in plan.steps if touched.intersection(s.needs)}
+        grew = not reached <= touched
+        touched |= reached
     if any(writes(step) for step in plan.steps if step.id in touched):
         return "canary"
     return "shadow"
@@ -99,9 +109,15 @@ async def plan(
 
     if not proposal.mutation:
         raise ConfigError(f"proposal {proposal.id} has no mutation to validate")
-    chosen = mode or await choose_mode(pool, proposal)
-    if chosen not in ("shadow", "canary"):
-        raise ConfigError(f"mode must be shadow or canary, not {chosen!r}")
+    if mode not in (None, "shadow", "canary"):
+        raise ConfigError(f"mode must be shadow or canary, not {mode!r}")
+    needed = await choose_mode(pool, proposal)
+    if mode == "shadow" and needed == "canary":
+        raise ConfigError(
+            "the change reaches a step that may write, which a shadow run skips: only a"
+            " canary validates it"
+        )
+    chosen = mode or needed
     target = runs or settings.evolution.samples
     live = await WorkflowRegistry(pool, "").live(proposal.workflow_id)
     validation = Validation(
@@ -111,6 +127,18 @@ async def plan(
         base_version=live.version,
         started_at=datetime.now(UTC),
     )
+    node_ops = [op for op in proposal.mutation if op.get("op") in NODE_OPS]
+    if node_ops:
+        if chosen == "shadow":
+            raise ConfigError("a node's rollout is validated on live runs: use canary mode")
+        validation.node_arms = await node_arms(pool, node_ops)
+    elif chosen == "canary":
+        rollout = await WorkflowRegistry(pool, "").rollout(proposal.workflow_id)
+        if rollout is not None:
+            raise LifecycleError(
+                f"workflow {proposal.workflow_id} has a rollout of @{rollout.version} at"
+                f" {rollout.percent}%: a canary would replace it (end it first)"
+            )
     if chosen == "shadow":
         recent = await ledger.live_runs(pool, proposal.workflow_id, limit=SOURCE_POOL)
         sources = [r.id for r in recent if r.status in ("completed", "failed")][:target]
@@ -127,6 +155,30 @@ async def plan(
     return validation
 
 
+async def node_arms(pool: asyncpg.Pool, ops: list[dict[str, Any]]) -> dict[str, str]:
+    """The node versions a node-level change moves runs between: `baseline`, what calls of
+    the node run on now that the change would stop (or what they run without it), and
+    `candidate`, what they would run. Both take live traffic while the node's rollout
+    splits it, so the arms run at the same time."""
+    from registry import NodeRegistry
+
+    (op,) = ops[:1]
+    name, version = op["node"], op["version"]
+    catalog = await NodeRegistry(pool, "").catalog()
+    production = [v for v in catalog.versions.get(name, []) if v.status == "production"]
+    if not production:
+        raise LifecycleError(f"{name} has no production version to compare {version} with")
+    released = str(max(v.semver for v in production))
+    if op["op"] == "rollout" and int(op.get("percent", 0)) > 0:
+        return {"node": name, "baseline": released, "candidate": version}
+    if released == version:  # deprecating the production version: runs fall back to …
+        raise LifecycleError(
+            f"{name}@{version} is the production version: pin the steps to another version"
+            " (replace_node) and validate that instead"
+        )
+    return {"node": name, "baseline": version, "candidate": released}
+
+
 async def launch(
     client: Client,
     pool: asyncpg.Pool,
@@ -139,6 +191,8 @@ async def launch(
     """Start what the validation needs that is not started yet: a shadow's runs (each id
     once), or a canary's candidate version and rollout. Returns the validation as it now
     stands (a canary's candidate version set)."""
+    if validation.node_arms:  # the node's rollout sends the traffic: nothing to start
+        return validation
     if validation.mode == "canary":
         return await _start_canary(client, pool, settings, proposal, validation, actor)
     from orchestrator import launch as start
@@ -173,11 +227,6 @@ async def _start_canary(
     from orchestrator import revise
     from registry import WorkflowRegistry
 
-    if any(op.get("op") in NODE_OPS for op in proposal.mutation):
-        raise ConfigError(
-            f"proposal {proposal.id} changes a node, not the workflow: a canary of a node"
-            " version is its rollout (accept it; the watch judges it)"
-        )
     if validation.candidate_version is None:
         note = f"candidate of proposal {proposal.id}: {proposal.title}"
         revision = await revise(
@@ -202,6 +251,8 @@ async def arms(pool: asyncpg.Pool, proposal: Proposal, validation: Validation) -
         found = {r.id: r for r in await ledger.runs_by_id(pool, [
             *validation.runs["baseline"], *validation.runs["candidate"]])}  # fmt: skip
         return {arm: [found[i] for i in ids if i in found] for arm, ids in validation.runs.items()}
+    if validation.node_arms:
+        return await _node_arm_runs(pool, proposal, validation)
     versions = {"baseline": validation.base_version, "candidate": validation.candidate_version}
     return {
         arm: await ledger.live_runs(
@@ -214,6 +265,28 @@ async def arms(pool: asyncpg.Pool, proposal: Proposal, validation: Validation) -
         )  # fmt: skip
         for arm, version in versions.items()
     }
+
+
+async def _node_arm_runs(
+    pool: asyncpg.Pool, proposal: Proposal, validation: Validation
+) -> dict[str, list[Any]]:
+    """A node-level change's arms: live runs since the validation began whose steps on
+    the node were pinned to each arm's version (the ledger keeps every run's pins)."""
+    from registry import runs as ledger
+
+    node = validation.node_arms["node"]
+    wanted = {validation.node_arms[arm]: arm for arm in ("baseline", "candidate")}
+    found: dict[str, list[Any]] = {"baseline": [], "candidate": []}
+    recent = await ledger.live_runs(
+        pool, proposal.workflow_id, started_after=validation.started_at, ended=False,
+        oldest_first=True, limit=NODE_ARM_POOL,
+    )  # fmt: skip
+    for run in recent:
+        versions = {pin["version"] for pin in run.pins.values() if pin.get("node") == node}
+        if len(versions) == 1 and (arm := wanted.get(versions.pop())) is not None:
+            if len(found[arm]) < validation.target:
+                found[arm].append(run)
+    return found
 
 
 async def check(
@@ -283,9 +356,21 @@ async def finish(
     ended = {arm: [r for r in runs if r.status != "running"] for arm, runs in found.items()}
     series = await arm_series(settings, ended, proposal.step_id)
     metric = proposal.expected.metric if proposal.expected else "error_rate"
-    verdict = judge(series, target_metric(metric, proposal.step_id), judge_config(settings))
+    target = target_metric(metric, proposal.step_id) if metric in JUDGED_METRICS else None
+    verdict = judge(series, target, judge_config(settings))
     validation.result = verdict.result
     validation.reason = verdict.reason
+    distinct = len(set(validation.sources))
+    if (
+        validation.mode == "shadow"
+        and verdict.result == "pass"
+        and distinct < min(validation.target, settings.evolution.min_samples)
+    ):  # replays of a few inputs are not that many independent samples
+        validation.result = "inconclusive"
+        validation.reason = (
+            f"{verdict.reason} But only {distinct} distinct live runs were replayed"
+            f" (fewer than {settings.evolution.min_samples}): run the workflow more."
+        )
     validation.samples = verdict.samples.model_dump()
     validation.metrics = [MetricVerdict(**m.model_dump()) for m in verdict.metrics]
     return validation

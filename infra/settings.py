@@ -231,6 +231,9 @@ class EvolutionSettings(BaseSettings):
     """Runs per arm a validation collects (`--runs`); fewer than `min_samples` per arm is
     inconclusive."""
     min_samples: int = Field(default=30, ge=1)
+    latency_floor_ms: float = Field(default=10.0, ge=0)
+    """A step's latency changed by less than this (ms, medians) is the same, whatever the
+    ratio: on a 5 ms call a machine's load moves more than that."""
     watch_runs: int = Field(default=50, ge=1)
     """Live runs after an apply that the watch judges against as many before it."""
     canary_percent: int = Field(default=20, ge=1, le=100)
@@ -251,6 +254,8 @@ class CriticSettings(BaseSettings):
     """How often the Critic scans (a Temporal Schedule that `reflux up` creates; 0: never)."""
     window: Duration = timedelta(hours=1)
     """How far back a scan reads the traces."""
+    cooldown: Duration = timedelta(days=7)
+    """How long the Critic does not file again what people rejected."""
 
 
 class Settings(BaseSettings):

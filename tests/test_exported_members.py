@@ -46,7 +46,8 @@ FACES = {
     """.split(),
     "reflection": """
         IN_FLIGHT QueryResult StepCache TraceEvent TracePublisher TraceStatus encode
-        inputs_hash message_id publisher_stats query run_sink sink_backlog stats
+        inputs_hash message_id open_warehouse publisher_stats query run_sink sink_backlog
+        stats
     """.split(),
     "orchestrator": """
         ENGINE_LABELS Launched Mutation Plan PlannedStep Problem RetryPolicy Revision
@@ -61,8 +62,9 @@ FACES = {
     """.split(),
     "evolution": """
         DEFAULT_SAMPLES Finding Harm JudgeConfig Judgement KINDS Proposal ProposalStore
-        Request STATUSES Series ask create interim judge proposal_report proposals_table
-        required_samples run_critic run_evolution_worker start_lifecycle wait_for
+        Request STATUSES Series ask create critic interim judge proposal_report
+        proposals_table required_samples run_critic run_evolution_worker start_lifecycle
+        wait_for
     """.split(),
     "bench": """
         add_arguments run_bench

@@ -1,23 +1,36 @@
 """cache: steps that cannot write, have no cache, and are called again and again with the
 same inputs (the same `inputs_hash`: node version, resolved params, namespace).
 
-One aggregate over the window: per workflow, step and inputs hash, the ok calls (cache
-hits left out), their latency and the mean time between repeats of that input; then per
-step the calls, distinct inputs and, for each TTL of `TTLS`, the repeats whose input came
-back within it on average (those a cache of that TTL would have answered).
+Candidates come from the scan's shared profile (`Window.profile`, the live version's
+attempts only): steps a cache could serve whose distinct inputs leave room for the minimum
+hit rate and saving. Then one aggregate over those steps only: per workflow, step and
+inputs hash, the ok calls (cache hits left out), their latency and the mean time between
+repeats of that input; then per step the calls, distinct inputs and, for each TTL of
+`TTLS`, the repeats whose input came back within it on average (those a cache of that TTL
+would have answered).
 
 TTL rule: twice the median time between repeats, rounded up to the next of `TTLS` (1 m to
 1 h). Expected hit rate: repeats within that TTL / calls (window-wide, an input's first
-call always misses). Proposed only at or above `cache_min_hit_rate`. Expected latency:
-mean × (1 − hit rate) + hit rate × `cache_hit_ms`.
+call always misses). Proposed only at or above `cache_min_hit_rate`, and only when the
+expected saving per call, hit rate × (mean ok latency − `cache_hit_ms`), is at least
+`cache_min_saving_ms` (5 ms) and at least `cache_min_saving_share` (20 %) of the mean: a
+lookup costs about a millisecond, so caching a step that takes none saves nothing.
+Expected latency: mean × (1 − hit rate) + hit rate × `cache_hit_ms`. No contrast: it
+explains failures, and a cache proposal is not about them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from evolution.critic.contrast import contrast
-from evolution.critic.window import Window, percent, readable_duration
+from evolution.critic.window import (
+    CriticSettings,
+    StepProfile,
+    Window,
+    cacheable,
+    percent,
+    readable_duration,
+)
 from evolution.proposals.model import Evidence, Expected, Finding, signature_of
 
 TTLS = (60, 300, 900, 3600)
@@ -50,33 +63,60 @@ WITHIN = ",\n       ".join(
 )
 
 
+REPEAT_SLACK = 1.05
+"""The profile's distinct inputs are `uniq`'s estimate (within a few percent): a step is a
+candidate when it could pass with this many fewer; the exact figures decide."""
+
+
 class CacheDetector:
     kind = "cache"
 
     async def scan(self, window: Window) -> list[Finding]:
         if not window.workflows:
             return []
-        live = window.live()
-        sql = REPEATS_SQL.format(where=live.where, within=WITHIN)
-        params = {**live.params, "examples": window.settings.example_runs}
+        profile = await window.profile()
+        candidates = [key for key, step in profile.steps.items() if _candidate(window, step)]
+        if not candidates:
+            return []
+        steps = window.of_steps(candidates)
+        sql = REPEATS_SQL.format(where=steps.where, within=WITHIN)
+        params = {**steps.params, "examples": window.settings.example_runs}
         records, query = await window.run(sql, params)
         findings = []
         for r in records:
             finding = _finding(window, r)
             if finding is None:
                 continue
-            rows, contrast_query = await contrast(window, r["workflow_id"], r["step_id"])
-            finding.evidence.queries = [query, contrast_query]
-            finding.evidence.contrast = rows
-            findings.append(finding)
+            finding.evidence.queries = [profile.query, query]
+            findings.append(finding)  # no contrast: repeats are not failures to explain
         return findings
+
+
+def _candidate(window: Window, step: StepProfile) -> bool:
+    """What the profile alone rules out: steps a cache cannot serve, too few calls, too few
+    repeats even if every one were a hit, or too little to save."""
+    settings = window.settings
+    context = window.step(step.workflow_id, step.step_id)
+    if context is None or not cacheable(context) or step.ok < settings.min_attempts:
+        return False
+    best = 1 - step.inputs / REPEAT_SLACK / step.ok
+    return best >= settings.cache_min_hit_rate and _saves(settings, best, step.ok_mean_ms)
+
+
+def _saves(settings: CriticSettings, rate: float, mean_ms: float) -> bool:
+    """Whether answering `rate` of the calls from the cache saves enough per call."""
+    saving = rate * (mean_ms - settings.cache_hit_ms)
+    return (
+        saving >= settings.cache_min_saving_ms
+        and saving >= settings.cache_min_saving_share * mean_ms
+    )
 
 
 def _finding(window: Window, r: dict[str, Any]) -> Finding | None:
     settings = window.settings
     step = window.step(r["workflow_id"], r["step_id"])
     calls = int(r["calls"])
-    if step is None or step.writes or step.cache_ttl is not None or step.uses_secrets:
+    if step is None or not cacheable(step):
         return None
     if calls < settings.min_attempts:
         return None
@@ -84,9 +124,9 @@ def _finding(window: Window, r: dict[str, Any]) -> Finding | None:
     ttl = next((t for t in TTLS if t >= 2 * gap), TTLS[-1])
     hits = int(r[f"repeats_{ttl}"])
     rate = hits / calls
-    if rate < settings.cache_min_hit_rate:
-        return None
     mean = float(r["mean_ms"])
+    if rate < settings.cache_min_hit_rate or not _saves(settings, rate, mean):
+        return None
     expected = mean * (1 - rate) + rate * settings.cache_hit_ms
     text = readable_duration(ttl)
     inputs = int(r["inputs"])

@@ -10,6 +10,10 @@ none), `item` (the `for_each` index: 0–9 as they are, larger ones in decades, 
 value) pairs with ARRAY JOIN, grouped once; the totals come from the `node_version` rows
 (every attempt has exactly one).
 
+Scoped like every detector to the live version's attempts. The costliest query of a scan
+(it reads every map column of the step's attempts), so a scan computes at most
+`max_contrasts` of them (`attach`): later findings carry a figure saying it was skipped.
+
 Rows sort by |share_failing − share_ok|, largest first, except that attributes that only
 failures carry (the error class, the error context) come after the others: they describe
 the failure rather than explain it.
@@ -18,7 +22,7 @@ the failure rather than explain it.
 from __future__ import annotations
 
 from evolution.critic.window import CALLED, FAILED, Window
-from evolution.proposals.model import ContrastRow, Query
+from evolution.proposals.model import ContrastRow, Finding, Query
 
 DESCRIBES_FAILURE = "attribute = 'error_class' OR startsWith(attribute, 'context.')"
 
@@ -96,3 +100,17 @@ async def contrast(
     if not any(row.share_failing for row in rows):
         return [], query
     return rows, query
+
+
+async def attach(window: Window, finding: Finding) -> None:
+    """Put the contrast of `finding`'s step in its evidence (rows, and the query last), if
+    the scan's contrast budget has room; else say in its figures that it was skipped."""
+    assert finding.step_id is not None
+    if not window.take_contrast():
+        finding.evidence.figures["contrast"] = (
+            f"skipped: a scan computes at most {window.settings.max_contrasts} contrasts"
+        )
+        return
+    rows, query = await contrast(window, finding.workflow_id, finding.step_id)
+    finding.evidence.contrast = rows
+    finding.evidence.queries.append(query)

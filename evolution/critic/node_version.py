@@ -16,7 +16,9 @@ The rollback, from the registry's `Catalog` when the detector has one: a rollout
 worse version is stopped (`rollout … percent 0`); otherwise (a promotion, or no catalog to
 tell) the step is pinned to the version before (`replace_node … name@previous`), which
 undoes either. When the catalog says the previous version is deprecated there is nothing
-to pin to: a `finding` without a mutation.
+to pin to: a `finding` without a mutation; when it says nothing sends runs to the worse
+version any more (its rollout was stopped since), there is nothing to roll back and no
+finding.
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ class NodeVersionDetector:
         for (workflow_id, step_id), arms in sorted(_collect(window, records).items()):
             for baseline, candidate in zip(arms, arms[1:], strict=False):
                 judgement = judge(_series(baseline, candidate), config=CRITIC_JUDGE)
-                if judgement.result != "fail":
+                if judgement.result != "fail" or self._undone(
+                    window, workflow_id, step_id, candidate
+                ):
                     continue
                 findings.append(
                     await self._finding(
@@ -168,8 +172,7 @@ class NodeVersionDetector:
             runs = candidate.slowest
         diagnosis = (
             f"Step {step_id} ran on two versions of {node} in the window, and {what}. "
-            f"The judge calls {candidate.version} worse: {judgement.reason} "
-            + how
+            f"The judge calls {candidate.version} worse: {judgement.reason} " + how
         )
         return Finding(
             kind="node_version" if mutation else "finding",
@@ -208,6 +211,20 @@ class NodeVersionDetector:
                 "node_version", workflow.namespace, workflow_id, step_id, node, candidate.version
             ),
         )
+
+    def _undone(self, window: Window, workflow_id: str, step_id: str, candidate: Arm) -> bool:
+        """Whether the registry no longer sends the step's runs to the worse version (its
+        rollout stopped since, and neither production nor the step's exact pin): then
+        there is nothing left to roll back. Without a catalog nobody can tell: False."""
+        if self.catalog is None:
+            return False
+        rollout = self.catalog.rollouts.get(candidate.node)
+        if rollout is not None and rollout.version == candidate.version and rollout.percent:
+            return False
+        info = self.catalog.info(candidate.node, candidate.version)
+        step = window.step(workflow_id, step_id)
+        pinned = step is not None and step.version == candidate.version
+        return not pinned and (info is None or info.status != "production")
 
     def _rollback(
         self, step_id: str, baseline: Arm, candidate: Arm

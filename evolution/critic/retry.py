@@ -1,8 +1,9 @@
 """retry: steps whose calls still fail with transient (retryable) errors once their
 attempts run out, and the fewest attempts that would bring them under the target.
 
-From one aggregate over the window (per workflow, step, attempt number, status, error class
-and the node's own `retryable` flag), attempt by attempt k:
+From the scan's shared profile (`Window.profile`: per workflow, step, attempt number,
+status, error class and the node's own `retryable` flag; the live version's attempts only,
+judged against the live version's policy), attempt by attempt k:
 - n_k attempts numbered k; p_k = the share of them that failed retryably, q_k = the share
   that failed for good;
 - a failure is retryable when the node said so (`context.retryable = 'true'`), or said
@@ -19,7 +20,8 @@ target (failures for good are not retries' to fix), made only when it exceeds th
 max_attempts.
 
 Interval: the p90 of observed recovery times (from a failed attempt's end to the retried
-success's start, per call, from a second query over the candidate steps only), and at
+success's start, per call, from a second query over the candidate steps only, and only
+their failures and retries: a call whose first attempt was ok has nothing to recover), and at
 least the largest `Retry-After` the node reported, in whole seconds (at least 1 s); with
 neither, the current interval stays.
 """
@@ -31,8 +33,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolution.critic.contrast import contrast
-from evolution.critic.window import CALLED, FAILED, StepContext, Window, percent
+from evolution.critic.contrast import attach
+from evolution.critic.window import CALLED, StepContext, StepProfile, Window, percent
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
 
 RETRYABLE = frozenset(
@@ -45,18 +47,6 @@ ATTEMPT_SAMPLES = 10
 p carries on."""
 RECOVERY_QUANTILE = 0.9
 
-ATTEMPTS_SQL = """
-SELECT workflow_id, step_id, attempt, status, ifNull(error_class, '') AS error_class,
-       context['retryable'] AS retryable, context['status'] AS http_status,
-       count() AS attempts,
-       max(toFloat64OrZero(context['retry_after'])) AS retry_after_s,
-       groupUniqArrayIf({{examples:UInt32}})(run_id, status IN {failed}) AS runs
-FROM traces
-WHERE {where} AND status IN {called}
-GROUP BY workflow_id, step_id, attempt, status, error_class, retryable, http_status
-ORDER BY workflow_id, step_id, attempt
-"""
-
 RECOVERY_SQL = """
 SELECT workflow_id, step_id, count() AS recoveries,
        quantileExact({quantile})(gap_ms) AS recovery_ms
@@ -65,8 +55,7 @@ FROM (
            dateDiff('millisecond', maxIf(`end`, status != 'ok'), minIf(start, status = 'ok'))
                AS gap_ms
     FROM traces
-    WHERE {where} AND status IN {called}
-      AND has(splitByChar(',', {{steps:String}}), concat(workflow_id, '/', step_id))
+    WHERE {where} AND status IN {called} AND (status != 'ok' OR attempt > 1)
     GROUP BY workflow_id, step_id, run_id, item
     HAVING countIf(status = 'ok') > 0 AND countIf(status != 'ok') > 0
 )
@@ -128,11 +117,8 @@ class RetryDetector:
     async def scan(self, window: Window) -> list[Finding]:
         if not window.workflows:
             return []
-        live = window.live()
-        sql = ATTEMPTS_SQL.format(where=live.where, failed=FAILED, called=CALLED)
-        params = {**live.params, "examples": window.settings.example_runs}
-        records, attempts_query = await window.run(sql, params)
-        steps = _collect(window, records)
+        profile = await window.profile()
+        steps = _collect(window, profile.steps)
         candidates = {key: a for key, a in steps.items() if self._worth(window, key, a)}
         if not candidates:
             return []
@@ -140,11 +126,12 @@ class RetryDetector:
         findings = []
         for (workflow_id, step_id), attempts in sorted(candidates.items()):
             recovered = recovery.get((workflow_id, step_id))
-            queries = [attempts_query, *([recovery_query] if recovered else [])]
+            queries = [profile.query, *([recovery_query] if recovered else [])]
             finding = await self._finding(
                 window, workflow_id, step_id, attempts, recovered, queries
             )
             if finding is not None:
+                await attach(window, finding)
                 findings.append(finding)
         return findings
 
@@ -158,10 +145,9 @@ class RetryDetector:
     async def _recovery(
         self, window: Window, keys: list[tuple[str, str]]
     ) -> tuple[dict[tuple[str, str], tuple[int, float]], Query]:
-        live = window.live()
-        sql = RECOVERY_SQL.format(where=live.where, called=CALLED, quantile=RECOVERY_QUANTILE)
-        params = {**live.params, "steps": ",".join(f"{w}/{s}" for w, s in sorted(keys))}
-        records, query = await window.run(sql, params)
+        steps = window.of_steps(keys)
+        sql = RECOVERY_SQL.format(where=steps.where, called=CALLED, quantile=RECOVERY_QUANTILE)
+        records, query = await window.run(sql, steps.params)
         found = {
             (r["workflow_id"], r["step_id"]): (int(r["recoveries"]), float(r["recovery_ms"]))
             for r in records
@@ -197,7 +183,6 @@ class RetryDetector:
         patch: dict[str, Any] = {"max_attempts": proposed}
         if interval is not None:
             patch["initial_interval"] = f"{interval}s"
-        rows, contrast_query = await contrast(window, workflow_id, step_id)
         p, _ = attempts.rates(max(attempts.total))
         what = _what(attempts)
         workflow = window.workflows[workflow_id]
@@ -257,9 +242,8 @@ class RetryDetector:
             diagnosis=diagnosis,
             mutation=[{"op": "set_policy", "step": step_id, "retry": patch}],
             evidence=Evidence(
-                queries=[*queries, contrast_query],
+                queries=queries,
                 figures=figures,
-                contrast=rows,
                 runs=attempts.runs[: settings.example_runs],
             ),
             expected=Expected(
@@ -277,28 +261,27 @@ class RetryDetector:
         )
 
 
-def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, str], Attempts]:
+def _collect(
+    window: Window, profiles: dict[tuple[str, str], StepProfile]
+) -> dict[tuple[str, str], Attempts]:
     steps: dict[tuple[str, str], Attempts] = {}
-    for r in records:
-        step = window.step(r["workflow_id"], r["step_id"])
-        if step is None:  # a step the live version no longer has
-            continue
-        attempts = steps.setdefault((r["workflow_id"], r["step_id"]), Attempts())
-        k, count = int(r["attempt"]), int(r["attempts"])
-        attempts.total[k] += count
-        if r["status"] == "ok":
-            continue
-        if _retryable(step, r["error_class"], r["retryable"]):
-            attempts.retryable[k] += count
-            attempts.classes[r["error_class"] or r["status"]] += count
-            if r["http_status"]:
-                attempts.statuses[r["http_status"]] += count
-            attempts.retry_after = max(attempts.retry_after, float(r["retry_after_s"] or 0))
-        else:
-            attempts.final[k] += count
-        for run in r["runs"]:
-            if run not in attempts.runs:
-                attempts.runs.append(run)
+    for key, profile in profiles.items():
+        step = window.step(*key)
+        assert step is not None  # the profile holds the live versions' steps only
+        attempts = steps.setdefault(key, Attempts())
+        for g in profile.groups:
+            attempts.total[g.attempt] += g.count
+            if g.status == "ok":
+                continue
+            if _retryable(step, g.error_class, g.retryable):
+                attempts.retryable[g.attempt] += g.count
+                attempts.classes[g.error_class or g.status] += g.count
+                if g.http_status:
+                    attempts.statuses[g.http_status] += g.count
+                attempts.retry_after = max(attempts.retry_after, g.retry_after_s)
+            else:
+                attempts.final[g.attempt] += g.count
+            attempts.runs += [run for run in g.runs if run not in attempts.runs]
     return steps
 
 

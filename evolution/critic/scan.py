@@ -2,6 +2,8 @@
 about that finding nothing means there is nothing (so an open proposal for one may be
 superseded).
 
+The shared profile (`Window.profile`) is read once, first: retry, timeout and cache and
+the coverage all read it, and only run narrow second queries over their candidates.
 Detectors run one after another (they share one query door; an embedded engine answers
 one query at a time anyway). A detector that raises is reported in `Scan.errors` by its
 one-line error and the others still run: one broken question never hides the rest.
@@ -15,26 +17,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from evolution.critic.cache import CacheDetector
+from evolution.critic.drift import DriftDetector
+from evolution.critic.node_version import NodeVersionDetector
 from evolution.critic.retry import RetryDetector
 from evolution.critic.timeout import TimeoutDetector
-from evolution.critic.window import CALLED, Detector, Window
+from evolution.critic.window import Detector, Window
 from evolution.proposals.model import Finding
 from infra import RefluxError
 
 log = logging.getLogger("reflux.critic")
 
 DETECTORS: dict[str, Detector] = {
-    detector.kind: detector for detector in (RetryDetector(), TimeoutDetector(), CacheDetector())
-}
+    detector.kind: detector
+    for detector in (
+        RetryDetector(), TimeoutDetector(), CacheDetector(), NodeVersionDetector(),
+        DriftDetector(),
+    )
+}  # fmt: skip
 """Every detector by kind, in the order a scan runs them."""
-
-COVERED_SQL = """
-SELECT workflow_id, step_id, count() AS attempts
-FROM traces
-WHERE {where} AND status IN {called}
-GROUP BY workflow_id, step_id
-HAVING attempts >= {{min_attempts:UInt32}}
-"""
 
 
 @dataclass
@@ -45,38 +45,40 @@ class Scan:
     attempts in it: no finding for one means no problem."""
     window: tuple[datetime, datetime]
     errors: list[str] = field(default_factory=list)
-    """One line per detector (or the coverage query) that raised: `kind: error`."""
+    """One line per detector (or the shared profile) that raised: `kind: error`."""
+    kinds: set[str] = field(default_factory=set)
+    """Kinds of the detectors that ran to the end: only their open proposals may be
+    superseded by this scan."""
 
 
 async def scan(window: Window, detectors: Sequence[Detector] | None = None) -> Scan:
-    """Run `detectors` (default: all of `DETECTORS`) over `window`."""
+    """Run `detectors` (default: all of `DETECTORS`) over `window`: the shared profile first
+    (one aggregate query every detector and the coverage read), then each detector."""
     chosen = list(DETECTORS.values()) if detectors is None else list(detectors)
     result = Scan([], set(), (window.start, window.end))
     if not window.workflows:
         return result
+    try:
+        result.covered = await covered(window)
+    except Exception as exc:  # without coverage nothing is superseded: safe
+        log.warning("critic: the profile query failed", exc_info=True)
+        result.errors.append(f"profile: {_one_line(exc)}")
     for detector in chosen:
         try:
             result.findings.extend(await detector.scan(window))
         except Exception as exc:  # any detector's failure, reported, never fatal to the scan
             log.warning("critic: detector %s failed", detector.kind, exc_info=True)
             result.errors.append(f"{detector.kind}: {_one_line(exc)}")
-    try:
-        result.covered = await covered(window)
-    except Exception as exc:  # without coverage nothing is superseded: safe
-        result.errors.append(f"covered: {_one_line(exc)}")
+        else:
+            result.kinds.add(detector.kind)
     return result
 
 
 async def covered(window: Window) -> set[tuple[str, str]]:
-    live = window.live()
-    sql = COVERED_SQL.format(where=live.where, called=CALLED)
-    params = {**live.params, "min_attempts": window.settings.min_attempts}
-    records, _ = await window.run(sql, params)
-    return {
-        (r["workflow_id"], r["step_id"])
-        for r in records
-        if window.step(r["workflow_id"], r["step_id"]) is not None
-    }
+    """Steps of the live versions with at least `min_attempts` attempts in the window."""
+    profile = await window.profile()
+    minimum = window.settings.min_attempts
+    return {key for key, step in profile.steps.items() if step.attempts >= minimum}
 
 
 def _one_line(exc: BaseException) -> str:

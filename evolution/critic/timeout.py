@@ -1,8 +1,10 @@
 """timeout: a step's limit against the latencies it actually needs, both ways.
 
-From one aggregate over the window per workflow and step: attempts, timeouts
-(`status = 'timeout'`), and the ok latencies' p50, p99, p99.9 and max (cache hits left
-out: they say nothing of the node).
+From the scan's shared profile (`Window.profile`, the live version's attempts only, against
+its limit), per workflow and step: attempts, timeouts (`status = 'timeout'`), and the ok
+latencies' p50, p99, p99.9 and max (cache hits left out: they say nothing of the node).
+No query of its own; a longer limit gets the contrast of the attempts that timed out, a
+shorter one none (there is no failure to explain).
 
 - Too tight: timeouts are at least `timeout_share` of the attempts (and `timeout_min` of
   them) while the ok p99 is above `timeout_near` × the limit, i.e. the successful calls'
@@ -10,9 +12,13 @@ out: they say nothing of the node).
   timeout share with it: an exponential tail through two points of the attempts' survival
   curve, S(ok p99) and S(limit) = the timeout share, carried on to the new limit (what a
   limit cuts off cannot be observed; this is the simplest tail that fits both).
-- Too loose: no timeout in the window, at least `min_attempts` ok attempts, and the limit
-  above `timeout_loose` × the slowest ok attempt. Proposed: that max × `timeout_tight`,
-  rounded up, at least 1 s: a hung call then fails (and is retried) that much sooner.
+- Too loose: no timeout in the window and at least `min_attempts` ok attempts. Proposed:
+  the slowest ok attempt × `timeout_tight` (10), rounded up to a readable duration and
+  never below `timeout_floor_s` (10 s), made only when the current limit is at least
+  `timeout_loose` (5) × that proposal: a hung call then fails (and is retried) much
+  sooner, while a limit near what calls need, or a few seconds saved, is not worth a
+  change that turns a slow day into failures. So a 300 s limit over calls of at most
+  30 ms becomes 10 s; a 30 s limit over the same calls stays (30 < 5 × 10 s).
 """
 
 from __future__ import annotations
@@ -20,27 +26,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evolution.critic.contrast import contrast
-from evolution.critic.window import CALLED, FAILED, Window, percent, readable_duration
+from evolution.critic.contrast import attach
+from evolution.critic.window import StepProfile, Window, percent, readable_duration
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
 from infra import parse_duration
-
-LATENCY_SQL = """
-SELECT workflow_id, step_id,
-       count() AS attempts,
-       countIf(status = 'timeout') AS timeouts,
-       countIf(status IN {failed}) AS failures,
-       countIf(status = 'ok' AND NOT cache_hit) AS ok,
-       quantilesExactIf(0.5, 0.99, 0.999)(latency_ms, status = 'ok' AND NOT cache_hit) AS ok_q,
-       maxIf(latency_ms, status = 'ok' AND NOT cache_hit) AS ok_max_ms,
-       quantileExactIf(0.5)(latency_ms, status = 'timeout') AS timeout_p50_ms,
-       groupUniqArrayIf({{examples:UInt32}})(run_id, status = 'timeout') AS runs,
-       argMaxIf(run_id, latency_ms, status = 'ok' AND NOT cache_hit) AS slowest_run
-FROM traces
-WHERE {where} AND status IN {called}
-GROUP BY workflow_id, step_id
-ORDER BY workflow_id, step_id
-"""
 
 
 class TimeoutDetector:
@@ -49,45 +38,41 @@ class TimeoutDetector:
     async def scan(self, window: Window) -> list[Finding]:
         if not window.workflows:
             return []
-        live = window.live()
-        sql = LATENCY_SQL.format(where=live.where, failed=FAILED, called=CALLED)
-        params = {**live.params, "examples": window.settings.example_runs}
-        records, query = await window.run(sql, params)
+        profile = await window.profile()
         findings = []
-        for r in records:
-            step = window.step(r["workflow_id"], r["step_id"])
-            if step is None or int(r["attempts"]) < window.settings.min_attempts:
+        for key, step in sorted(profile.steps.items()):
+            context = window.step(*key)
+            assert context is not None
+            if step.attempts < window.settings.min_attempts:
                 continue
-            finding = _tight(window, r, step.timeout) or _loose(window, r, step.timeout)
+            finding = _tight(window, step, context.timeout) or _loose(window, step, context.timeout)
             if finding is None:
                 continue
-            finding.evidence.queries.insert(0, query)
-            rows, contrast_query = await contrast(window, r["workflow_id"], r["step_id"])
-            finding.evidence.contrast = rows
-            finding.evidence.queries.append(contrast_query)
+            finding.evidence.queries.insert(0, profile.query)
+            if step.timeouts:  # a longer limit: what the timed-out attempts share
+                await attach(window, finding)
             findings.append(finding)
         return findings
 
 
-def _figures(r: dict[str, Any], limit: float) -> dict[str, Any]:
-    p50, p99, p999 = (float(v) for v in r["ok_q"])
+def _figures(step: StepProfile, limit: float) -> dict[str, Any]:
     return {
-        "attempts": int(r["attempts"]),
-        "timeouts": int(r["timeouts"]),
-        "failures": int(r["failures"]),
-        "ok": int(r["ok"]),
-        "ok_p50_ms": p50,
-        "ok_p99_ms": p99,
-        "ok_p999_ms": p999,
-        "ok_max_ms": float(r["ok_max_ms"]),
-        "timeout_p50_ms": float(r["timeout_p50_ms"]) if int(r["timeouts"]) else None,
+        "attempts": step.attempts,
+        "timeouts": step.timeouts,
+        "failures": step.failures,
+        "ok": step.ok,
+        "ok_p50_ms": step.ok_p50_ms,
+        "ok_p99_ms": step.ok_p99_ms,
+        "ok_p999_ms": step.ok_p999_ms,
+        "ok_max_ms": step.ok_max_ms,
+        "timeout_p50_ms": step.timeout_p50_ms,
         "limit_s": limit,
     }
 
 
-def _tight(window: Window, r: dict[str, Any], limit: float) -> Finding | None:
+def _tight(window: Window, step: StepProfile, limit: float) -> Finding | None:
     settings = window.settings
-    figures = _figures(r, limit)
+    figures = _figures(step, limit)
     attempts, timeouts = figures["attempts"], figures["timeouts"]
     share = timeouts / attempts
     limit_ms = limit * 1000
@@ -105,10 +90,11 @@ def _tight(window: Window, r: dict[str, Any], limit: float) -> Finding | None:
     expected = max(error_rate - share + expected_share, 0.0)
     figures |= {"timeout_share": round(share, 4), "proposed_limit_s": proposed,
                 "expected_timeout_share": round(expected_share, 6)}  # fmt: skip
-    step_id = r["step_id"]
+    step_id = step.step_id
     return _finding(
         window,
-        r,
+        step,
+        step.runs("timeout"),
         "longer",
         title=(
             f"Give {step_id} {text} instead of {limit:g}s: "
@@ -135,24 +121,24 @@ def _tight(window: Window, r: dict[str, Any], limit: float) -> Finding | None:
     )
 
 
-def _loose(window: Window, r: dict[str, Any], limit: float) -> Finding | None:
+def _loose(window: Window, step: StepProfile, limit: float) -> Finding | None:
     settings = window.settings
-    figures = _figures(r, limit)
+    figures = _figures(step, limit)
     slowest = figures["ok_max_ms"]
     if figures["timeouts"] or figures["ok"] < settings.min_attempts or slowest <= 0:
         return None
-    if limit * 1000 <= settings.timeout_loose * slowest:
-        return None
-    text = readable_duration(slowest * settings.timeout_tight / 1000, at_least=1.0)
+    text = readable_duration(
+        slowest * settings.timeout_tight / 1000, at_least=settings.timeout_floor_s
+    )
     proposed = parse_duration(text)
-    if proposed >= limit:
+    if limit < settings.timeout_loose * proposed:
         return None
     figures["proposed_limit_s"] = proposed
-    r = {**r, "runs": [r["slowest_run"]]}  # the example: the slowest call
-    step_id = r["step_id"]
+    step_id = step.step_id
     return _finding(
         window,
-        r,
+        step,
+        [step.slowest_run],  # the example: the slowest call
         "shorter",
         title=(
             f"Limit {step_id} to {text} instead of {limit:g}s: its slowest "
@@ -163,7 +149,9 @@ def _loose(window: Window, r: dict[str, Any], limit: float) -> Finding | None:
             f"the slowest successful one took {slowest:.0f} ms, "
             f"{limit * 1000 / slowest:.0f}× below its {limit:g}s limit. A call that hangs "
             f"waits the whole limit before it fails or is retried; {text} is "
-            f"{settings.timeout_tight:g}× the slowest call seen."
+            f"{settings.timeout_tight:g}× the slowest call seen (never under "
+            f"{settings.timeout_floor_s:g}s), and the current limit is "
+            f"{limit / proposed:.0f}× that."
         ),
         mutation={"op": "set_policy", "step": step_id, "timeout": text},
         expected=Expected(
@@ -191,7 +179,8 @@ def _tail(figures: dict[str, Any], limit_ms: float, new_ms: float) -> float:
 
 def _finding(
     window: Window,
-    r: dict[str, Any],
+    profile: StepProfile,
+    runs: list[str],
     direction: str,
     *,
     title: str,
@@ -200,8 +189,8 @@ def _finding(
     expected: Expected,
     figures: dict[str, Any],
 ) -> Finding:
-    workflow = window.workflows[r["workflow_id"]]
-    step = workflow.steps[r["step_id"]]
+    workflow = window.workflows[profile.workflow_id]
+    step = workflow.steps[profile.step_id]
     queries: list[Query] = []
     return Finding(
         kind="timeout",
@@ -216,7 +205,7 @@ def _finding(
         evidence=Evidence(
             queries=queries,
             figures=figures,
-            runs=list(r["runs"])[: window.settings.example_runs],
+            runs=[run for run in runs if run][: window.settings.example_runs],
         ),
         expected=expected,
         signature=signature_of(

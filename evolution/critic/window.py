@@ -1,21 +1,33 @@
 """What a Critic scan looks at: a time window of live traces and the live version of every
-workflow that has traces in it, and the `Detector` protocol each detector module follows.
+workflow that has traces in it, the profile every detector reads, and the `Detector`
+protocol each detector module follows.
 
 Every detector reads the traces only through `Window.ask` (`reflection.query` bound to the
 settings, or a test's warehouse), never chdb itself: the embedded engine belongs to the
 trace sink's process. `Window.live()` is the one filter they all use, so "which traces
 count" is decided once: only live traffic (runs labelled `shadow=true` or carrying an
 `experiment` label are replays and variants, not what users saw), only the window's
-workflows, `start` within [start, end). Every value is bound as a parameter, and as the
-text `reflux sql --param name=value` would pass, so the SQL and params a finding quotes
-re-run as they are.
+workflows, `start` within [start, end), and only runs of each workflow's *live version*
+(`workflow_version = WorkflowContext.version`): a detector judges that version's traces
+against that version's policy, never an older version's failures against a newer retry
+policy. Every value is bound as a parameter, and as the text `reflux sql --param
+name=value` would pass, so the SQL and params a finding quotes re-run as they are.
+
+Each query over the window costs about a plain aggregate over it (the `final` read of the
+sort key plus this filter), so a scan asks as few as it can: `Window.profile()` is one
+aggregate per scan (`PROFILE_SQL`: per workflow, step, version, attempt number, status,
+error class and retryable flag, with ok-latency quantiles, timeouts and, for the steps a
+cache could serve only, distinct inputs) that retry, timeout, cache and the coverage all
+read; a detector then asks at most one narrow query over its few candidate steps
+(`Window.of_steps`), and contrasts are capped per scan (`take_contrast`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -151,19 +163,31 @@ class Window:
     """The scan window (UTC), start included, end not."""
     workflows: dict[str, WorkflowContext]
     settings: CriticSettings = field(default_factory=CriticSettings)
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What a scan computes once and every detector reads: the profile, contrasts spent."""
 
     def step(self, workflow_id: str, step_id: str) -> StepContext | None:
         workflow = self.workflows.get(workflow_id)
         return workflow.steps.get(step_id) if workflow else None
 
-    def live(self, workflow_id: str | None = None, step_id: str | None = None) -> Filter:
+    def live(
+        self,
+        workflow_id: str | None = None,
+        step_id: str | None = None,
+        *,
+        all_versions: bool = False,
+    ) -> Filter:
         """The WHERE clause (and its params) of live traces in the window: every workflow
-        the window covers, or one workflow (and one step)."""
+        the window covers, or one workflow (and one step); only runs of each workflow's live
+        version unless `all_versions` (a workflow whose live version is unknown: all)."""
         where, params = _base(self.start, self.end)
         if workflow_id is not None:
-            namespace = self.workflows[workflow_id].namespace
+            workflow = self.workflows[workflow_id]
             where += ["workflow_id = {workflow:String}", "namespace = {namespace:String}"]
-            params |= {"workflow": workflow_id, "namespace": namespace}
+            params |= {"workflow": workflow_id, "namespace": workflow.namespace}
+            if not all_versions and workflow.version is not None:
+                where.append("workflow_version = {version:Int64}")
+                params["version"] = str(workflow.version)
         else:  # ids and namespaces are [a-z0-9._-]: a comma never occurs in one
             where += [
                 "has(splitByChar(',', {workflows:String}), workflow_id)",
@@ -172,16 +196,64 @@ class Window:
             params["workflows"] = ",".join(sorted(self.workflows))
             namespaces = {w.namespace for w in self.workflows.values()}
             params["namespaces"] = ",".join(sorted(namespaces))
+            known = sorted(f"{w.workflow_id}@{w.version}" for w in self.workflows.values()
+                           if w.version is not None)  # fmt: skip
+            if not all_versions and known:
+                versioned = (
+                    "has(splitByChar(',', {live:String}), "
+                    "concat(workflow_id, '@', toString(ifNull(workflow_version, -1))))"
+                )
+                unknown = sorted(w for w, c in self.workflows.items() if c.version is None)
+                if unknown:
+                    anyone = "has(splitByChar(',', {any:String}), workflow_id)"
+                    versioned = f"({versioned} OR {anyone})"
+                    params["any"] = ",".join(unknown)
+                where.append(versioned)
+                params["live"] = ",".join(known)
         if step_id is not None:
             where.append("step_id = {step:String}")
             params["step"] = step_id
         return Filter(" AND ".join(where), params)
+
+    def of_steps(self, keys: Iterable[tuple[str, str]]) -> Filter:
+        """`live()` narrowed to some steps (workflow_id, step_id): a detector's second
+        query over its candidates only. The cheap test on the step id comes first, so the
+        pair is only built for the rows that pass it."""
+        live = self.live()
+        chosen = sorted(set(keys))
+        where = (
+            f"{live.where} AND has(splitByChar(',', {{step_ids:String}}), step_id)"
+            " AND has(splitByChar(',', {steps:String}), concat(workflow_id, '/', step_id))"
+        )
+        params = live.params | {
+            "step_ids": ",".join(sorted({s for _, s in chosen})),
+            "steps": ",".join(f"{w}/{s}" for w, s in chosen),
+        }
+        return Filter(where, params)
 
     async def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Query]:
         """The records of one query, and the query as evidence quotes it."""
         query = Query(sql=_dedent(sql), params={k: str(v) for k, v in params.items()})
         result = await self.ask(query.sql, query.params)
         return result.records(), query
+
+    async def profile(self) -> Profile:
+        """Every covered step's attempts in the window, from one aggregate query, computed
+        on first use and shared by every detector of the scan (`PROFILE_SQL`)."""
+        if "profile" not in self._memo:
+            lock = self._memo.setdefault("lock", asyncio.Lock())
+            async with lock:
+                if "profile" not in self._memo:
+                    self._memo["profile"] = await _read_profile(self)
+        return self._memo["profile"]
+
+    def take_contrast(self) -> bool:
+        """Whether one more contrast fits in this scan's `max_contrasts`; counts it."""
+        spent = self._memo.get("contrasts", 0)
+        if spent >= self.settings.max_contrasts:
+            return False
+        self._memo["contrasts"] = spent + 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -191,14 +263,186 @@ class Filter:
 
 
 class Detector(Protocol):
-    """One kind of problem the Critic finds. `scan` reads the window with one or two
-    aggregate queries over all its steps (GROUP BY workflow_id, step_id …, never a query
-    per step; at most one more per finding, e.g. its contrast) and returns what it found.
-    A step with fewer than `settings.min_attempts` attempts in the window gets no finding."""
+    """One kind of problem the Critic finds. `scan` reads the window's shared profile
+    (`window.profile()`) or, for what it does not hold, one aggregate query over all its
+    steps (GROUP BY workflow_id, step_id …, never a query per step), then at most one
+    narrow query over its candidates (`window.of_steps`) and a capped contrast per finding,
+    and returns what it found. It judges the live version only (`window.live()`). A step
+    with fewer than `settings.min_attempts` attempts in the window gets no finding."""
 
     kind: str
 
     async def scan(self, window: Window) -> list[Finding]: ...
+
+
+PROFILE_SQL = """
+SELECT workflow_id, step_id, version,
+       groupArray((attempt, status, error_class, retryable, http_status, n, retry_after_s, runs))
+           AS groups,
+       sum(ok_n) AS ok,
+       sum(ok_sum) AS ok_sum_ms,
+       max(ok_max) AS ok_max_ms,
+       quantilesExactIfMerge(0.5, 0.99, 0.999)(ok_q) AS ok_q,
+       quantileExactIfMerge(0.5)(timeout_q) AS timeout_p50_ms,
+       argMaxIfMerge(slowest) AS slowest_run,
+       uniqIfMerge(inputs) AS inputs
+FROM (
+    SELECT workflow_id, step_id, ifNull(workflow_version, -1) AS version, attempt, status,
+           ifNull(error_class, '') AS error_class,
+           if(status = 'ok', '', context['retryable']) AS retryable,
+           if(status = 'ok', '', context['status']) AS http_status,
+           count() AS n,
+           maxIf(toFloat64OrZero(context['retry_after']), status != 'ok') AS retry_after_s,
+           groupUniqArrayIf({{examples:UInt32}})(run_id, status IN {failed}) AS runs,
+           countIf({fresh}) AS ok_n,
+           sumIf(latency_ms, {fresh}) AS ok_sum,
+           maxIf(latency_ms, {fresh}) AS ok_max,
+           quantilesExactIfState(0.5, 0.99, 0.999)(latency_ms, {fresh}) AS ok_q,
+           quantileExactIfState(0.5)(latency_ms, status = 'timeout') AS timeout_q,
+           argMaxIfState(run_id, latency_ms, {fresh}) AS slowest,
+           {inputs} AS inputs
+    FROM traces
+    WHERE {where} AND status IN {called}
+    GROUP BY workflow_id, step_id, version, attempt, status, error_class, retryable, http_status
+)
+GROUP BY workflow_id, step_id, version
+ORDER BY workflow_id, step_id, version
+"""
+FRESH = "status = 'ok' AND NOT cache_hit"
+"""An ok attempt the node answered (a cache hit says nothing of the node's latency)."""
+INPUTS = (
+    "uniqIfState(inputs_hash, {fresh} AND has(splitByChar(',', {{cacheable:String}}), step_id))"
+)
+NO_INPUTS = "uniqIfState('', false)"
+"""Distinct inputs are counted only for steps a cache could serve (the hash column is the
+widest a scan reads): their ids are a parameter; with none, the column is not read."""
+
+
+@dataclass(frozen=True)
+class AttemptGroup:
+    """A step's attempts of one number, status and error (of the live version)."""
+
+    attempt: int
+    status: str
+    error_class: str
+    retryable: str
+    """The node's `context.retryable` ("true", "false", or "" when it said nothing)."""
+    http_status: str
+    count: int
+    retry_after_s: float
+    runs: list[str]
+    """Example runs, failures only."""
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    """One step of a workflow's live version over the window."""
+
+    workflow_id: str
+    step_id: str
+    groups: list[AttemptGroup]
+    ok: int
+    """Ok attempts the node answered (no cache hits), the latency figures' sample."""
+    ok_mean_ms: float
+    ok_max_ms: float
+    ok_p50_ms: float
+    ok_p99_ms: float
+    ok_p999_ms: float
+    timeout_p50_ms: float | None
+    slowest_run: str
+    inputs: int
+    """Distinct inputs of those ok attempts (approximate, `uniq`); 0 unless cacheable."""
+
+    @property
+    def attempts(self) -> int:
+        return sum(g.count for g in self.groups)
+
+    @property
+    def timeouts(self) -> int:
+        return sum(g.count for g in self.groups if g.status == "timeout")
+
+    @property
+    def failures(self) -> int:
+        return sum(g.count for g in self.groups if g.status != "ok")
+
+    def runs(self, status: str | None = None) -> list[str]:
+        """Example failing runs (of one status), in the order the groups have them."""
+        found: list[str] = []
+        for group in self.groups:
+            if status is None or group.status == status:
+                found += [r for r in group.runs if r not in found]
+        return found
+
+
+@dataclass(frozen=True)
+class Profile:
+    steps: dict[tuple[str, str], StepProfile]
+    """(workflow_id, step_id) of steps the live versions have, with attempts in the window."""
+    query: Query
+
+
+def cacheable(step: StepContext) -> bool:
+    """A step a cache could serve: it cannot write, has none, and reads no secret."""
+    return not step.writes and step.cache_ttl is None and not step.uses_secrets
+
+
+async def _read_profile(window: Window) -> Profile:
+    if not window.workflows:
+        return Profile({}, Query(sql=""))
+    live = window.live(all_versions=True)  # versions split in the query, the live one kept
+    steps = sorted({s.step_id for w in window.workflows.values() for s in w.steps.values()
+                    if cacheable(s)})  # fmt: skip
+    inputs = (INPUTS if steps else NO_INPUTS).format(fresh=FRESH)
+    sql = PROFILE_SQL.format(
+        where=live.where, failed=FAILED, called=CALLED, fresh=FRESH, inputs=inputs
+    )
+    params = {**live.params, "examples": window.settings.example_runs}
+    if steps:
+        params["cacheable"] = ",".join(steps)
+    records, query = await window.run(sql, params)
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        workflow = window.workflows.get(r["workflow_id"])
+        if workflow is None or r["step_id"] not in workflow.steps:
+            continue  # a step the live version no longer has
+        key = (r["workflow_id"], r["step_id"])
+        if workflow.version is not None:
+            if int(r["version"]) == workflow.version:
+                chosen[key] = r
+        elif key not in chosen or sum(g[5] for g in r["groups"]) > sum(
+            g[5] for g in chosen[key]["groups"]
+        ):  # no live version known: the version with the most attempts
+            chosen[key] = r
+    return Profile({key: _step_profile(r) for key, r in chosen.items()}, query)
+
+
+def _step_profile(r: dict[str, Any]) -> StepProfile:
+    ok = int(r["ok"])
+    p50, p99, p999 = (_number(v) if ok else 0.0 for v in r["ok_q"])
+    groups = [
+        AttemptGroup(int(a), s, e, rt, hs, int(n), _number(ra), list(runs))
+        for a, s, e, rt, hs, n, ra, runs in sorted(r["groups"], key=lambda g: (g[0], g[1], g[2]))
+    ]
+    timed_out = any(g.status == "timeout" for g in groups)
+    return StepProfile(
+        workflow_id=r["workflow_id"],
+        step_id=r["step_id"],
+        groups=groups,
+        ok=ok,
+        ok_mean_ms=_number(r["ok_sum_ms"]) / ok if ok else 0.0,
+        ok_max_ms=_number(r["ok_max_ms"]) if ok else 0.0,
+        ok_p50_ms=p50,
+        ok_p99_ms=p99,
+        ok_p999_ms=p999,
+        timeout_p50_ms=_number(r["timeout_p50_ms"]) if timed_out else None,
+        slowest_run=r["slowest_run"] if ok else "",
+        inputs=int(r["inputs"]),
+    )
+
+
+def _number(value: Any) -> float:
+    number = float(value or 0)
+    return number if math.isfinite(number) else 0.0
 
 
 async def build_window(

@@ -4,6 +4,7 @@ is not written twice, a run already launched is not launched again."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -27,6 +28,7 @@ from evolution.proposals.lifecycle import (
     TransitionRequest,
 )
 from evolution.proposals.model import Proposal, Validation
+from evolution.proposals.service import kind_of
 from evolution.proposals.store import ProposalStore
 from infra import (
     ConfigError,
@@ -147,7 +149,8 @@ class LifecycleActivities:
         except (NotFoundError, SpecError):
             return False
         wanted = live.spec.evolution.auto_apply if live.spec.evolution else []
-        return proposal.kind in wanted
+        # the kind a person gave is checked at filing; checked again here, where it counts
+        return proposal.kind in wanted and kind_of(proposal.mutation) == proposal.kind
 
     @activity.defn(name=names.APPLY)
     async def apply(self, proposal_id: str) -> str:
@@ -157,10 +160,14 @@ class LifecycleActivities:
             return proposal.status
         actor = _accepted_by(proposal)
         try:
+            if proposal.applied is None:  # what it changes from, kept before it changes
+                planned = await applying.intent(self.pool, proposal, actor)
+                await self.store.update(proposal_id, {"applied": planned})
+                proposal = proposal.model_copy(update={"applied": planned})
             done = await applying.apply(
                 self.client, self.nc, self.pool, self.settings, proposal, actor
             )
-        except (ConfigError, SpecError, RegistryError) as exc:
+        except (ConfigError, SpecError, RegistryError, LifecycleError, NotFoundError) as exc:
             why = "; ".join(str(p) for p in exc.problems) if isinstance(exc, SpecError) else exc
             rejected = await self.store.transition(
                 proposal_id, "rejected", AUTO, f"could not apply: {why}"
@@ -170,6 +177,12 @@ class LifecycleActivities:
         applied = await self.store.transition(
             proposal_id, "applied", actor, f"applied: {where}", changes={"applied": done}
         )
+        if proposal.kind == "revert":  # the proposal it undoes is reverted only now
+            reverted = str(proposal.evidence.figures.get("reverts", ""))
+            with contextlib.suppress(NotFoundError, LifecycleError):
+                await self.store.transition(
+                    reverted, "reverted", AUTO, f"reverted by {proposal_id}", expect=["applied"]
+                )
         return applied.status
 
     @activity.defn(name=names.WATCH_START)
@@ -178,7 +191,8 @@ class LifecycleActivities:
         watch = await watching.begin(self.pool, self.settings, proposal)
         if proposal.applied is not None and not proposal.applied.watch:
             await self._set_watch(proposal, watch)
-        return Step(done=bool(watch.get("done")))
+        worse = watch.get("result") == "fail" and proposal.status == "applied"
+        return Step(done=bool(watch.get("done")), harmful=worse)
 
     @activity.defn(name=names.WATCH_CHECK)
     async def watch_check(self, proposal_id: str) -> Step:
@@ -192,8 +206,9 @@ class LifecycleActivities:
 
     @activity.defn(name=names.REVERT)
     async def revert(self, proposal_id: str) -> str:
-        """File the revert proposal (applied at once by its own lifecycle) and mark this
-        one reverted; with nothing to undo, say so and leave it applied."""
+        """File the revert proposal, once (its id is this one's plus `-revert`), whose own
+        lifecycle applies it at once and then marks this one reverted; with nothing to
+        undo, say so and leave it applied."""
         from evolution.proposals.service import start_lifecycle
 
         proposal = await self._get(proposal_id)
@@ -205,14 +220,14 @@ class LifecycleActivities:
             log.warning("proposal %s got worse after apply but has nothing to undo", proposal_id)
             return proposal.status
         finding.signature = f"revert-of-{proposal_id}"
-        revert, _ = await self.store.file(finding, "watch", AUTO)
+        revert, _ = await self.store.file(
+            finding, "watch", AUTO, proposal_id=f"{proposal_id}-revert"
+        )
+        assert revert is not None
         accept = Request(action="accept", actor=AUTO, note=f"the watch of {proposal_id}: "
                          f"{reason}", force=True, role="admin")  # fmt: skip
         await start_lifecycle(self.client, self.settings, revert.id, accept=accept)
-        done = await self.store.transition(
-            proposal_id, "reverted", AUTO, f"worse after apply ({reason}); reverted by {revert.id}"
-        )
-        return done.status
+        return proposal.status
 
     async def _set_watch(self, proposal: Proposal, watch: dict[str, Any]) -> None:
         applied = proposal.applied.model_copy(update={"watch": watch})  # type: ignore[union-attr]

@@ -40,10 +40,13 @@ _QUICK = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30)),
 }
-_LONG = {  # launching an arm's runs or a revision: longer, and still retried
+_LONG = {  # a revision, a judgement: longer, and retried until the world is back
     "start_to_close_timeout": timedelta(minutes=10),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+_LAUNCH = {  # launching a shadow validation's runs: a heartbeat per run
+    **_LONG,
     "heartbeat_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=10),
 }
 
 
@@ -179,7 +182,7 @@ class ProposalWorkflow:
             note = f"{request.mode or 'auto'} validation asked"
             try:
                 await workflow.execute_activity(
-                    VALIDATE_START, Asked(proposal_id=pid, request=request), **_LONG
+                    VALIDATE_START, Asked(proposal_id=pid, request=request), **_LAUNCH
                 )
             except ActivityError as exc:  # it could not start: the proposal stays as it was
                 workflow.logger.warning("proposal %s: %s failed: %s", pid, note, exc.cause)
@@ -237,6 +240,9 @@ class ProposalWorkflow:
         started: Step = await workflow.execute_activity(
             WATCH_START, pid, result_type=Step, **_QUICK
         )
+        if started.harmful:  # judged worse before a restart: revert now
+            self.status = await workflow.execute_activity(REVERT, pid, result_type=str, **_LONG)
+            return
         if started.done:  # nothing to watch (a revert), or watched to the end before
             return
         while True:

@@ -16,10 +16,10 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from evolution.proposals.lifecycle import LifecycleStart, ProposalWorkflow, Request
 from evolution.proposals.model import (
@@ -29,11 +29,13 @@ from evolution.proposals.model import (
     Finding,
     Proposal,
 )
-from evolution.proposals.store import ProposalStore
-from infra import ConfigError, LifecycleError, NotFoundError, Settings
+from evolution.proposals.store import LIST_LIMIT, ProposalStore
+from infra import ConfigError, LifecycleError, NotFoundError, ServiceError, Settings
 
 REVIEWABLE = ("open", "validated", "failed_validation", "inconclusive")
 """Where a proposal may be validated (again) or accepted."""
+SUPERSEDABLE = REVIEWABLE
+"""Where the Critic's later scan may supersede a proposal (not while it is validated)."""
 MAX_TITLE = 300
 KIND_OF_POLICY = {"retry": "retry", "timeout": "timeout", "cache": "cache"}
 
@@ -41,14 +43,15 @@ KIND_OF_POLICY = {"retry": "retry", "timeout": "timeout", "cache": "cache"}
 async def start_lifecycle(
     client: Client, settings: Settings, proposal_id: str, *, accept: Request | None = None
 ) -> None:
-    """Start the proposal's lifecycle workflow unless it runs (or ran) already."""
+    """Start the proposal's lifecycle workflow unless it runs, or ran to its end, already
+    (one that failed starts again, where the table says the proposal is)."""
     try:
         await client.start_workflow(
             ProposalWorkflow.run,
             LifecycleStart(proposal_id=proposal_id, accept=accept),
             id=proposal_id,
             task_queue=settings.evolution.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         )
     except WorkflowAlreadyStartedError:
         pass
@@ -67,10 +70,13 @@ async def create(
     kind: str | None = None,
     diagnosis: str = "",
     step_id: str | None = None,
+    nodes_allowed: bool = False,
 ) -> Proposal:
     """A person's proposal: checked as the Critic's are (the mutation must apply to the
     live version), filed open, its lifecycle started. `namespace`: the caller's scope (a
-    workflow outside it is not found)."""
+    workflow outside it is not found). `kind` must be what the mutation amounts to (a
+    workflow's `auto_apply` trusts it). `nodes_allowed`: the caller may change a node's
+    rollout or status, which every namespace's workflows share (an admin of all)."""
     from orchestrator import apply_mutations, dump_mutations, load_version, parse_mutations
 
     title = " ".join(title.split())
@@ -90,14 +96,22 @@ async def create(
     if any(op.get("op") in WORKFLOW_OPS for op in ops):
         raise ConfigError("'promote' is a revert's operation: use `reflux workflows promote`")
     if node_ops:
+        if not nodes_allowed:
+            raise LifecycleError(
+                "node operations change what every namespace runs: only an admin of all"
+                " namespaces may propose them"
+            )
         await _check_node_ops(pool, node_ops)
     else:
         parsed = parse_mutations(ops)
         await asyncio.to_thread(apply_mutations, live.spec, parsed, live.catalog, live.stored.ref)
         ops = dump_mutations(parsed)
     steps = {op.get("step") for op in ops if isinstance(op.get("step"), str)}
+    amounts = kind_of(ops)
+    if kind is not None and kind != amounts:
+        raise ConfigError(f"kind '{kind}' does not fit the mutation: it is a {amounts} change")
     finding = Finding(
-        kind=kind or kind_of(ops),  # type: ignore[arg-type]
+        kind=amounts,  # type: ignore[arg-type]
         workflow_id=workflow_id,
         workflow_version=live.stored.version,
         namespace=live.spec.namespace,
@@ -107,6 +121,7 @@ async def create(
         mutation=ops,
     )
     proposal, _ = await ProposalStore(pool).file(finding, "person", actor)
+    assert proposal is not None  # no signature, so never held back
     await start_lifecycle(client, settings, proposal.id)
     return proposal
 
@@ -159,21 +174,42 @@ async def ask(
         from evolution.validation import plan
 
         await plan(pool, settings, proposal, request.mode, request.runs, "check")
-    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(proposal_id)
+    if request.action == "accept" and proposal.validation is not None and not request.force:
+        await _live_unmoved(pool, proposal)
     try:
-        await handle.signal(ProposalWorkflow.request, request)
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-        # its workflow is gone (never started, or ended early): start it with the request
+        # signal-with-start: a lifecycle that is gone (never started, or failed) starts
+        # again with the request; a running one just takes it
         await client.start_workflow(
             ProposalWorkflow.run,
-            LifecycleStart(proposal_id=proposal_id, requests=[request]),
+            LifecycleStart(proposal_id=proposal_id),
             id=proposal_id,
             task_queue=settings.evolution.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            start_signal="request",
+            start_signal_args=[request],
         )
+    except WorkflowAlreadyStartedError:
+        raise LifecycleError(f"proposal {proposal_id}: its lifecycle has ended") from None
+    except RPCError as exc:
+        raise ServiceError(f"cannot reach Temporal to ask proposal {proposal_id}: {exc}") from None
     return proposal
+
+
+async def _live_unmoved(pool: asyncpg.Pool, proposal: Proposal) -> None:
+    """LifecycleError when the live version moved on since the change was validated: what
+    would be applied was never tried."""
+    from registry import WorkflowRegistry
+
+    assert proposal.validation is not None
+    base = proposal.validation.base_version
+    if proposal.validation.node_arms or base is None:
+        return
+    live = await WorkflowRegistry(pool, "").live(proposal.workflow_id)
+    if live.version != base:
+        raise LifecycleError(
+            f"proposal {proposal.id} was validated on {proposal.workflow_id}@{base}, but"
+            f" @{live.version} is live now: validate it again"
+        )
 
 
 def refuse(proposal: Proposal, request: Request) -> None:
@@ -264,28 +300,53 @@ async def run_critic(
         pool, ask_traces, since=since or settings.critic.window, workflow=workflow_id,
         namespace=namespace,
     )  # fmt: skip
-    found = await scan(window)
+    found = await scan(window, await detectors(pool))
     store = ProposalStore(pool)
     filed = []
     for finding in found.findings:
-        proposal, new = await store.file(finding, "critic", actor)
+        proposal, new = await store.file(
+            finding, "critic", actor, cooldown=settings.critic.cooldown
+        )
+        if proposal is None:  # rejected a moment ago: not asked again yet
+            continue
         if new:
             await start_lifecycle(client, settings, proposal.id)
         filed.append(proposal)
+    if not found.errors:  # with a detector down, "not found" proves nothing
+        await _supersede_stale(client, pool, settings, window, found, actor)
+    return filed, list(found.errors)
+
+
+async def detectors(pool: asyncpg.Pool) -> list[Any]:
+    """The Critic's detectors, the node_version one with the registry's rollouts."""
+    from evolution.critic import DETECTORS, NodeVersionDetector
+    from registry import NodeRegistry
+
+    catalog = await NodeRegistry(pool, "").catalog()
+    return [
+        NodeVersionDetector(catalog) if kind == "node_version" else detector
+        for kind, detector in DETECTORS.items()
+    ]
+
+
+async def _supersede_stale(
+    client: Client, pool: asyncpg.Pool, settings: Settings, window: Any, found: Any, actor: str
+) -> None:
+    """Supersede the Critic's proposals, not being validated, whose problem the scan no
+    longer finds on steps it saw enough of."""
+    store = ProposalStore(pool)
     signatures = {f.signature for f in found.findings}
-    kinds = {f.kind for f in found.findings} | set(getattr(found, "kinds", ()))
+    note = "the Critic's last scan no longer finds this problem"
     for workflow in window.workflows:
-        for stale in await store.list(workflow_id=workflow, status="open"):
+        for stale in await store.list(workflow_id=workflow, limit=LIST_LIMIT):
             if (
                 stale.source == "critic"
+                and stale.status in SUPERSEDABLE
                 and stale.signature not in signatures
                 and (stale.workflow_id, stale.step_id) in found.covered
-                and (not kinds or stale.kind in kinds)
             ):
-                note = "the Critic's last scan no longer finds this problem"
                 request = Request(action="supersede", actor=actor, note=note)
                 try:
                     await ask(client, pool, settings, stale.id, request)
                 except (LifecycleError, NotFoundError):
                     pass
-    return filed, list(found.errors)

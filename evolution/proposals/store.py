@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,24 +30,46 @@ from infra import ConfigError, LifecycleError, NotFoundError
 LIST_LIMIT = 200
 _COLUMNS = "id, namespace, workflow_id, kind, status, source, signature, body, created_by"
 _REFRESHED = ("title", "diagnosis", "mutation", "evidence", "expected", "workflow_version", "node")
-"""What a later scan's finding replaces in an open proposal (not its status or validation)."""
+"""What a later scan's finding replaces in an `open` proposal (not its status)."""
+_FIGURES = ("evidence", "expected")
+"""What it replaces in one being validated or judged: the figures, never the change that
+was (or is being) tried."""
 
 
 class ProposalStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def file(self, finding: Finding, source: Source, actor: str) -> tuple[Proposal, bool]:
+    async def file(
+        self,
+        finding: Finding,
+        source: Source,
+        actor: str,
+        *,
+        proposal_id: str | None = None,
+        cooldown: timedelta | None = None,
+    ) -> tuple[Proposal | None, bool]:
         """Store a finding as a new open proposal, or, when an open proposal has its
-        signature, refresh that one's figures. Returns the proposal and whether it is new."""
+        signature, refresh that one (its figures only once it is being validated or was
+        judged). Returns the proposal and whether it is new; (None, False) when a proposal
+        with the signature was rejected less than `cooldown` ago (people said no: the
+        Critic does not ask again at once). `proposal_id`: an id of the caller's (a second
+        filing with it returns the first)."""
         if finding.signature:
             refreshed = await self._refresh(finding)
             if refreshed is not None:
                 return refreshed, False
+            if cooldown is not None and await self._rejected_since(finding, cooldown):
+                return None, False
+        if proposal_id is not None:
+            try:
+                return await self.get(proposal_id), False
+            except NotFoundError:
+                pass
         now = datetime.now(UTC)
         proposal = Proposal(
             **finding.model_dump(),
-            id=new_id(),
+            id=proposal_id or new_id(),
             source=source,
             created_by=actor,
             created_at=now,
@@ -64,9 +86,11 @@ class ProposalStore:
                 )  # fmt: skip
             except asyncpg.UniqueViolationError:  # another scan filed it a moment ago
                 refreshed = await self._refresh(finding)
-                if refreshed is None:
+                if refreshed is not None:
+                    return refreshed, False
+                if proposal_id is None:
                     raise
-                return refreshed, False
+                return await self.get(proposal_id), False
             await _history(conn, proposal.id, actor, None, "open", f"filed by {source}")
         return await self.get(proposal.id), True
 
@@ -80,13 +104,22 @@ class ProposalStore:
             if row is None:
                 return None
             body = dict(row["body"])
-            fresh = finding.model_dump(mode="json", include=set(_REFRESHED))
-            body.update(fresh)
+            fields = _REFRESHED if row["status"] == "open" else _FIGURES
+            body.update(finding.model_dump(mode="json", include=set(fields)))
             await conn.execute(
                 "UPDATE proposals SET body = $2, updated_at = now() WHERE id = $1",
                 row["id"], body,
             )  # fmt: skip
         return await self.get(row["id"])
+
+    async def _rejected_since(self, finding: Finding, cooldown: timedelta) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT 1 FROM proposals WHERE namespace = $1 AND workflow_id = $2"
+            " AND signature = $3 AND status = 'rejected' AND updated_at > now() - $4::interval"
+            " LIMIT 1",
+            finding.namespace, finding.workflow_id, finding.signature, cooldown,
+        )  # fmt: skip
+        return found is not None
 
     async def get(self, proposal_id: str, namespace: str | None = None) -> Proposal:
         """One proposal with its history; NotFoundError (also for one of another namespace
@@ -129,7 +162,9 @@ class ProposalStore:
         """(id, status) of every proposal whose life has not ended: each must have a
         lifecycle workflow (the evolution worker makes sure at start)."""
         rows = await self.pool.fetch(
-            "SELECT id, status FROM proposals WHERE status <> ALL($1::text[]) ORDER BY id",
+            "SELECT id, status FROM proposals WHERE status <> ALL($1::text[])"
+            " AND NOT (status = 'applied' AND coalesce(body #>> '{applied,watch,done}', '')"
+            " = 'true') ORDER BY id",
             [s for s, onward in TRANSITIONS.items() if not onward],
         )
         return [(r["id"], r["status"]) for r in rows]

@@ -26,7 +26,11 @@ async def cmd_critic_run(settings: Settings, args: argparse.Namespace) -> int:
     from infra import parse_duration
     from reflux.cli.remote import remote
 
-    since = timedelta(seconds=parse_duration(args.since)) if args.since else None
+    try:
+        since = timedelta(seconds=parse_duration(args.since)) if args.since else None
+    except ValueError as exc:
+        err(f"reflux: --since: {exc}")
+        return EXIT_INVALID
     if (api := remote(settings)) is not None:
         body = {"workflow": args.workflow, "since": args.since}
         async with api:
@@ -121,12 +125,16 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     from evolution import proposal_report
 
     request = {"action": "validate", "mode": args.mode, "runs": args.runs}
+    before = (await _get(settings, args.id)).get("validation") or {}
     await _ask(settings, args.id, request)
     if not args.wait:
         out(f"{args.id}: validation asked ({args.mode or 'mode chosen from the effects'});"
             f" follow it with `reflux proposals show {args.id}` (or --wait)")  # fmt: skip
         return EXIT_OK
-    shown = await _wait(settings, args.id, JUDGED, WAIT, progress=not args.json)
+    shown = await _wait(
+        settings, args.id, JUDGED, WAIT, progress=not args.json,
+        fresh=lambda p: (p.get("validation") or {}).get("key") != before.get("key"),
+    )  # fmt: skip
     if args.json:
         out_json(shown)
     else:
@@ -158,15 +166,18 @@ async def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
     if shown["status"] == "rejected":
         err(f"reflux: {args.id} was not applied: {last.get('note', '')}")
         return EXIT_FAILED
-    out(f"{args.id}: accepted; it is {shown['status']} (the evolution worker applies it:"
-        " is it running?)")  # fmt: skip
-    return EXIT_OK
+    err(f"reflux: {args.id} is still {shown['status']} after {ACCEPT_WAIT:g}s: is the evolution"
+        " worker running? (`reflux status`)")  # fmt: skip
+    return EXIT_FAILED
 
 
 async def cmd_reject(settings: Settings, args: argparse.Namespace) -> int:
     await _ask(settings, args.id, {"action": "reject", "note": args.note})
-    shown = await _wait(settings, args.id, ("rejected",), 10.0)
-    out(f"{args.id}: {shown['status']}")
+    shown = await _wait(settings, args.id, ("rejected",), ACCEPT_WAIT)
+    if shown["status"] != "rejected":
+        err(f"reflux: {args.id} is still {shown['status']}: is the evolution worker running?")
+        return EXIT_FAILED
+    out(f"{args.id}: rejected")
     return EXIT_OK
 
 
@@ -211,9 +222,10 @@ async def _ask(settings: Settings, proposal_id: str, request: dict[str, Any]) ->
 
 async def _wait(
     settings: Settings, proposal_id: str, done: tuple[str, ...], timeout: float,
-    progress: bool = False,
+    progress: bool = False, fresh: Any = lambda _: True,
 ) -> dict[str, Any]:  # fmt: skip
-    """The proposal once its status is in `done`, polling (the API, or the database)."""
+    """The proposal once its status is in `done` and `fresh(proposal)` holds (a new
+    validation, not the one judged before), polling (the API, or the database)."""
     import asyncio
     import time
 
@@ -230,7 +242,7 @@ async def _wait(
                 f" {got.get('candidate', 0)} candidate of {validation.get('target')}"
             )
         seen = mark
-        if shown["status"] in done or time.monotonic() >= deadline:
+        if (shown["status"] in done and fresh(shown)) or time.monotonic() >= deadline:
             return shown
         await asyncio.sleep(1.0)
 

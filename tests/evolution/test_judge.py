@@ -252,3 +252,16 @@ async def test_bench_judge_runs_without_a_stack(tmp_path, capsys):
     assert all(f["scenario"] == "judge" and f["value"] >= 0 for f in figures)
     assert measures["A/A false failures"]["baseline"] > 20  # the naive rule: ~40 %
     assert measures["power: error rate 0.5 -> 0.1"]["goal"] == 90.0
+
+
+def test_a_change_under_the_floor_is_the_same_whatever_its_ratio():
+    rng = np.random.default_rng(11)
+    base = rng.lognormal(np.log(5.0), 0.2, 200)  # 5 ms calls …
+    cand = base * 1.6  # … 60 % slower: 3 ms, under a 10 ms floor
+    tiny = Series("step.fetch.latency_ms", "continuous", base, cand, floor=10.0)
+    judged = judge([tiny])
+    assert judged.result == "pass" and judged.metrics[0].verdict == "same"
+    plain = Series("step.fetch.latency_ms", "continuous", base, cand)
+    assert judge([plain]).result == "fail"  # without the floor it is worse
+    slow = Series("step.fetch.latency_ms", "continuous", base * 10, cand * 10, floor=10.0)
+    assert judge([slow]).result == "fail"  # 30 ms more on 50 ms is beyond it

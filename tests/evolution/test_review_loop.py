@@ -260,7 +260,7 @@ async def test_auto_apply_applies_a_validated_retry_without_a_person(loop, upstr
     await ask(client, pool, settings, proposal.id, Request(action="validate", actor="a person"))
     done = await wait_for(pool, proposal.id, ("applied", "failed_validation", "inconclusive"),
                           timeout=180)  # fmt: skip
-    assert done.status == "applied", done.validation
+    assert done.status == "applied", done.validation and done.validation.metrics
     accepted = [t for t in done.history if t.status == "accepted"]
     assert accepted[0].actor == "reflux" and "auto_apply" in accepted[0].note
 

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def calls(
     n: int, p: float, max_attempts: int = 1, *, seed: int = 1, gap_s: float = 0.0,
-    context: dict[str, str] | None = None, fail: str = "503",
+    context: dict[str, str] | None = None, fail: str = "503", version: int = 3,
+    prefix: str = "run",
 ) -> list[TraceEvent]:  # fmt: skip
     """`n` calls of fetch whose attempts each fail with probability `p` (up to
     `max_attempts`), the retry starting `gap_s` after the failure ended."""
@@ -38,20 +39,28 @@ def calls(
         at = i * 5.0
         for attempt in range(1, max_attempts + 1):
             if rng.random() >= p:
-                events.append(event(f"run-{i}", attempt=attempt, at=at))
+                events.append(
+                    event(f"{prefix}-{i}", attempt=attempt, at=at, workflow_version=version)
+                )
                 break
             if fail == "503":
-                events.append(http_503(f"run-{i}", attempt, at=at, context=context or {}))
+                events.append(
+                    http_503(
+                        f"{prefix}-{i}", attempt, at=at, context=context or {},
+                        workflow_version=version,
+                    )
+                )  # fmt: skip
             else:
                 events.append(
                     event(
-                        f"run-{i}",
+                        f"{prefix}-{i}",
                         attempt=attempt,
                         status="error",
                         at=at,
                         error_class="HttpStatusError",
                         error="404 Not Found",
                         context={"retryable": "false", "status": "404"},
+                        workflow_version=version,
                     )  # fmt: skip
                 )
             at += 1.0 + gap_s  # the failed attempt took 1 s (event's default latency)
@@ -155,3 +164,27 @@ async def test_enough_attempts_already_make_no_proposal(warehouse: Warehouse):
     warehouse.insert(calls(300, 0.3, max_attempts=5))
     context = orders(retry="{max_attempts: 5}")
     assert await RetryDetector().scan(window_of(warehouse, context)) == []
+
+
+async def test_only_the_live_versions_attempts_against_its_policy(warehouse: Warehouse):
+    # Version 2 did not retry and failed 48 % of the time; version 3, live, retries up to 7
+    # times: 0.48 ** 7 = 0.6 %, under the target. Nothing to propose.
+    warehouse.insert(calls(400, 0.48, version=2, prefix="old"))
+    warehouse.insert(calls(100, 0.48, max_attempts=7, seed=2, version=3, prefix="new"))
+    context = orders(retry="{max_attempts: 7}")
+    assert await RetryDetector().scan(window_of(warehouse, context)) == []
+
+    # The same live version still fails too often at 2 attempts: the figures are its own.
+    live = calls(300, 0.48, max_attempts=2, seed=3, version=3, prefix="two")
+    warehouse.insert(live)
+    context = orders(retry="{max_attempts: 2}")
+    [finding] = await RetryDetector().scan(window_of(warehouse, context))
+    assert finding.evidence.figures["calls"] == 100 + 300  # not the 400 of version 2
+    assert not {r for r in finding.evidence.runs if r.startswith("old-")}
+    assert "2 attempts ran out" in finding.diagnosis
+
+
+async def test_the_live_version_with_too_few_attempts_makes_no_proposal(warehouse: Warehouse):
+    warehouse.insert(calls(400, 0.48, version=2, prefix="old"))
+    warehouse.insert(calls(10, 0.48, version=3, prefix="new"))
+    assert await RetryDetector().scan(window_of(warehouse)) == []

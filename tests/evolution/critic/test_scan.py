@@ -8,7 +8,7 @@ import random
 import pytest
 
 import orchestrator
-from evolution.critic import DETECTORS, RetryDetector, Window, contrast, scan
+from evolution.critic import DETECTORS, CriticSettings, RetryDetector, Window, contrast, scan
 from evolution.proposals.model import Finding
 from reflection.events import TraceEvent
 from reflection.warehouse import Warehouse
@@ -81,8 +81,9 @@ async def test_a_full_scan_and_its_evidence(warehouse: Warehouse):
 
     assert result.errors == []
     kinds = {(f.kind, f.step_id) for f in result.findings}
-    # price (~45 ms) under core.transform's 5 s limit: tighter, too
-    assert kinds == {("retry", "fetch"), ("cache", "price"), ("timeout", "price")}
+    # price (~45 ms) under core.transform's 5 s limit: not 5 x the 10 s floor, so it stays
+    assert kinds == {("retry", "fetch"), ("cache", "price")}
+    assert result.kinds == {"retry", "timeout", "cache", "node_version", "drift"}
     assert result.covered == {("orders", "fetch"), ("orders", "price")}
     assert result.window == (window.start, window.end)
     for finding in result.findings:
@@ -146,3 +147,49 @@ async def test_a_detector_that_raises_is_reported_and_the_others_still_run(
     result = await scan(window_of(warehouse), [Broken(), RetryDetector()])
     assert result.errors == ["broken: RuntimeError: the broken detector failed"]
     assert [f.kind for f in result.findings] == ["retry"]
+    assert result.kinds == {"retry"}  # the broken one's proposals are not superseded
+
+
+async def test_covered_counts_the_live_version_only(warehouse: Warehouse):
+    warehouse.insert(calls(300, 0.0, version=2, prefix="old") + calls(10, 0.0, prefix="new"))
+    warehouse.insert(repeated_price_calls())
+    result = await scan(window_of(warehouse))
+    assert result.covered == {("orders", "price")}  # fetch: 10 live attempts, under 20
+
+
+async def test_contrasts_are_capped_per_scan(warehouse: Warehouse):
+    # two findings about failures: fetch's 503s, and price timing out at its 5 s limit
+    rng = random.Random(8)
+    price = [
+        event(f"p{i}", "price", node="core.transform", at=i * 10, latency_ms=lat)
+        for i, lat in enumerate(rng.uniform(1000, 4950) for _ in range(270))
+    ] + [
+        event(f"t{i}", "price", 1, "timeout", node="core.transform", at=i * 9, latency_ms=5000,
+              error_class="NodeTimeoutError")
+        for i in range(30)
+    ]  # fmt: skip
+    warehouse.insert(calls(300, 0.48) + price)
+    result = await scan(window_of(warehouse, settings=CriticSettings(max_contrasts=1)))
+    assert [(f.kind, f.step_id) for f in result.findings] == [
+        ("retry", "fetch"), ("timeout", "price")
+    ]  # fmt: skip
+    first, second = result.findings
+    assert first.evidence.contrast and "contrast" not in first.evidence.figures
+    assert not second.evidence.contrast
+    assert second.evidence.figures["contrast"].startswith("skipped: ")
+    result = await scan(window_of(warehouse))
+    assert all(f.evidence.contrast for f in result.findings)
+
+
+async def test_the_bench_scenario_runs_without_a_stack():
+    from bench.runner import BenchOptions
+    from bench.scenarios import critic as scenario
+
+    assert scenario.STACK is False
+    figures = await scenario.run(BenchOptions(quick=True), events=20_000)
+    measures = {f.measure: f for f in figures}
+    scan_figure = measures["scan of 20,000 events, every detector"]
+    assert scan_figure.value > 0 and scan_figure.baseline and scan_figure.goal == 2000
+    ratio = measures["scan time / plain aggregate time"]
+    assert ratio.value == pytest.approx(scan_figure.value / scan_figure.baseline)
+    assert ratio.goal == 3

@@ -92,9 +92,11 @@ def event(
     version: str = "1.1.0",
     workflow: str = "orders",
     namespace: str = "shop",
+    workflow_version: int = 3,
     **fields: Any,
 ) -> TraceEvent:
-    """One attempt `at` seconds after the window's start."""
+    """One attempt `at` seconds after the window's start (of version 3 by default, the live
+    one `orders()` has)."""
     start = START + timedelta(seconds=at)
     return TraceEvent(
         run_id=run,
@@ -108,7 +110,7 @@ def event(
         latency_ms=latency_ms,
         retry_count=attempt - 1,
         workflow_id=workflow,
-        workflow_version=3,
+        workflow_version=workflow_version,
         namespace=namespace,
         **fields,
     )
@@ -177,3 +179,22 @@ async def test_build_window_reads_live_versions_and_skips_what_no_longer_loads(
         db, ask_of(warehouse), since=timedelta(hours=2), namespace="elsewhere"
     )
     assert scoped.workflows == {}
+
+
+async def test_the_window_counts_only_the_live_version(warehouse: Warehouse):
+    warehouse.insert(
+        [event("v3", at=1), event("v2", at=2, workflow_version=2), event("v4", at=3,
+         workflow_version=4)]
+    )  # fmt: skip
+    window = window_of(warehouse)
+    for live in (window.live(), window.live("orders"), window.live("orders", "fetch")):
+        records, _ = await window.run(f"SELECT run_id FROM traces WHERE {live.where}", live.params)
+        assert [r["run_id"] for r in records] == ["v3"]
+    every = window.live(all_versions=True)
+    records, _ = await window.run(
+        f"SELECT run_id FROM traces WHERE {every.where} ORDER BY run_id", every.params
+    )
+    assert [r["run_id"] for r in records] == ["v2", "v3", "v4"]
+    profile = await window.profile()
+    assert [(k, s.attempts) for k, s in profile.steps.items()] == [(("orders", "fetch"), 1)]
+    assert await window.profile() is profile  # computed once a scan

@@ -132,7 +132,7 @@ def test_accept_needs_validation_unless_an_admin_forces_it(api, tokens):
     forced = api.post(path, json={"note": "x", "force": True}, headers=auth(tokens["reviewer"]))
     assert "admin role" in assert_error(forced, 403, "Forbidden")
     unsaid = api.post(path, json={"force": True}, headers=auth(tokens["admin"]))
-    assert "needs a --note" in assert_error(unsaid, 409, "LifecycleError")
+    assert "needs a note" in assert_error(unsaid, 409, "LifecycleError")
     shown = api.get(f"/proposals/{pid}", headers=auth(tokens["viewer"])).json()
     assert shown["status"] == "open"
 

@@ -1,0 +1,520 @@
+"""drift: a step whose latency or error rate changed for the worse at one moment of the
+window, and what changed with it (Datadog Watchdog's rule: name a state change, a version,
+a label, as the cause, or nothing).
+
+Series. One aggregate over the window's live attempts counts each step's attempts in
+`SLOTS` equal slots of the window: attempts, failed attempts, the sum of the ok attempts'
+log latencies, and how the attempts divide over node versions, workflow versions and run
+labels. Attempts, not calls: no grouping by run (a third of the cost on a busy window),
+and a failure that retries hide is still a change. Consecutive slots are then merged into
+buckets of about equal attempts, `attempts / ATTEMPTS_PER_POINT` of them kept between
+`MIN_POINTS` and `MAX_POINTS` (a quiet step and a busy one both give a series a change
+point search can use). A bucket's latency is the geometric mean of its ok attempts (the
+median of a lognormal, and it merges exactly).
+
+Change points. ruptures' PELT with the l2 cost (a change in the mean), run as
+`KernelCPD(kernel="linear")`: the same optimum as `Pelt(model="l2", jump=1)`, computed in
+C (0.7 ms against 1.3 s for 500 points). Latency is searched on the log scale (a 2× change
+is the same step at any speed), errors on the bucket rates; each series is scaled by its
+noise, robustly (the median absolute difference of neighbouring buckets, which a step
+change barely moves), and for rates at least the binomial spread of the pooled rate.
+Penalty `PENALTY × log n` per change point on the scaled series: BIC's 2 log n cried wolf
+on 4-9 % of seeded Gaussian series of 20-500 points, and a scan reads every step; at
+4 log n it was at most 0.3 % (300 series each). A 2× latency over 400 attempts (20 buckets
+of 20) is about 6 noise units a bucket, +20 points of errors about 2.5: a gain in cost
+(10·10/20 · 2.5² ≈ 31) well above the penalty (4 log 20 ≈ 12). Segments are at least
+`MIN_SEGMENT` buckets long. A change is a finding only when it is worse by at least
+`LATENCY_RISE` or `ERROR_RISE`: improvements are not.
+
+Causes. Every attribute of the attempts (each `node@version`, each workflow version, each
+`label=value` of a label with few values) has its share of each bucket's attempts searched
+the same way; an attribute whose share moves by at least `SHARE_SHIFT` within
+`TOLERANCE` buckets of the metric's change lines up with it and is named, node versions
+first, then workflow versions, then labels. Rolling a node version back is
+`node_version`'s proposal (it judges the arms); drift files a `finding`, no mutation, so
+one cause never makes two proposals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import ruptures as rpt
+
+from evolution.critic.contrast import contrast
+from evolution.critic.window import CALLED, FAILED, Window, percent
+from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
+
+ATTEMPTS_PER_POINT = 20
+MIN_POINTS = 20
+MAX_POINTS = 500
+SLOTS = 1000
+"""The window is cut into this many equal slots in SQL; buckets are runs of consecutive
+slots (so one GROUP BY, no sort of every attempt, gives equal-attempt buckets)."""
+LEAST_MS = 0.001
+"""Latencies are floored here before their log (a cache hit may report 0 ms)."""
+MIN_ATTEMPTS = 100
+"""A step with fewer attempts in the window has no series to search."""
+MIN_SEGMENT = 4
+"""Buckets a segment spans at least: a blip of one or two buckets is not a change."""
+PENALTY = 4.0
+"""Per change point, times log(points), on the noise-scaled series."""
+LATENCY_NOISE_FLOOR = 0.02
+"""Least noise assumed on log latency (2 %): identical buckets would otherwise make any
+difference infinitely significant."""
+SHARE_NOISE_FLOOR = 0.02
+LATENCY_RISE = 0.25
+"""A latency change is a finding when the typical latency after is at least 25 % above."""
+ERROR_RISE = 0.05
+"""An error rate change is a finding when it rises by at least five points."""
+SHARE_SHIFT = 0.2
+"""An attribute lines up with a change when its share of attempts moves this much."""
+TOLERANCE = 2
+"""... within this many buckets of it."""
+PROMOTED = 0.9
+"""A new version with at least this share of attempts after the change replaced the old one
+(a promotion); less is a rollout's split."""
+LABEL_VALUES = 10
+"""Labels with more distinct values in the window (a request id) are not causes."""
+FAMILIES = (("refs", "node"), ("versions", "workflow version"), ("labels", "label"))
+"""Attribute families in the order a cause is named."""
+COLUMNS = {"refs": "refs", "versions": "versions", "labels": "label_counts"}
+"""The column of each family in `SLOTS_SQL` (`labels` is the traces' own column)."""
+
+SLOTS_SQL = """
+WITH (
+    SELECT groupArray(key) FROM (
+        SELECT key FROM traces ARRAY JOIN mapKeys(labels) AS key
+        WHERE {where}
+        GROUP BY key HAVING uniqExact(labels[key]) <= {{label_values:UInt32}}
+    )
+) AS label_keys
+SELECT workflow_id, step_id,
+       intDiv(toUnixTimestamp64Milli(start) - {{start_ms:Int64}}, {{slot_ms:Int64}}) AS slot,
+       count() AS attempts,
+       countIf(status IN {failed}) AS failed,
+       countIf(status = 'ok') AS ok,
+       sumIf(log(greatest(latency_ms, {{least_ms:Float64}})), status = 'ok') AS log_ms,
+       min(start) AS first_at,
+       sumMap([concat(node, '@', node_version)], [toUInt64(1)]) AS refs,
+       sumMap([ifNull(toString(workflow_version), '')], [toUInt64(1)]) AS versions,
+       sumMap(arrayMap(k -> concat(k, '=', labels[k]),
+                       arrayFilter(k -> has(label_keys, k), mapKeys(labels))) AS pairs,
+              arrayMap(x -> toUInt64(1), pairs)) AS label_counts,
+       groupUniqArrayIf({{examples:UInt32}})(run_id, status IN {failed}) AS failing_runs,
+       argMaxIf(run_id, latency_ms, status = 'ok') AS slowest_run,
+       maxIf(latency_ms, status = 'ok') AS slowest_ms
+FROM traces
+WHERE {where} AND status IN {called}
+GROUP BY workflow_id, step_id, slot
+ORDER BY workflow_id, step_id, slot
+"""
+
+
+@dataclass
+class Bucket:
+    attempts: int
+    failed: int
+    ok: int
+    log_ms: float
+    """The sum of the log latencies (ms) of its ok attempts."""
+    first_at: datetime
+    shares: dict[str, dict[str, int]]
+    """Calls by attribute value, per family (`refs`, `versions`, `labels`)."""
+    failing: list[str]
+    slowest: tuple[float, str]
+    """The slowest ok attempt's latency and run id."""
+
+    def add(self, other: Bucket) -> None:
+        """Take in the next slot's attempts."""
+        self.attempts += other.attempts
+        self.failed += other.failed
+        self.ok += other.ok
+        self.log_ms += other.log_ms
+        for family, values in other.shares.items():
+            mine = self.shares.setdefault(family, {})
+            for value, n in values.items():
+                mine[value] = mine.get(value, 0) + n
+        self.failing += [r for r in other.failing if r not in self.failing]
+        self.slowest = max(self.slowest, other.slowest)
+
+
+@dataclass
+class Change:
+    """One worse change of one metric of a step."""
+
+    metric: str
+    """`latency_ms` (the geometric mean of ok attempts' latencies: a lognormal's median) or
+    `error_rate`."""
+    at: int
+    """The first bucket after the change."""
+    before: float
+    after: float
+    score: float
+    """The jump in noise units: how clear the change is."""
+    segments: tuple[tuple[int, int], tuple[int, int]]
+    """Bucket ranges [start, end) before and after."""
+    causes: list[Cause] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cause:
+    family: str
+    label: str
+    """In words: "node http.request 1.2.0 → 1.3.0 (promotion)"."""
+    key: str
+    """What it is across scans: "node http.request@1.3.0"."""
+    shift: float
+    ref: str | None = None
+    """`name@version` when the cause is a node version."""
+
+
+class DriftDetector:
+    kind = "drift"
+
+    async def scan(self, window: Window) -> list[Finding]:
+        if not window.workflows:
+            return []
+        live = window.live()
+        sql = SLOTS_SQL.format(where=live.where, failed=FAILED, called=CALLED)
+        span_ms = (window.end - window.start).total_seconds() * 1000
+        params = {
+            **live.params,
+            "label_values": LABEL_VALUES,
+            "examples": window.settings.example_runs,
+            "start_ms": int(window.start.timestamp() * 1000),
+            "slot_ms": max(math.ceil(span_ms / SLOTS), 1),
+            "least_ms": LEAST_MS,
+        }
+        records, query = await window.run(sql, params)
+        findings = []
+        least = max(MIN_ATTEMPTS, window.settings.min_attempts)
+        for (workflow_id, step_id), slots in sorted(_collect(window, records).items()):
+            if sum(slot.attempts for slot in slots) < least:
+                continue
+            buckets = merge(slots)
+            changes = _changes(buckets)
+            for group in _grouped(changes):
+                findings.append(
+                    await self._finding(window, workflow_id, step_id, buckets, group, query)
+                )
+        return findings
+
+    async def _finding(
+        self,
+        window: Window,
+        workflow_id: str,
+        step_id: str,
+        buckets: list[Bucket],
+        changes: list[Change],
+        query: Query,
+    ) -> Finding:
+        workflow = window.workflows[workflow_id]
+        step = window.step(workflow_id, step_id)
+        assert step is not None
+        head = max(changes, key=lambda c: c.score)
+        cause = head.causes[0] if head.causes else None
+        when = _clock(buckets[head.at].first_at)
+        (b0, b1), (a0, a1) = head.segments
+        what = _what(head)
+        numbers = (
+            f"{_value(head.metric, head.before)} over {sum(b.attempts for b in buckets[b0:b1])} "
+            f"attempts before, {_value(head.metric, head.after)} over "
+            f"{sum(b.attempts for b in buckets[a0:a1])} attempts after"
+        )
+        others = [c for c in changes if c is not head]
+        also = "".join(f" At the same time {_what(c)}." for c in others)
+        if cause is not None:
+            diagnosis = (
+                f"{step_id}'s {what} at {when} ({numbers}). At that moment {cause.label}: "
+                f"the likely cause.{also}"
+                + (
+                    " Whether to roll the version back is node_version's call: it judges "
+                    "the versions' attempts against each other."
+                    if cause.ref
+                    else ""
+                )
+            )
+            title = f"{step_id}'s {what} at {when}; likely cause: {cause.label}"
+        else:
+            diagnosis = (
+                f"{step_id}'s {what} at {when} ({numbers}). No node version, workflow "
+                f"version or label of its attempts changed with it: the cause is outside what "
+                f"the traces record (a dependency, load, data).{also}"
+            )
+            title = f"{step_id}'s {what} at {when}"
+        runs = _examples(buckets, head, window.settings.example_runs)
+        rows, contrast_query = await contrast(window, workflow_id, step_id)
+        figures = {
+            "points": len(buckets),
+            "attempts_per_point": round(sum(b.attempts for b in buckets) / len(buckets), 1),
+            "changes": [_figure(buckets, c) for c in changes],
+            "penalty": f"{PENALTY} * log(points), on the noise-scaled series",
+        }
+        return Finding(
+            kind="finding",
+            workflow_id=workflow_id,
+            workflow_version=workflow.version,
+            namespace=workflow.namespace,
+            step_id=step_id,
+            node=cause.ref if cause and cause.ref else step.node_ref,
+            title=title,
+            diagnosis=diagnosis,
+            evidence=Evidence(
+                queries=[query, contrast_query],
+                figures=figures,
+                contrast=rows,
+                runs=runs,
+            ),
+            expected=Expected(
+                metric=head.metric,
+                current=_rounded(head.metric, head.after),
+                expected=_rounded(head.metric, head.before),
+                basis=(
+                    f"PELT change point at {when}: {numbers}, {len(buckets)} buckets of "
+                    f"about {figures['attempts_per_point']} attempts"
+                ),
+            ),
+            signature=signature_of(
+                "drift",
+                workflow.namespace,
+                workflow_id,
+                step_id,
+                cause.key if cause else f"unexplained {head.metric}",
+            ),
+        )
+
+
+def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, str], list[Bucket]]:
+    """Each live step's slots in time order."""
+    steps: dict[tuple[str, str], list[Bucket]] = {}
+    for r in records:
+        if window.step(r["workflow_id"], r["step_id"]) is None:
+            continue
+        shares = {name: dict(zip(*r[column], strict=True)) for name, column in COLUMNS.items()}
+        steps.setdefault((r["workflow_id"], r["step_id"]), []).append(
+            Bucket(
+                attempts=int(r["attempts"]),
+                failed=int(r["failed"]),
+                ok=int(r["ok"]),
+                log_ms=float(r["log_ms"]),
+                first_at=datetime.fromisoformat(r["first_at"]),
+                shares={k: {a: int(n) for a, n in v.items()} for k, v in shares.items()},
+                failing=list(r["failing_runs"]),
+                slowest=(float(r["slowest_ms"]), r["slowest_run"]),
+            )
+        )
+    return steps
+
+
+def merge(slots: list[Bucket]) -> list[Bucket]:
+    """Consecutive slots merged into buckets of about equal attempts: `ATTEMPTS_PER_POINT`, more
+    when that would make over `MAX_POINTS`, fewer when under `MIN_POINTS`."""
+    total = sum(slot.attempts for slot in slots)
+    target = min(max(ATTEMPTS_PER_POINT, total / MAX_POINTS), total / MIN_POINTS)
+    buckets: list[Bucket] = []
+    filled = 0.0
+    for slot in slots:
+        if buckets and filled < target * len(buckets):
+            buckets[-1].add(slot)
+        else:
+            buckets.append(slot)
+        filled += slot.attempts
+    return buckets
+
+
+def change_points(signal: np.ndarray, noise: float) -> list[int]:
+    """Where the mean of `signal` changes (each the index of a segment's first point), by
+    PELT on the l2 cost at `PENALTY × log n` in units of `noise`."""
+    n = len(signal)
+    if n < 2 * MIN_SEGMENT or noise <= 0 or np.ptp(signal) == 0:
+        return []
+    scaled = ((signal - signal.mean()) / noise).reshape(-1, 1)
+    algo = rpt.KernelCPD(kernel="linear", min_size=MIN_SEGMENT).fit(scaled)
+    return [int(b) for b in algo.predict(pen=PENALTY * math.log(n))[:-1]]
+
+
+def robust_noise(signal: np.ndarray) -> float:
+    """The spread of one point's noise from neighbouring differences (MAD, scaled to a
+    standard deviation): a few step changes hardly move it."""
+    if len(signal) < 3:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(np.diff(signal))) / math.sqrt(2))
+
+
+def _changes(buckets: list[Bucket]) -> list[Change]:
+    """The worse changes of a step's latency and error rate, with what lines up with each."""
+    found = []
+    with_ok = [i for i, b in enumerate(buckets) if b.ok]
+    if len(with_ok) >= 2 * MIN_SEGMENT:
+        log_sums = np.array([buckets[i].log_ms for i in with_ok])
+        oks = np.array([buckets[i].ok for i in with_ok], dtype=float)
+        logs = log_sums / oks
+        noise = max(robust_noise(logs), LATENCY_NOISE_FLOOR)
+        found += _worse(
+            "latency_ms",
+            logs,
+            noise,
+            with_ok,
+            lambda seg: float(np.exp(log_sums[seg[0] : seg[1]].sum() / oks[seg[0] : seg[1]].sum())),
+            lambda before, after: after >= before * (1 + LATENCY_RISE),
+        )
+    attempts = np.array([b.attempts for b in buckets], dtype=float)
+    failed = np.array([b.failed for b in buckets], dtype=float)
+    pooled = failed.sum() / attempts.sum()
+    if 0 < pooled < 1:
+        rates = failed / attempts
+        binomial = math.sqrt(pooled * (1 - pooled) / attempts.mean())
+        found += _worse(
+            "error_rate",
+            rates,
+            max(robust_noise(rates), binomial),
+            list(range(len(buckets))),
+            lambda seg: float(failed[seg[0] : seg[1]].sum() / attempts[seg[0] : seg[1]].sum()),
+            lambda before, after: after - before >= ERROR_RISE,
+        )
+    for change in found:
+        change.causes = _causes(buckets, change.at)
+    return found
+
+
+def _worse(
+    metric: str, signal: np.ndarray, noise: float, index: list[int], level: Any, worse: Any
+) -> list[Change]:
+    """The change points of `signal` (points at buckets `index`) where `level` of the
+    segment after is `worse` than of the one before."""
+    points = change_points(signal, noise)
+    edges = [0, *points, len(signal)]
+    out = []
+    for k, point in enumerate(points):
+        before_seg, after_seg = (edges[k], point), (point, edges[k + 2])
+        before, after = level(before_seg), level(after_seg)
+        if not worse(before, after):
+            continue
+        jump = signal[after_seg[0] : after_seg[1]].mean() - signal[before_seg[0] : point].mean()
+        out.append(
+            Change(
+                metric=metric,
+                at=index[point],
+                before=before,
+                after=after,
+                score=float(abs(jump) / noise),
+                segments=(
+                    (index[before_seg[0]], index[point]),
+                    (index[point], index[after_seg[1] - 1] + 1),
+                ),
+            )
+        )
+    return out
+
+
+def _causes(buckets: list[Bucket], at: int) -> list[Cause]:
+    """The attribute changes that line up with a change at bucket `at`, the likeliest first."""
+    attempts = np.array([b.attempts for b in buckets], dtype=float)
+    causes = []
+    for family, word in FAMILIES:
+        values = sorted({v for b in buckets for v in b.shares[family]})
+        moved: list[tuple[str, float, float, float]] = []  # value, shift, before, after
+        for value in values:
+            share = np.array([b.shares[family].get(value, 0) for b in buckets]) / attempts
+            mean = float(share.mean())
+            noise = max(math.sqrt(mean * (1 - mean) / attempts.mean()), SHARE_NOISE_FLOOR)
+            points = change_points(share, noise)
+            edges = [0, *points, len(share)]
+            for k, point in enumerate(points):
+                if abs(point - at) > TOLERANCE:
+                    continue
+                before = float(share[edges[k] : point].mean())
+                after = float(share[point : edges[k + 2]].mean())
+                if abs(after - before) >= SHARE_SHIFT:
+                    moved.append((value, after - before, before, after))
+                    break
+        if moved:
+            causes.append(_cause(family, word, moved))
+    return causes
+
+
+def _cause(family: str, word: str, moved: list[tuple[str, float, float, float]]) -> Cause:
+    up = max(moved, key=lambda m: m[1])
+    down = min(moved, key=lambda m: m[1])
+    if family == "refs" and up[1] > 0:
+        new_name, _, new_version = up[0].partition("@")
+        how = "promotion" if up[3] >= PROMOTED else f"rollout: {percent(up[3])} of attempts"
+        if down[1] < 0:
+            old_name, _, old_version = down[0].partition("@")
+            move = (
+                f"{new_name} {old_version} → {new_version}"
+                if old_name == new_name
+                else f"{down[0]} → {up[0]}"
+            )
+        else:
+            move = f"{up[0]} appeared"
+        return Cause(family, f"node {move} ({how})", f"node {up[0]}", up[1], up[0])
+    if family == "versions" and up[1] > 0:
+        move = f"{down[0]} → {up[0]}" if down[1] < 0 else f"{up[0]} appeared"
+        return Cause(family, f"workflow version {move}", f"workflow version {up[0]}", up[1])
+    top = max(moved, key=lambda m: abs(m[1]))
+    verb = "appeared" if top[1] > 0 else "went away"
+    share = f" (on {percent(top[3])} of attempts)" if top[1] > 0 else ""
+    return Cause(family, f"{word} {top[0]} {verb}{share}", f"{word} {top[0]} {verb}", top[1])
+
+
+def _grouped(changes: list[Change]) -> list[list[Change]]:
+    """One finding per cause (a latency and an error change with one cause are one
+    problem); unexplained changes one finding per metric."""
+    groups: dict[str, list[Change]] = {}
+    for change in changes:
+        key = change.causes[0].key if change.causes else f"unexplained {change.metric}"
+        groups.setdefault(key, []).append(change)
+    return list(groups.values())
+
+
+def _examples(buckets: list[Bucket], change: Change, limit: int) -> list[str]:
+    """Runs from right after the change: failing ones for errors, the slowest for latency."""
+    start, end = change.segments[1]
+    runs: list[str] = []
+    for bucket in buckets[start:end]:
+        picked = bucket.failing if change.metric == "error_rate" else [bucket.slowest[1]]
+        runs += [r for r in picked if r and r not in runs]
+        if len(runs) >= limit:
+            break
+    return runs[:limit]
+
+
+def _figure(buckets: list[Bucket], change: Change) -> dict[str, Any]:
+    (b0, b1), (a0, a1) = change.segments
+    return {
+        "metric": change.metric,
+        "change_at": buckets[change.at].first_at.isoformat(),
+        "before": _rounded(change.metric, change.before),
+        "after": _rounded(change.metric, change.after),
+        "attempts_before": sum(b.attempts for b in buckets[b0:b1]),
+        "attempts_after": sum(b.attempts for b in buckets[a0:a1]),
+        "score": round(change.score, 1),
+        "cause": change.causes[0].label if change.causes else None,
+        "causes": [c.label for c in change.causes],
+    }
+
+
+def _what(change: Change) -> str:
+    if change.metric == "latency_ms":
+        return f"latency rose {change.after / change.before:.1f}×"
+    return f"error rate rose from {percent(change.before)} to {percent(change.after)}"
+
+
+def _value(metric: str, value: float) -> str:
+    if metric == "error_rate":
+        return percent(value)
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _rounded(metric: str, value: float) -> float:
+    return round(value, 4) if metric == "error_rate" else round(value, 3)
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
