@@ -230,6 +230,9 @@ class EvolutionSettings(BaseSettings):
     samples: int = Field(default=40, ge=1)
     """Runs per arm a validation collects (`--runs`); fewer than `min_samples` per arm is
     inconclusive."""
+    max_runs: int = Field(default=1000, ge=1)
+    """The most runs per arm a validation may ask for (each shadow run calls the steps
+    that read)."""
     min_samples: int = Field(default=30, ge=1)
     latency_floor_ms: float = Field(default=10.0, ge=0)
     """A step's latency changed by less than this (ms, medians) is the same, whatever the
@@ -248,6 +251,8 @@ class EvolutionSettings(BaseSettings):
 
 
 class CriticSettings(BaseSettings):
+    """The Critic: when it scans, and what its detectors count as a problem."""
+
     model_config = SettingsConfigDict(env_prefix="REFLUX_CRITIC_")
 
     every: Duration = timedelta(minutes=15)
@@ -256,6 +261,48 @@ class CriticSettings(BaseSettings):
     """How far back a scan reads the traces."""
     cooldown: Duration = timedelta(days=7)
     """How long the Critic does not file again what people rejected."""
+
+    # the detectors' targets and minimum counts
+
+    target_failure_rate: float = 0.01
+    """retry: the share of a step's calls that may still fail after retries."""
+    max_attempts_cap: int = 10
+    """retry: never propose more attempts than this."""
+    min_attempts: int = 20
+    """A step with fewer attempts in the window gets no finding and is not covered."""
+    example_runs: int = 5
+    """Run ids a finding quotes as examples."""
+    contrast_rows: int = 10
+    """Attribute rows a finding's contrast keeps (the largest differences)."""
+    timeout_share: float = 0.02
+    """timeout: attempts that time out must be at least this share to propose a longer limit."""
+    timeout_min: int = 3
+    """timeout: and at least this many."""
+    timeout_near: float = 0.8
+    """timeout: ... while the p99 of ok latencies is above this fraction of the limit."""
+    timeout_headroom: float = 1.5
+    """timeout: a longer limit is p99.9 of ok latencies times this (rounded up)."""
+    timeout_floor_s: float = 10.0
+    """timeout: never propose a limit below this many seconds (a tighter limit saves little
+    and turns a slow day into failures)."""
+    timeout_tight: float = 10.0
+    """timeout: a tighter limit is the slowest ok attempt times this, rounded up to a readable
+    duration, at least `timeout_floor_s` ..."""
+    timeout_loose: float = 5.0
+    """... proposed only when the current limit, with no timeout in the window, is at least
+    this many times that proposal."""
+    cache_min_hit_rate: float = 0.2
+    """cache: propose a cache only when at least this share of calls would be answered."""
+    cache_hit_ms: float = 1.0
+    """cache: what answering from the cache costs, in milliseconds."""
+    cache_min_saving_ms: float = 5.0
+    """cache: the expected saving per call, hit rate × (mean ok latency − `cache_hit_ms`),
+    must be at least this many milliseconds ..."""
+    cache_min_saving_share: float = 0.2
+    """... and at least this share of the mean ok latency."""
+    max_contrasts: int = 5
+    """Contrasts a scan computes (one query each, the costliest a scan runs): the first
+    findings get one, the rest say where to look instead."""
 
 
 class Settings(BaseSettings):

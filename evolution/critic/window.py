@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 import orchestrator
 from evolution.proposals.model import Finding, Query
-from infra import RefluxError
+from infra import CriticSettings, RefluxError
 
 log = logging.getLogger("reflux.critic")
 
@@ -51,50 +49,6 @@ cancellations say nothing about it)."""
 PIN_RUN = "critic"
 """The run id the live version's pins are resolved for (a rollout may pin other runs
 otherwise; the Critic judges the version most runs get)."""
-
-
-class CriticSettings(BaseModel):
-    """Targets and minimum counts of a scan (to move into infra as `REFLUX_CRITIC_*`)."""
-
-    target_failure_rate: float = 0.01
-    """retry: the share of a step's calls that may still fail after retries."""
-    max_attempts_cap: int = 10
-    """retry: never propose more attempts than this."""
-    min_attempts: int = 20
-    """A step with fewer attempts in the window gets no finding and is not covered."""
-    example_runs: int = 5
-    """Run ids a finding quotes as examples."""
-    contrast_rows: int = 10
-    """Attribute rows a finding's contrast keeps (the largest differences)."""
-    timeout_share: float = 0.02
-    """timeout: attempts that time out must be at least this share to propose a longer limit."""
-    timeout_min: int = 3
-    """timeout: and at least this many."""
-    timeout_near: float = 0.8
-    """timeout: ... while the p99 of ok latencies is above this fraction of the limit."""
-    timeout_headroom: float = 1.5
-    """timeout: a longer limit is p99.9 of ok latencies times this (rounded up)."""
-    timeout_floor_s: float = 10.0
-    """timeout: never propose a limit below this many seconds (a tighter limit saves little
-    and turns a slow day into failures)."""
-    timeout_tight: float = 10.0
-    """timeout: a tighter limit is the slowest ok attempt times this, rounded up to a readable
-    duration, at least `timeout_floor_s` ..."""
-    timeout_loose: float = 5.0
-    """... proposed only when the current limit, with no timeout in the window, is at least
-    this many times that proposal."""
-    cache_min_hit_rate: float = 0.2
-    """cache: propose a cache only when at least this share of calls would be answered."""
-    cache_hit_ms: float = 1.0
-    """cache: what answering from the cache costs, in milliseconds."""
-    cache_min_saving_ms: float = 5.0
-    """cache: the expected saving per call, hit rate × (mean ok latency − `cache_hit_ms`),
-    must be at least this many milliseconds ..."""
-    cache_min_saving_share: float = 0.2
-    """... and at least this share of the mean ok latency."""
-    max_contrasts: int = 5
-    """Contrasts a scan computes (one query each, the costliest a scan runs): the first
-    findings get one, the rest say where to look instead."""
 
 
 class Answer(Protocol):

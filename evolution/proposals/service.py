@@ -173,6 +173,10 @@ async def ask(
     if request.action == "validate":  # what cannot be tried is said now, not lost later
         from evolution.validation import plan
 
+        most = settings.evolution.max_runs
+        if request.runs is not None and request.runs > most:
+            raise ConfigError(f"runs must be at most {most} a side (REFLUX_EVOLUTION_MAX_RUNS)")
+
         await plan(pool, settings, proposal, request.mode, request.runs, "check")
     if request.action == "accept" and proposal.validation is not None and not request.force:
         await _live_unmoved(pool, proposal)
@@ -224,8 +228,8 @@ def refuse(proposal: Proposal, request: Request) -> None:
             raise LifecycleError(f"proposal {pid} is {status}: it cannot be validated now")
         if request.mode not in (None, "shadow", "canary"):
             raise ConfigError(f"mode must be shadow or canary, not {request.mode!r}")
-        if request.runs is not None and not 1 <= request.runs <= 10_000:
-            raise ConfigError("runs must be between 1 and 10000")
+        if request.runs is not None and request.runs < 1:
+            raise ConfigError("runs must be at least 1")
     elif action == "accept":
         if not proposal.mutation:
             raise LifecycleError(f"proposal {pid} is a {proposal.kind}: nothing to apply")
@@ -298,7 +302,7 @@ async def run_critic(
 
     window = await build_window(
         pool, ask_traces, since=since or settings.critic.window, workflow=workflow_id,
-        namespace=namespace,
+        namespace=namespace, settings=settings.critic,
     )  # fmt: skip
     found = await scan(window, await detectors(pool))
     store = ProposalStore(pool)
