@@ -253,18 +253,28 @@ async def arms(pool: asyncpg.Pool, proposal: Proposal, validation: Validation) -
         return {arm: [found[i] for i in ids if i in found] for arm, ids in validation.runs.items()}
     if validation.node_arms:
         return await _node_arm_runs(pool, proposal, validation)
-    versions = {"baseline": validation.base_version, "candidate": validation.candidate_version}
-    return {
-        arm: await ledger.live_runs(
-            pool,
-            proposal.workflow_id,
-            started_after=validation.started_at,
-            version=version,
-            oldest_first=True,
-            limit=validation.target,
-        )  # fmt: skip
-        for arm, version in versions.items()
-    }
+    candidate = await ledger.live_runs(
+        pool, proposal.workflow_id, started_after=validation.started_at,
+        version=validation.candidate_version, oldest_first=True, limit=validation.target,
+    )  # fmt: skip
+    # The baseline takes the rest of the traffic, so it fills faster: its runs are picked
+    # evenly over the span the candidate's took, not the first ones (a fresh baseline is
+    # one of the same time, load and inputs).
+    until = candidate[-1].started_at if len(candidate) >= validation.target else None
+    baseline = await ledger.live_runs(
+        pool, proposal.workflow_id, started_after=validation.started_at,
+        started_before=until, version=validation.base_version, oldest_first=True,
+        limit=NODE_ARM_POOL,
+    )  # fmt: skip
+    return {"baseline": spread(baseline, validation.target), "candidate": candidate}
+
+
+def spread(runs: list[Any], count: int) -> list[Any]:
+    """`count` of `runs` evenly spaced (all when there are no more)."""
+    if len(runs) <= count:
+        return runs
+    step = len(runs) / count
+    return [runs[int(i * step)] for i in range(count)]
 
 
 async def _node_arm_runs(

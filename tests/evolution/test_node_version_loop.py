@@ -89,7 +89,7 @@ async def test_a_regressed_node_version_in_a_rollout_gets_rolled_back(worker, re
         assert proposal.evidence.runs and proposal.evidence.queries
 
         await ask(client, pool, settings, proposal.id,
-                  Request(action="validate", actor="author", runs=15))  # fmt: skip
+                  Request(action="validate", actor="author", runs=30))  # fmt: skip
         validating = await wait_for(pool, proposal.id, ("validating",), timeout=30)
         assert validating.validation is not None and validating.validation.mode == "canary"
         assert validating.validation.node_arms == {
