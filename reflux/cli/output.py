@@ -65,3 +65,19 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
     async with pool_for(settings, min_size=1, max_size=4) as pool:
         yield pool
+
+
+def argument_text(value: str, flag: str) -> str:
+    """An argument given as text, or as `@file` (read as UTF-8); a file that cannot be read
+    is a one-line SpecError naming the flag."""
+    from pathlib import Path
+
+    from infra import SpecError
+
+    if not value.startswith("@"):
+        return value
+    try:
+        return Path(value[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SpecError([f"{flag}: cannot read {value[1:]}: {why}"]) from None

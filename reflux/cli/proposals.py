@@ -13,7 +13,16 @@ from datetime import timedelta
 from typing import Any
 
 from infra import Settings
-from reflux.cli.output import EXIT_FAILED, EXIT_INVALID, EXIT_OK, database, err, out, out_json
+from reflux.cli.output import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    argument_text,
+    database,
+    err,
+    out,
+    out_json,
+)
 
 JUDGED = ("validated", "failed_validation", "inconclusive")
 WAIT = 3600.0
@@ -93,7 +102,7 @@ async def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
     from reflux.cli.remote import remote
 
     try:
-        mutation = json.loads(_text(args.mutation))
+        mutation = json.loads(argument_text(args.mutation, "--mutation"))
     except json.JSONDecodeError as exc:
         err(f"reflux: --mutation is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
         return EXIT_INVALID
@@ -111,7 +120,7 @@ async def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
             proposal = await create(
                 client, pool, settings, actor=settings.user, workflow_id=args.workflow,
                 title=args.title, mutation=mutation, kind=args.kind,
-                diagnosis=args.diagnosis or "",
+                diagnosis=args.diagnosis or "", nodes_allowed=True,  # the stack's operator
             )  # fmt: skip
         made = proposal.contract()
     if args.json:
@@ -245,20 +254,6 @@ async def _wait(
         if (shown["status"] in done and fresh(shown)) or time.monotonic() >= deadline:
             return shown
         await asyncio.sleep(1.0)
-
-
-def _text(value: str) -> str:
-    """A JSON argument, or @file."""
-    from pathlib import Path
-
-    from infra import ConfigError
-
-    if not value.startswith("@"):
-        return value
-    try:
-        return Path(value[1:]).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--mutation: cannot read {value[1:]}: {exc}") from None
 
 
 def add_parsers(sub: Any) -> None:

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from infra import Settings
-from reflux.cli.output import EXIT_FAILED, EXIT_INVALID, EXIT_OK, database, err, out, out_json
+from reflux.cli.output import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    argument_text,
+    database,
+    err,
+    out,
+    out_json,
+)
 
 
 async def cmd_push(settings: Settings, args: argparse.Namespace) -> int:
@@ -375,7 +384,8 @@ async def cmd_mutate(settings: Settings, args: argparse.Namespace) -> int:
     from registry import WorkflowRegistry, parse_ref
 
     workflow_id, base = parse_ref(args.target)
-    given = [m for text in args.mutation or [] for m in parse_mutations(_mutation_text(text))]
+    texts = [argument_text(text, "--mutation") for text in args.mutation or []]
+    given = [m for text in texts for m in parse_mutations(text)]
     changes = (
         given + [parse_set(t) for t in args.set or []] + [parse_pin(t) for t in args.pin or []]
     )
@@ -413,19 +423,6 @@ async def cmd_mutate(settings: Settings, args: argparse.Namespace) -> int:
     for line in done.get("triggers", []):
         out(f"  {line}")
     return EXIT_OK
-
-
-def _mutation_text(text: str) -> str:
-    """`--mutation`: JSON, or @file.json."""
-    from infra import SpecError
-
-    if not text.startswith("@"):
-        return text
-    try:
-        return Path(text[1:]).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SpecError([f"--mutation: cannot read {text[1:]}: {why}"]) from None
 
 
 async def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:

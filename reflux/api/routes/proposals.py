@@ -233,6 +233,7 @@ async def create_proposal(body: NewProposal, request: Request, token: Author) ->
             client, ctx.pool, ctx.settings, actor=actor(token), workflow_id=body.workflow_id,
             title=body.title, mutation=body.mutation, namespace=token.namespace, kind=body.kind,
             diagnosis=body.diagnosis,
+            nodes_allowed=token.allows("admin") and token.namespace is None,
         )  # fmt: skip
     except (ConfigError, NotFoundError) as exc:  # the workflow is seen: a node op names no node
         raise ApiError(422, f"mutation: {exc}") from None
