@@ -36,13 +36,23 @@ def kind_of_change(proposal: Proposal) -> str:
     return kinds.pop()
 
 
-async def intent(pool: asyncpg.Pool, proposal: Proposal, actor: str) -> Applied:
+async def intent(
+    pool: asyncpg.Pool, proposal: Proposal, actor: str, *, forced: bool = False
+) -> Applied:
     """What applying will change from (the live version, a node's rollout now) and how
-    to undo it, read before anything changes."""
+    to undo it, read before anything changes. LifecycleError when the live version is not
+    the one the change was validated on (unless an admin forced the accept): what would
+    be applied was never tried."""
     from registry import NodeRegistry, WorkflowRegistry
 
     kind = kind_of_change(proposal)
     live = await WorkflowRegistry(pool, actor).live(proposal.workflow_id)
+    tried = proposal.validation.base_version if proposal.validation else None
+    if kind == "graph" and tried is not None and tried != live.version and not forced:
+        raise LifecycleError(
+            f"it was validated on {proposal.workflow_id}@{tried}, but @{live.version} is live"
+            " now: validate it again"
+        )
     undo: list[dict[str, Any]] = []
     if kind == "graph":
         undo = [{"op": "promote", "workflow": proposal.workflow_id, "version": live.version}]
@@ -50,9 +60,14 @@ async def intent(pool: asyncpg.Pool, proposal: Proposal, actor: str) -> Applied:
         rollouts = (await NodeRegistry(pool, actor).catalog()).rollouts
         for op in proposal.mutation:
             now = rollouts.get(op["node"])
-            if op["op"] == "rollout" and now is not None and now.version == op["version"]:
+            if op["op"] != "rollout":
+                continue  # a deprecation is undone by a person (promote it again)
+            if now is not None:  # back to the rollout there was, whichever version
                 undo.append({"op": "rollout", "node": op["node"], "version": now.version,
                              "percent": now.percent})  # fmt: skip
+            else:  # there was none: stop this one
+                undo.append({"op": "rollout", "node": op["node"], "version": op["version"],
+                             "percent": 0})  # fmt: skip
     return Applied(previous_version=live.version, by=actor, undo=undo)
 
 
@@ -85,7 +100,7 @@ async def _revise(
     live = await registry.live(proposal.workflow_id)
     before = await registry.get(proposal.workflow_id, planned.previous_version)
     if live.version != planned.previous_version:
-        if proposal.id not in live.note:
+        if not live.note.startswith(f"proposal {proposal.id}:"):
             raise LifecycleError(
                 f"{proposal.workflow_id}@{live.version} went live since the apply began"
                 f" (from @{planned.previous_version}): validate the proposal again"

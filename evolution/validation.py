@@ -71,16 +71,19 @@ async def choose_mode(pool: asyncpg.Pool, proposal: Proposal) -> str:
     live = await load_version(pool, proposal.workflow_id)
     ops = parse_mutations(proposal.mutation)
     changed = apply_mutations(live.spec, ops, live.catalog, live.stored.ref)
-    pins = resolve_pins(changed, live.catalog, "validation")
-    plan = build_plan(changed, pins, None, live.catalog)
+    plans = [  # the step as it is and as it would be: either writing makes it a canary
+        build_plan(spec, resolve_pins(spec, live.catalog, "validation"), None, live.catalog)
+        for spec in (live.spec, changed)
+    ]
     touched = {step.get("id") if isinstance(step, dict) else step
                for step in (op.get("step") for op in proposal.mutation)}  # fmt: skip
+    steps = [step for plan in plans for step in plan.steps]
     grew = True
     while grew:  # and every step downstream of one touched
-        reached = {s.id for s in plan.steps if touched.intersection(s.needs)}
+        reached = {s.id for s in steps if touched.intersection(s.needs)}
         grew = not reached <= touched
         touched |= reached
-    if any(writes(step) for step in plan.steps if step.id in touched):
+    if any(writes(step) for step in steps if step.id in touched):
         return "canary"
     return "shadow"
 
@@ -123,6 +126,7 @@ async def plan(
     validation = Validation(
         mode=chosen,  # type: ignore[arg-type]
         target=target,
+        metric=proposal.expected.metric if proposal.expected else "error_rate",
         key=key,
         base_version=live.version,
         started_at=datetime.now(UTC),
@@ -365,7 +369,7 @@ async def finish(
     found = await arms(pool, proposal, validation)
     ended = {arm: [r for r in runs if r.status != "running"] for arm, runs in found.items()}
     series = await arm_series(settings, ended, proposal.step_id)
-    metric = proposal.expected.metric if proposal.expected else "error_rate"
+    metric = validation.metric or "error_rate"
     target = target_metric(metric, proposal.step_id) if metric in JUDGED_METRICS else None
     verdict = judge(series, target, judge_config(settings))
     validation.result = verdict.result

@@ -102,6 +102,15 @@ async def contrast(
     return rows, query
 
 
+async def budgeted(
+    window: Window, workflow_id: str, step_id: str
+) -> tuple[list[ContrastRow], Query | None]:
+    """The contrast of a step, if the scan's contrast budget has room; else no rows."""
+    if not window.take_contrast():
+        return [], None
+    return await contrast(window, workflow_id, step_id)
+
+
 async def attach(window: Window, finding: Finding) -> None:
     """Put the contrast of `finding`'s step in its evidence (rows, and the query last), if
     the scan's contrast budget has room; else say in its figures that it was skipped."""

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import ruptures as rpt
 
-from evolution.critic.contrast import contrast
+from evolution.critic.contrast import budgeted
 from evolution.critic.window import CALLED, FAILED, Window, percent
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
 
@@ -109,7 +109,7 @@ SELECT workflow_id, step_id,
        argMaxIf(run_id, latency_ms, status = 'ok') AS slowest_run,
        maxIf(latency_ms, status = 'ok') AS slowest_ms
 FROM traces
-WHERE {where} AND status IN {called}
+WHERE {where} AND status IN {called} AND isFinite(latency_ms)
 GROUP BY workflow_id, step_id, slot
 ORDER BY workflow_id, step_id, slot
 """
@@ -179,7 +179,7 @@ class DriftDetector:
     async def scan(self, window: Window) -> list[Finding]:
         if not window.workflows:
             return []
-        live = window.live()
+        live = window.live(all_versions=True)  # a workflow version may be the cause
         sql = SLOTS_SQL.format(where=live.where, failed=FAILED, called=CALLED)
         span_ms = (window.end - window.start).total_seconds() * 1000
         params = {
@@ -248,7 +248,7 @@ class DriftDetector:
             )
             title = f"{step_id}'s {what} at {when}"
         runs = _examples(buckets, head, window.settings.example_runs)
-        rows, contrast_query = await contrast(window, workflow_id, step_id)
+        rows, contrast_query = await budgeted(window, workflow_id, step_id)
         figures = {
             "points": len(buckets),
             "attempts_per_point": round(sum(b.attempts for b in buckets) / len(buckets), 1),
@@ -265,7 +265,7 @@ class DriftDetector:
             title=title,
             diagnosis=diagnosis,
             evidence=Evidence(
-                queries=[query, contrast_query],
+                queries=[query, *([contrast_query] if contrast_query else [])],
                 figures=figures,
                 contrast=rows,
                 runs=runs,

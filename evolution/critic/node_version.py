@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from evolution.critic.contrast import contrast
+from evolution.critic.contrast import budgeted
 from evolution.critic.window import CALLED, FAILED, Window, percent
 from evolution.judge import JudgeConfig, Judgement, Series, judge
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
@@ -148,7 +148,7 @@ class NodeVersionDetector:
         worse = [m for m in judgement.metrics if m.verdict == "worse"]
         metric = next((m for m in worse if m.name == "error_rate"), worse[0])
         mutation, how = self._rollback(step_id, baseline, candidate)
-        rows, contrast_query = await contrast(window, workflow_id, step_id)
+        rows, contrast_query = await budgeted(window, workflow_id, step_id)
         node = candidate.node
         if metric.name == "error_rate":
             what = (
@@ -188,7 +188,7 @@ class NodeVersionDetector:
             diagnosis=diagnosis,
             mutation=mutation,
             evidence=Evidence(
-                queries=[query, contrast_query],
+                queries=[query, *([contrast_query] if contrast_query else [])],
                 figures={
                     "node": node,
                     "baseline": {"version": baseline.version, **baseline.figures()},

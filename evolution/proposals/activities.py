@@ -27,7 +27,7 @@ from evolution.proposals.lifecycle import (
     Step,
     TransitionRequest,
 )
-from evolution.proposals.model import Proposal, Validation
+from evolution.proposals.model import NODE_OPS, Proposal, Validation
 from evolution.proposals.service import kind_of
 from evolution.proposals.store import ProposalStore
 from infra import (
@@ -40,6 +40,9 @@ from infra import (
 )
 
 log = logging.getLogger("reflux.evolution")
+
+AUTO_SOURCES = ("critic", "optimizer")
+"""Whose proposals a workflow's `auto_apply` may apply without a person."""
 
 
 class LifecycleActivities:
@@ -149,19 +152,30 @@ class LifecycleActivities:
         except (NotFoundError, SpecError):
             return False
         wanted = live.spec.evolution.auto_apply if live.spec.evolution else []
-        # the kind a person gave is checked at filing; checked again here, where it counts
-        return proposal.kind in wanted and kind_of(proposal.mutation) == proposal.kind
+        # Only what the platform proposed applies unattended (a person's proposal waits for
+        # a reviewer, whatever its kind), never a node's change (every namespace runs the
+        # node), and only where the kind is what the mutation amounts to.
+        return (
+            proposal.source in AUTO_SOURCES
+            and proposal.kind in wanted
+            and not any(op.get("op") in NODE_OPS for op in proposal.mutation)
+            and kind_of(proposal.mutation) == proposal.kind
+        )
 
     @activity.defn(name=names.APPLY)
     async def apply(self, proposal_id: str) -> str:
         """Apply an accepted proposal; one that no longer applies is rejected, saying why."""
         proposal = await self._get(proposal_id)
+        if proposal.status == "applied" and proposal.kind == "revert":
+            await self._mark_reverted(proposal)  # a crash between the two writes
         if proposal.status != "accepted":
             return proposal.status
         actor = _accepted_by(proposal)
+        forced = any(t.status == "accepted" and t.note.startswith("forced") for t in
+                     proposal.history)  # fmt: skip
         try:
             if proposal.applied is None:  # what it changes from, kept before it changes
-                planned = await applying.intent(self.pool, proposal, actor)
+                planned = await applying.intent(self.pool, proposal, actor, forced=forced)
                 await self.store.update(proposal_id, {"applied": planned})
                 proposal = proposal.model_copy(update={"applied": planned})
             done = await applying.apply(
@@ -178,12 +192,15 @@ class LifecycleActivities:
             proposal_id, "applied", actor, f"applied: {where}", changes={"applied": done}
         )
         if proposal.kind == "revert":  # the proposal it undoes is reverted only now
-            reverted = str(proposal.evidence.figures.get("reverts", ""))
-            with contextlib.suppress(NotFoundError, LifecycleError):
-                await self.store.transition(
-                    reverted, "reverted", AUTO, f"reverted by {proposal_id}", expect=["applied"]
-                )
+            await self._mark_reverted(proposal)
         return applied.status
+
+    async def _mark_reverted(self, revert: Proposal) -> None:
+        reverted = str(revert.evidence.figures.get("reverts", ""))
+        with contextlib.suppress(NotFoundError, LifecycleError):
+            await self.store.transition(
+                reverted, "reverted", AUTO, f"reverted by {revert.id}", expect=["applied"]
+            )
 
     @activity.defn(name=names.WATCH_START)
     async def watch_start(self, proposal_id: str) -> Step:

@@ -147,6 +147,9 @@ class Validation(BaseModel):
     """Canary: the stored candidate version live runs were sent to."""
     looks: int = 0
     """Canary: the interim looks for harm taken so far."""
+    metric: str | None = None
+    """The metric the judge targets, fixed when the validation began (a later scan may
+    refresh the proposal's expectation, not what this validation is judged on)."""
     node_arms: dict[str, str] = Field(default_factory=dict)
     """A node-level change: `{node, baseline, candidate}`, the node versions whose live
     runs (by their pins) make each arm."""

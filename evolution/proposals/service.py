@@ -35,7 +35,8 @@ from infra import ConfigError, LifecycleError, NotFoundError, ServiceError, Sett
 REVIEWABLE = ("open", "validated", "failed_validation", "inconclusive")
 """Where a proposal may be validated (again) or accepted."""
 SUPERSEDABLE = REVIEWABLE
-"""Where the Critic's later scan may supersede a proposal (not while it is validated)."""
+"""Where the Critic's later scan may supersede a proposal (not while it is being
+validated)."""
 MAX_TITLE = 300
 KIND_OF_POLICY = {"retry": "retry", "timeout": "timeout", "cache": "cache"}
 
@@ -91,8 +92,8 @@ async def create(
     if not ops or not all(isinstance(op, dict) for op in ops):
         raise ConfigError("--mutation must be a JSON object or a list of them, each with an 'op'")
     node_ops = [op for op in ops if op.get("op") in NODE_OPS]
-    if node_ops and len(node_ops) != len(ops):
-        raise ConfigError("node operations (rollout, deprecate) cannot mix with graph mutations")
+    if node_ops and len(ops) > 1:
+        raise ConfigError("one node operation (rollout, deprecate) a proposal, and nothing else")
     if any(op.get("op") in WORKFLOW_OPS for op in ops):
         raise ConfigError("'promote' is a revert's operation: use `reflux workflows promote`")
     if node_ops:
@@ -134,10 +135,9 @@ def kind_of(ops: Sequence[dict[str, Any]]) -> str:
         return "node_version"
     if names == {"set_policy"}:
         touched = {key for op in ops for key in KIND_OF_POLICY if op.get(key) is not None}
-        if len(touched) == 1:
+        loosens = any((op.get("cache") or {}).get("allow_secrets") for op in ops)
+        if len(touched) == 1 and not loosens:
             return KIND_OF_POLICY[touched.pop()]
-    if names == {"replace_node"}:
-        return "node_version"
     return "params"
 
 
@@ -178,8 +178,14 @@ async def ask(
             raise ConfigError(f"runs must be at most {most} a side (REFLUX_EVOLUTION_MAX_RUNS)")
 
         await plan(pool, settings, proposal, request.mode, request.runs, "check")
-    if request.action == "accept" and proposal.validation is not None and not request.force:
-        await _live_unmoved(pool, proposal)
+    if request.action == "accept":
+        if namespace is not None and any(op.get("op") in NODE_OPS for op in proposal.mutation):
+            raise LifecycleError(
+                f"proposal {proposal_id} changes a node every namespace runs: only a reviewer"
+                " of all namespaces may accept it"
+            )
+        if proposal.validation is not None and not request.force:
+            await _live_unmoved(pool, proposal)
     try:
         # signal-with-start: a lifecycle that is gone (never started, or failed) starts
         # again with the request; a running one just takes it

@@ -29,7 +29,9 @@ from infra import ConfigError, LifecycleError, NotFoundError
 
 LIST_LIMIT = 200
 _COLUMNS = "id, namespace, workflow_id, kind, status, source, signature, body, created_by"
-_REFRESHED = ("title", "diagnosis", "mutation", "evidence", "expected", "workflow_version", "node")
+_REFRESHED = (
+    "kind", "title", "diagnosis", "mutation", "evidence", "expected", "workflow_version", "node",
+)  # fmt: skip
 """What a later scan's finding replaces in an `open` proposal (not its status)."""
 _FIGURES = ("evidence", "expected")
 """What it replaces in one being validated or judged: the figures, never the change that
@@ -107,8 +109,8 @@ class ProposalStore:
             fields = _REFRESHED if row["status"] == "open" else _FIGURES
             body.update(finding.model_dump(mode="json", include=set(fields)))
             await conn.execute(
-                "UPDATE proposals SET body = $2, updated_at = now() WHERE id = $1",
-                row["id"], body,
+                "UPDATE proposals SET body = $2, kind = $3, updated_at = now() WHERE id = $1",
+                row["id"], body, body["kind"],
             )  # fmt: skip
         return await self.get(row["id"])
 
@@ -164,7 +166,8 @@ class ProposalStore:
         rows = await self.pool.fetch(
             "SELECT id, status FROM proposals WHERE status <> ALL($1::text[])"
             " AND NOT (status = 'applied' AND coalesce(body #>> '{applied,watch,done}', '')"
-            " = 'true') ORDER BY id",
+            " = 'true' AND coalesce(body #>> '{applied,watch,result}', '') <> 'fail')"
+            " ORDER BY id",
             [s for s, onward in TRANSITIONS.items() if not onward],
         )
         return [(r["id"], r["status"]) for r in rows]

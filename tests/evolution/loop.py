@@ -98,7 +98,7 @@ def flow(workflow_id: str, url: str, *, attempts: int = 1, method: str = "GET") 
             with:
               url: "{url}?order={{{{ inputs.order }}}}"
               method: {method}
-            retry: {{max_attempts: {attempts}, initial_interval: 1s}}
+            retry: {{max_attempts: {attempts}, initial_interval: 1s, max_interval: 1s}}
           - id: total
             node: core.transform@1
             with:

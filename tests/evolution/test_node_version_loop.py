@@ -95,7 +95,7 @@ async def test_a_regressed_node_version_in_a_rollout_gets_rolled_back(worker, re
         assert validating.validation.node_arms == {
             "node": NODE, "baseline": "1.1.0", "candidate": "1.0.0"}  # fmt: skip
         judged = validating
-        for _ in range(8):  # live traffic, split by the rollout, fills both arms
+        for _ in range(12):  # live traffic, split by the rollout, fills both arms
             await run_many(client, pool, settings, wf, 15)
             judged = await wait_for(pool, proposal.id, ("validated", "failed_validation",
                                                         "inconclusive"), timeout=5)  # fmt: skip

@@ -9,6 +9,7 @@ evolution worker of this module's own."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -245,24 +246,33 @@ async def test_validate_of_a_workflow_with_no_runs_leaves_it_open(loop, upstream
     assert (await ProposalStore(pool).get(proposal.id)).status == "open"
 
 
-async def test_auto_apply_applies_a_validated_retry_without_a_person(loop, upstream):
+async def test_auto_apply_applies_the_critics_validated_retry_without_a_person(loop, upstream):
     settings, client, pool = loop
     wf = unique("trusted")
     source = flow(wf, upstream.url("/flaky")) + "evolution: {auto_apply: [retry]}\n"
     await push(pool, source)
-    await run_many(client, pool, settings, wf, 30)
-    proposal = await create(
-        client, pool, settings, actor="a person", workflow_id=wf, title="Retry fetch",
-        mutation=[{"op": "set_policy", "step": "fetch", "retry": {"max_attempts": 6}}],
-        diagnosis="half the calls fail",
-    )  # fmt: skip
-    assert proposal.kind == "retry"
-    await ask(client, pool, settings, proposal.id, Request(action="validate", actor="a person"))
+    await run_many(client, pool, settings, wf, 40)
+    await traced(settings, wf, 40)
+    filed, _ = await run_critic(client, pool, settings, actor="critic", workflow_id=wf)
+    [proposal] = [p for p in filed if p.kind == "retry"]
+    await ask(client, pool, settings, proposal.id, Request(action="validate", actor="author"))
     done = await wait_for(pool, proposal.id, ("applied", "failed_validation", "inconclusive"),
-                          timeout=180)  # fmt: skip
+                          timeout=240)  # fmt: skip
     assert done.status == "applied", done.validation and done.validation.metrics
     accepted = [t for t in done.history if t.status == "accepted"]
     assert accepted[0].actor == "reflux" and "auto_apply" in accepted[0].note
+
+    # a person's proposal of the same kind waits for a reviewer, whatever the workflow says
+    person = await create(
+        client, pool, settings, actor="a person", workflow_id=wf, title="Retry more",
+        mutation=[{"op": "set_policy", "step": "fetch", "retry": {"max_attempts": 9}}],
+    )  # fmt: skip
+    assert person.kind == "retry"
+    await ask(client, pool, settings, person.id, Request(action="validate", actor="a person"))
+    judged = await wait_for(pool, person.id, JUDGED, timeout=240)
+    assert judged.status in JUDGED
+    await asyncio.sleep(2)
+    assert (await ProposalStore(pool).get(person.id)).status == judged.status
 
 
 async def test_a_problem_gone_by_the_next_scan_supersedes_its_proposal(loop):

@@ -217,7 +217,7 @@ def test_bad_requests_are_one_line(api, tokens):
         assert assert_error(answer, 422, "InvalidRequest").startswith(f"{where}:"), extra
     mixed = [RETRY, {"op": "deprecate", "node": "core.transform", "version": "1"}]
     answer = propose(api, author, workflow_id, mutation=mixed)
-    assert "cannot mix" in assert_error(answer, 422, "InvalidRequest")
+    assert "one node operation" in assert_error(answer, 422, "InvalidRequest")
     unknown = propose(api, author, f"{workflow_id}-gone")
     assert assert_error(unknown, 404, "NotFound") == f"unknown workflow '{workflow_id}-gone'"
     assert (
