@@ -270,6 +270,11 @@ async def arms(pool: asyncpg.Pool, proposal: Proposal, validation: Validation) -
         started_before=until, version=validation.base_version, oldest_first=True,
         limit=NODE_ARM_POOL,
     )  # fmt: skip
+    if until is not None and len(baseline) < validation.target:  # the span was too short
+        baseline = await ledger.live_runs(
+            pool, proposal.workflow_id, started_after=validation.started_at,
+            version=validation.base_version, oldest_first=True, limit=validation.target,
+        )  # fmt: skip
     return {"baseline": spread(baseline, validation.target), "candidate": candidate}
 
 
