@@ -25,6 +25,7 @@ __all__ = [
     "encode",
     "inputs_hash",
     "message_id",
+    "open_warehouse",
     "publisher_stats",
     "query",
     "run_sink",
@@ -42,7 +43,7 @@ __getattr__ = lazy(
         "reflection.sink": ["run_sink", "sink_backlog"],
         "reflection.sql": ["query"],
         "reflection.stream": ["encode", "message_id"],
-        "reflection.warehouse": ["QueryResult"],
+        "reflection.warehouse": ["QueryResult", "open_warehouse"],
     },
     modules=["stats"],
 )
