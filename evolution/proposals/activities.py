@@ -64,7 +64,7 @@ class LifecycleActivities:
     async def load(self, proposal_id: str) -> Loaded:
         proposal = await self._get(proposal_id)
         poll = max(self.settings.evolution.poll.total_seconds(), 0.5)
-        return Loaded(status=proposal.status, kind=proposal.kind, poll=poll)
+        return Loaded(status=proposal.status, poll=poll)
 
     @activity.defn(name=names.TRANSITION)
     async def transition(self, change: TransitionRequest) -> None:

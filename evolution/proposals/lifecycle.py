@@ -73,7 +73,6 @@ class LifecycleStart(BaseModel):
 
 class Loaded(BaseModel):
     status: str
-    kind: str
     poll: float
     """Seconds between looks at a validation's or watch's runs (REFLUX_EVOLUTION_POLL)."""
 
@@ -130,7 +129,7 @@ class ProposalWorkflow:
         self.requests = [*start.requests, *self.requests]
         loaded = await self._load(pid)
         if start.accept is not None and loaded.status in ("open", "validated"):
-            await self._accept(pid, start.accept, loaded.kind)
+            await self._accept(pid, start.accept)
         while True:
             if self.status in ("reverted", "rejected", "superseded"):
                 return self.status
@@ -139,10 +138,10 @@ class ProposalWorkflow:
                 if self.status == "validating":  # stopped by a reject or supersede
                     stop = next(r for r in self.requests if r.action in STOPS)
                     self.requests.remove(stop)
-                    await self._handle(pid, stop, loaded.kind)
+                    await self._handle(pid, stop)
                 continue
             if self.status == "accepted":
-                await self._apply(pid, loaded.kind)
+                await self._apply(pid)
                 continue
             if self.status == "applied":
                 await self._watch(pid, loaded.poll)
@@ -151,7 +150,7 @@ class ProposalWorkflow:
                 workflow.continue_as_new(LifecycleStart(proposal_id=pid))
             self.phase = "waiting"
             await workflow.wait_condition(lambda: bool(self.requests))
-            await self._handle(pid, self.requests.pop(0), loaded.kind)
+            await self._handle(pid, self.requests.pop(0))
 
     async def _load(self, pid: str) -> Loaded:
         loaded: Loaded = await workflow.execute_activity(LOAD, pid, result_type=Loaded, **_QUICK)
@@ -170,7 +169,7 @@ class ProposalWorkflow:
         )
         self.status = status
 
-    async def _handle(self, pid: str, request: Request, kind: str) -> None:
+    async def _handle(self, pid: str, request: Request) -> None:
         """Act on one request; one that does not fit the status now is dropped (the front
         door checked it against the table, so only a race gets here), and logged."""
         action, status = request.action, self.status
@@ -188,14 +187,14 @@ class ProposalWorkflow:
                 workflow.logger.warning("proposal %s: %s failed: %s", pid, note, exc.cause)
             await self._load(pid)
         elif action == "accept" and (status == "validated" or _forced(request, status)):
-            await self._accept(pid, request, kind)
+            await self._accept(pid, request)
         else:
             workflow.logger.warning(
                 "proposal %s: %s by %s dropped: the proposal is %s", pid, action,
                 request.actor, status,
             )  # fmt: skip
 
-    async def _accept(self, pid: str, request: Request, kind: str) -> None:
+    async def _accept(self, pid: str, request: Request) -> None:
         note = request.note or "accepted"
         if request.force and self.status != "validated":
             note = f"forced by {request.role or 'admin'} while {self.status}: {request.note}"
@@ -229,7 +228,7 @@ class ProposalWorkflow:
             if auto:
                 await self._move(pid, "accepted", AUTO, "auto_apply: the workflow opts in")
 
-    async def _apply(self, pid: str, kind: str) -> None:
+    async def _apply(self, pid: str) -> None:
         self.phase = "applying"
         status: str = await workflow.execute_activity(APPLY, pid, result_type=str, **_LONG)
         self.status = status
