@@ -268,19 +268,13 @@ async def wait_for(
     timeout: float,
     *,
     every: float = 0.5,
-    on_change: Any = None,
 ) -> Proposal:
     """The proposal once its status is one of `done` (or when `timeout` seconds passed,
-    as it is then). `on_change(proposal)` hears each change of status or samples."""
+    as it is then)."""
     store = ProposalStore(pool)
     deadline = time.monotonic() + timeout
-    seen: Any = None
     while True:
         proposal = await store.get(proposal_id)
-        mark = (proposal.status, proposal.validation.samples if proposal.validation else None)
-        if on_change is not None and mark != seen:
-            on_change(proposal)
-        seen = mark
         if proposal.status in done or time.monotonic() >= deadline:
             return proposal
         await asyncio.sleep(every)
