@@ -4,7 +4,8 @@
 - `stream`: the JetStream stream traces travel on and its message format.
 - `publisher`: buffered, never-blocking publishing from the worker.
 - `sink`: the trace sink, JetStream → ClickHouse, and the query door to an embedded engine.
-- `warehouse`: the ClickHouse schema, inserts and read-only queries (chdb or a server).
+- `warehouse`: the ClickHouse schema, inserts and read-only queries (chdb or a server);
+  `rollup`: `trace_minutes`, the attempts by the minute that the Critic reads.
 - `query`: read-only SQL from any process (answered with a `QueryResult`); `stats`: the
   questions the CLI asks.
 - `cache`: the step result cache in a NATS key-value bucket.
@@ -28,6 +29,7 @@ __all__ = [
     "open_warehouse",
     "publisher_stats",
     "query",
+    "rollup",
     "run_sink",
     "sink_backlog",
     "stats",
@@ -45,5 +47,5 @@ __getattr__ = lazy(
         "reflection.stream": ["encode", "message_id"],
         "reflection.warehouse": ["QueryResult", "open_warehouse"],
     },
-    modules=["stats"],
+    modules=["rollup", "stats"],
 )

@@ -1,11 +1,16 @@
 """The trace sink: JetStream → ClickHouse in batches, and the query door to the warehouse.
 
-Acknowledge only after the insert: a crash between fetch and insert leaves the batch
-unacknowledged, JetStream redelivers it, and the ReplacingMergeTree folds the second copy
-into the first (see `reflection.warehouse`), so every event is stored exactly once as far
-as any query can tell. A line of a message that is not a valid event is logged and
-skipped; a message with no valid event is terminated, so it never comes back and never
-holds up the stream.
+Acknowledge only after the insert, so a batch a crash interrupts comes back: JetStream
+redelivers what was not acked. When the crash fell between insert and ack, the redelivered
+events are stored already, so those of a redelivered message (`num_delivered > 1`) are
+looked up by key in `traces` and only the missing ones are inserted; first deliveries are
+inserted as they come, with no lookup. Each event is thus inserted once, and the rollup
+(`reflection.rollup`, a materialized view counting inserted rows) counts it once. A copy
+that still gets in (one event published in two messages, or two sinks racing on one
+redelivery) counts twice there, but the ReplacingMergeTree folds it into the first (see
+`reflection.warehouse`), so `traces` holds every event exactly once as far as any query
+can tell. A line of a message that is not a valid event is logged and skipped; a message
+with no valid event is terminated, so it never comes back and never holds up the stream.
 
 The sink owns the embedded engine (chdb allows one process per directory), so it also
 answers read-only SQL on `QUERY_SUBJECT` for everyone else; `reflection.sql` is the client.
@@ -20,7 +25,7 @@ import gc
 import json
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import nats
@@ -43,6 +48,17 @@ LINGER = 0.2
 RETRY_DELAY = 2.0
 """Seconds before a batch whose insert failed is delivered again."""
 QUERY_CONCURRENCY = 4
+KEY_CHUNK = 1_000
+"""Keys a lookup of stored events binds at once, ~60 kB: a server takes a parameter this
+large (clickhouse-connect sends it as a form field) up to `http_max_field_value_size`,
+128 KiB by default."""
+STORED_KEYS = """
+SELECT run_id, step_id, item, attempt FROM traces
+WHERE (run_id, step_id, item, attempt) IN {keys:Array(Tuple(String, String, Int64, Int64))}
+"""
+"""Which of `keys` are in `traces`; the tuple IN prunes by the table's primary key."""
+
+Event = Mapping[str, Any]
 
 
 class QueryRequest(BaseModel):
@@ -68,7 +84,7 @@ class TraceSink:
         self.ack_wait = ack_wait
         self.batch = max(1, settings.traces.batch)
         self.stored = 0
-        """Events inserted (redeliveries included)."""
+        """Events inserted (a redelivered one only when it was not stored yet)."""
         self.rejected = 0
         """Malformed events (message lines) skipped."""
         self._warehouse: Warehouse | None = None
@@ -133,7 +149,8 @@ class TraceSink:
         log.info("sink stopped: %d stored, %d rejected", self.stored, self.rejected)
 
     async def _store(self, messages: list[Msg], stop: asyncio.Event) -> None:
-        events: list[Mapping[str, Any]] = []
+        fresh: list[Event] = []
+        redelivered: list[Event] = []
         good: list[Msg] = []
         bad: list[Msg] = []
         for msg in messages:
@@ -141,18 +158,20 @@ class TraceSink:
             for problem in problems:
                 log.warning("dropping a malformed trace on %s: %s", msg.subject, problem)
             self.rejected += len(problems)
-            events.extend(found)
+            (redelivered if msg.metadata.num_delivered > 1 else fresh).extend(found)
             (good if found else bad).append(msg)
         for msg in bad:
             await msg.term()
-        if not events:
+        if not good:
             return
-        assert self._warehouse is not None
         try:
-            await asyncio.to_thread(self._warehouse.insert, events)
+            inserted = await asyncio.to_thread(self._insert, fresh, redelivered)
         except Exception as exc:  # the warehouse is down or refused: the batch comes back later
             log.warning(
-                "insert of %d traces failed, retrying in %gs: %s", len(events), RETRY_DELAY, exc
+                "insert of %d traces failed, retrying in %gs: %s",
+                len(fresh) + len(redelivered),
+                RETRY_DELAY,
+                exc,
             )
             for msg in good:
                 await msg.nak(delay=RETRY_DELAY)
@@ -161,7 +180,24 @@ class TraceSink:
             return
         for msg in good:
             await msg.ack()
-        self.stored += len(events)
+        self.stored += inserted
+
+    def _insert(self, fresh: list[Event], redelivered: list[Event]) -> int:
+        """Insert `fresh` as they are and those of `redelivered` not stored yet, in one
+        batch; return how many were inserted. Blocking: runs in a worker thread."""
+        assert self._warehouse is not None
+        events = fresh
+        if redelivered:
+            missing = _unstored(self._warehouse, redelivered)
+            log.info(
+                "%d of %d redelivered traces were stored already, inserting %d",
+                len(redelivered) - len(missing),
+                len(redelivered),
+                len(missing),
+            )
+            events = fresh + missing
+        self._warehouse.insert(events)
+        return len(events)
 
     async def _on_query(self, msg: Msg) -> None:
         # nats-py runs one callback at a time per subscription: hand each query to a task so
@@ -311,6 +347,18 @@ async def _first_of(*events: asyncio.Event, timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _unstored(warehouse: Warehouse, events: Sequence[Event]) -> list[Event]:
+    """Those of `events` whose key is not in `traces` yet, one per key (a later copy wins,
+    as in the table): a query per `KEY_CHUNK` keys."""
+    by_key = {(e["run_id"], e["step_id"], e["item"], e["attempt"]): e for e in events}
+    keys = list(by_key)
+    for start in range(0, len(keys), KEY_CHUNK):
+        found = warehouse.query(STORED_KEYS, {"keys": keys[start : start + KEY_CHUNK]})
+        for row in found.rows:
+            by_key.pop(tuple(row), None)
+    return list(by_key.values())
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -33,6 +33,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import BaseModel
 
 from infra import ConfigError, ServiceError, Settings, check_applied, stack_home
+from reflection import rollup
 from reflection.events import LATER_FIELDS, TraceEvent
 
 DATABASE = "reflux"
@@ -132,6 +133,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(3, "trace minutes", rollup.STATEMENTS),
 )
 LATER_COLUMNS: dict[str, Any] = {
     name: TraceEvent.model_fields[name].get_default(call_default_factory=True)

@@ -46,7 +46,7 @@ FACES = {
     """.split(),
     "reflection": """
         IN_FLIGHT QueryResult StepCache TraceEvent TracePublisher TraceStatus encode
-        inputs_hash message_id open_warehouse publisher_stats query run_sink sink_backlog
+        inputs_hash message_id open_warehouse publisher_stats query rollup run_sink sink_backlog
         stats
     """.split(),
     "orchestrator": """

@@ -2,15 +2,25 @@
 window, and what changed with it (Datadog Watchdog's rule: name a state change, a version,
 a label, as the cause, or nothing).
 
-Series. One aggregate over the window's live attempts counts each step's attempts in
-`SLOTS` equal slots of the window: attempts, failed attempts, the sum of the ok attempts'
-log latencies, and how the attempts divide over node versions, workflow versions and run
-labels. Attempts, not calls: no grouping by run (a third of the cost on a busy window),
-and a failure that retries hide is still a change. Consecutive slots are then merged into
-buckets of about equal attempts, `attempts / ATTEMPTS_PER_POINT` of them kept between
-`MIN_POINTS` and `MAX_POINTS` (a quiet step and a busy one both give a series a change
-point search can use). A bucket's latency is the geometric mean of its ok attempts (the
-median of a lognormal, and it merges exactly).
+Series. Read from the rollup (`reflection.rollup`: each minute's attempts, kept as they
+arrive), never `traces`: the raw table is ordered by run, so a window prunes nothing (over
+1,000,000 attempts drift's aggregate took ~1 s there; the screen below takes ~10 ms here,
+with every step's attributes ~45 ms). A slot is a minute, the rollup's grain: per step and
+minute, attempts, failed attempts, and the ok attempts the node answered (a cache hit says
+nothing of its latency, and a falling hit rate is not the node slowing) with the sum of
+their log latencies (floored at `rollup.LEAST_MS`). Attempts, not calls: the rollup has no
+runs to group by, and a failure that retries hide is still a change. Consecutive slots are
+then merged into buckets of about equal attempts, `attempts / ATTEMPTS_PER_POINT` of them
+kept between `MIN_POINTS` and `MAX_POINTS` (a quiet step and a busy one both give a series
+a change point search can use), but never less than a minute: a busy step's hour is 60
+points, and a change is placed to its minute. A bucket's latency is the geometric mean of
+its ok attempts (the median of a lognormal, and it merges exactly).
+
+Two reads of `SLOTS_SQL`: the series alone of every step in the window (the screen), then,
+for the steps with a worse change only, the series again with what causes and examples
+need (`ATTRIBUTES`): how the attempts divide over node versions, workflow versions and run
+labels (`label=value` counts from the rollup's), failing runs and the slowest ok run of each
+minute. Those maps and run ids cost four times the series, and most scans find no drift.
 
 Change points. ruptures' PELT with the l2 cost (a change in the mean), run as
 `KernelCPD(kernel="linear")`: the same optimum as `Pelt(model="l2", jump=1)`, computed in
@@ -46,17 +56,13 @@ import numpy as np
 import ruptures as rpt
 
 from evolution.critic.contrast import budgeted
-from evolution.critic.window import CALLED, FAILED, Window, percent
+from evolution.critic.window import CALLED, FAILED, FRESH, ROLLUP, Window, percent
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
+from reflection import rollup
 
 ATTEMPTS_PER_POINT = 20
 MIN_POINTS = 20
 MAX_POINTS = 500
-SLOTS = 1000
-"""The window is cut into this many equal slots in SQL; buckets are runs of consecutive
-slots (so one GROUP BY, no sort of every attempt, gives equal-attempt buckets)."""
-LEAST_MS = 0.001
-"""Latencies are floored here before their log (a cache hit may report 0 ms)."""
 MIN_ATTEMPTS = 100
 """A step with fewer attempts in the window has no series to search."""
 MIN_SEGMENT = 4
@@ -83,36 +89,46 @@ LABEL_VALUES = 10
 FAMILIES = (("refs", "node"), ("versions", "workflow version"), ("labels", "label"))
 """Attribute families in the order a cause is named."""
 COLUMNS = {"refs": "refs", "versions": "versions", "labels": "label_counts"}
-"""The column of each family in `SLOTS_SQL` (`labels` is the traces' own column)."""
+"""The column of each family in `ATTRIBUTES`."""
 
 SLOTS_SQL = """
-WITH (
+{label_keys}SELECT workflow_id, step_id, minute,
+       sum(attempts) AS n,
+       sumIf(attempts, status IN {failed}) AS failed,
+       sumIf(attempts, {fresh}) AS ok,
+       sumIf(log_latency_sum, {fresh}) AS log_ms,
+       min(first_start) AS first_at{attributes}
+FROM {rollup}
+WHERE {where} AND status IN {called}
+GROUP BY workflow_id, step_id, minute
+ORDER BY workflow_id, step_id, minute
+"""
+"""Each step's minutes: the series alone (the screen of every step), or with `ATTRIBUTES`
+(`LABEL_KEYS` first) for the steps it found a change in."""
+ATTRIBUTES = """,
+       sumMap([concat(node, '@', node_version)], [attempts]) AS refs,
+       sumMap([if(workflow_version = -1, '', toString(workflow_version))], [attempts])
+           AS versions,
+       sumMap(arrayFilter((p, keep) -> keep, label_pairs.1,
+                          arrayMap(p -> has(label_keys, substring(p, 1, position(p, '=') - 1)),
+                                   label_pairs.1) AS kept),
+              arrayFilter((count, keep) -> keep, label_pairs.2, kept)) AS label_counts,
+       arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
+                  1, {{examples:UInt32}}) AS failing_runs,
+       argMaxMergeIf(slowest, {fresh}) AS slowest_run,
+       maxIf(latency_max, {fresh}) AS slowest_ms"""
+LABEL_KEYS = """WITH (
     SELECT groupArray(key) FROM (
-        SELECT key FROM traces ARRAY JOIN mapKeys(labels) AS key
+        SELECT substring(pair, 1, position(pair, '=') - 1) AS key
+        FROM {rollup} ARRAY JOIN label_pairs.1 AS pair
         WHERE {where}
-        GROUP BY key HAVING uniqExact(labels[key]) <= {{label_values:UInt32}}
+        GROUP BY key HAVING uniqExact(pair) <= {{label_values:UInt32}}
     )
 ) AS label_keys
-SELECT workflow_id, step_id,
-       intDiv(toUnixTimestamp64Milli(start) - {{start_ms:Int64}}, {{slot_ms:Int64}}) AS slot,
-       count() AS attempts,
-       countIf(status IN {failed}) AS failed,
-       countIf(status = 'ok') AS ok,
-       sumIf(log(greatest(latency_ms, {{least_ms:Float64}})), status = 'ok') AS log_ms,
-       min(start) AS first_at,
-       sumMap([concat(node, '@', node_version)], [toUInt64(1)]) AS refs,
-       sumMap([ifNull(toString(workflow_version), '')], [toUInt64(1)]) AS versions,
-       sumMap(arrayMap(k -> concat(k, '=', labels[k]),
-                       arrayFilter(k -> has(label_keys, k), mapKeys(labels))) AS pairs,
-              arrayMap(x -> toUInt64(1), pairs)) AS label_counts,
-       groupUniqArrayIf({{examples:UInt32}})(run_id, status IN {failed}) AS failing_runs,
-       argMaxIf(run_id, latency_ms, status = 'ok') AS slowest_run,
-       maxIf(latency_ms, status = 'ok') AS slowest_ms
-FROM traces
-WHERE {where} AND status IN {called} AND isFinite(latency_ms)
-GROUP BY workflow_id, step_id, slot
-ORDER BY workflow_id, step_id, slot
 """
+"""The label keys with at most `LABEL_VALUES` values among the window's attempts."""
+CHOSEN = "has(splitByChar(',', {steps:String}), concat(workflow_id, '/', step_id))"
+"""The steps (`workflow/step`) the screen found a change in."""
 
 
 @dataclass
@@ -120,13 +136,14 @@ class Bucket:
     attempts: int
     failed: int
     ok: int
+    """Ok attempts the node answered (no cache hits): the latency's sample."""
     log_ms: float
-    """The sum of the log latencies (ms) of its ok attempts."""
+    """The sum of the log latencies (ms) of those ok attempts."""
     first_at: datetime
-    shares: dict[str, dict[str, int]]
-    """Calls by attribute value, per family (`refs`, `versions`, `labels`)."""
-    failing: list[str]
-    slowest: tuple[float, str]
+    shares: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Attempts by attribute value, per family (`refs`, `versions`, `labels`)."""
+    failing: list[str] = field(default_factory=list)
+    slowest: tuple[float, str] = (0.0, "")
     """The slowest ok attempt's latency and run id."""
 
     def add(self, other: Bucket) -> None:
@@ -180,24 +197,24 @@ class DriftDetector:
         if not window.workflows:
             return []
         live = window.live(all_versions=True)  # a workflow version may be the cause
-        sql = SLOTS_SQL.format(where=live.where, failed=FAILED, called=CALLED)
-        span_ms = (window.end - window.start).total_seconds() * 1000
+        least = max(MIN_ATTEMPTS, window.settings.min_attempts)
+        records, _ = await window.run(_slots_sql(live.where), live.params)
+        changed = [key for key, buckets in _series(window, records, least) if _changes(buckets)]
+        if not changed:
+            return []
         params = {
             **live.params,
+            "steps": ",".join(f"{w}/{s}" for w, s in changed),
             "label_values": LABEL_VALUES,
             "examples": window.settings.example_runs,
-            "start_ms": int(window.start.timestamp() * 1000),
-            "slot_ms": max(math.ceil(span_ms / SLOTS), 1),
-            "least_ms": LEAST_MS,
         }
+        sql = _slots_sql(f"{live.where} AND {CHOSEN}", labels_over=live.where)
         records, query = await window.run(sql, params)
         findings = []
-        least = max(MIN_ATTEMPTS, window.settings.min_attempts)
-        for (workflow_id, step_id), slots in sorted(_collect(window, records).items()):
-            if sum(slot.attempts for slot in slots) < least:
-                continue
-            buckets = merge(slots)
+        for (workflow_id, step_id), buckets in _series(window, records, least):
             changes = _changes(buckets)
+            for change in changes:
+                change.causes = _causes(buckets, change.at)
             for group in _grouped(changes):
                 findings.append(
                     await self._finding(window, workflow_id, step_id, buckets, group, query)
@@ -289,26 +306,51 @@ class DriftDetector:
         )
 
 
-def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, str], list[Bucket]]:
-    """Each live step's slots in time order."""
+def _slots_sql(where: str, labels_over: str | None = None) -> str:
+    """`SLOTS_SQL` over the attempts `where` selects: the series alone, or with the
+    attributes when `labels_over` (the attempts whose label values are counted) is given."""
+    label_keys = attributes = ""
+    if labels_over is not None:
+        label_keys = LABEL_KEYS.format(rollup=ROLLUP, where=labels_over)
+        attributes = ATTRIBUTES.format(failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES)
+    return SLOTS_SQL.format(
+        label_keys=label_keys, attributes=attributes, where=where, failed=FAILED,
+        called=CALLED, fresh=FRESH, rollup=ROLLUP,
+    )  # fmt: skip
+
+
+def _series(
+    window: Window, records: list[dict[str, Any]], least: int
+) -> list[tuple[tuple[str, str], list[Bucket]]]:
+    """Each live step with at least `least` attempts, its minutes merged into buckets."""
     steps: dict[tuple[str, str], list[Bucket]] = {}
     for r in records:
-        if window.step(r["workflow_id"], r["step_id"]) is None:
-            continue
-        shares = {name: dict(zip(*r[column], strict=True)) for name, column in COLUMNS.items()}
-        steps.setdefault((r["workflow_id"], r["step_id"]), []).append(
-            Bucket(
-                attempts=int(r["attempts"]),
-                failed=int(r["failed"]),
-                ok=int(r["ok"]),
-                log_ms=float(r["log_ms"]),
-                first_at=datetime.fromisoformat(r["first_at"]),
-                shares={k: {a: int(n) for a, n in v.items()} for k, v in shares.items()},
-                failing=list(r["failing_runs"]),
-                slowest=(float(r["slowest_ms"]), r["slowest_run"]),
-            )
-        )
-    return steps
+        if window.step(r["workflow_id"], r["step_id"]) is not None:
+            steps.setdefault((r["workflow_id"], r["step_id"]), []).append(_slot(r))
+    return [
+        (key, merge(slots))
+        for key, slots in sorted(steps.items())
+        if sum(slot.attempts for slot in slots) >= least
+    ]
+
+
+def _slot(r: dict[str, Any]) -> Bucket:
+    """One minute of a step, with its attributes when the query has them."""
+    slot = Bucket(
+        attempts=int(r["n"]),
+        failed=int(r["failed"]),
+        ok=int(r["ok"]),
+        log_ms=float(r["log_ms"]),
+        first_at=datetime.fromisoformat(r["first_at"]),
+    )
+    if "refs" in r:
+        slot.shares = {
+            name: {a: int(n) for a, n in zip(*r[column], strict=True)}
+            for name, column in COLUMNS.items()
+        }
+        slot.failing = list(r["failing_runs"])
+        slot.slowest = (float(r["slowest_ms"]), r["slowest_run"])
+    return slot
 
 
 def merge(slots: list[Bucket]) -> list[Bucket]:
@@ -347,7 +389,7 @@ def robust_noise(signal: np.ndarray) -> float:
 
 
 def _changes(buckets: list[Bucket]) -> list[Change]:
-    """The worse changes of a step's latency and error rate, with what lines up with each."""
+    """The worse changes of a step's latency and error rate."""
     found = []
     with_ok = [i for i, b in enumerate(buckets) if b.ok]
     if len(with_ok) >= 2 * MIN_SEGMENT:
@@ -377,8 +419,6 @@ def _changes(buckets: list[Bucket]) -> list[Change]:
             lambda seg: float(failed[seg[0] : seg[1]].sum() / attempts[seg[0] : seg[1]].sum()),
             lambda before, after: after - before >= ERROR_RISE,
         )
-    for change in found:
-        change.causes = _causes(buckets, change.at)
     return found
 
 

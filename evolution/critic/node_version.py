@@ -1,16 +1,21 @@
 """node_version: a step that does worse on one node version than on the version before it,
 and the rollback that undoes the change.
 
-A step's calls in the window may run on more than one version of its node: a node rollout
-sends a share of runs to a new version, a promotion switches every run mid-window. One
-aggregate over the window's live calls (a call is (run, step, item), judged by its last
-attempt) gives each (workflow, step, node, version) its calls, failed calls, the median
-of its ok latencies and a sample of them. Versions present with at least `min_attempts`
-calls are ordered by semver and each is judged against the one before it
-(`evolution.judge`: error rate by Fisher's exact test, critical; ok latency by
-Mann-Whitney U with its tolerance band). Only `fail`, the newer version worse, is a
-finding. The Critic asks the judge for more certainty than a validation does
-(`CRITIC_JUDGE`): it looks at every step of every workflow at once.
+A step's attempts in the window may run on more than one version of its node: a node
+rollout sends a share of runs to a new version, a promotion switches every run
+mid-window. One aggregate over the rollup (`reflection.rollup`, `window.ROLLUP`: the live
+attempts by the minute) gives each (workflow, step, node, version) its attempts, failed
+attempts, the median of its ok latencies (t-digest) and a sample of them (`VERSIONS_SQL`).
+It reads a few thousand rows where `traces` holds every attempt, ordered by run so that a
+window prunes nothing: over the 1,000,000 events of `bench.scenarios.critic`, ~50 ms where
+rebuilding each call from `traces` took ~600 ms. The rollup keeps attempts, not calls, so
+the judging is per attempt: a call that failed and then recovered on a retry counts one
+failed and one ok attempt (the node's error rate, before the retries hide it). Versions
+present with at least `min_attempts` attempts are ordered by semver and each is judged
+against the one before it (`evolution.judge`: error rate by Fisher's exact test,
+critical; ok latency by Mann-Whitney U with its tolerance band). Only `fail`, the newer
+version worse, is a finding. The Critic asks the judge for more certainty than a
+validation does (`CRITIC_JUDGE`): it looks at every step of every workflow at once.
 
 The rollback, from the registry's `Catalog` when the detector has one: a rollout of the
 worse version is stopped (`rollout … percent 0`); otherwise (a promotion, or no catalog to
@@ -23,74 +28,102 @@ finding.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from evolution.critic.contrast import budgeted
-from evolution.critic.window import CALLED, FAILED, Window, percent
+from evolution.critic.window import CALLED, FAILED, FRESH, ROLLUP, Window, percent
 from evolution.judge import JudgeConfig, Judgement, Series, judge
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
+from reflection import rollup
 
 CRITIC_JUDGE = JudgeConfig(harm_alpha=0.01)
 """The judge as the Critic uses it: "worse" at a family-wise 1 % per compared pair (a
 validation's 4 %), since a scan compares every step that ran on two versions."""
 LATENCY_SAMPLES = 2000
-"""Ok latencies an arm hands the judge (a reservoir sample when it has more): Mann-Whitney
-on 2,000 a side detects a 10 % shift, and Hodges-Lehmann thins to 1,000 anyway."""
+"""Ok latencies an arm hands the judge at most: Mann-Whitney on 2,000 a side detects a
+10 % shift, and Hodges-Lehmann thins to 1,000 anyway."""
 SAMPLE_SEED = 1
+"""Seeds the shuffle of each stretch's reservoir: the same rollup gives the same sample."""
+SAMPLE_STRETCHES = 64
+"""The stretches of the window the judge's sample is drawn from, each from its own
+reservoir of `rollup.SAMPLE` pairs: 4,096 at most, room above `LATENCY_SAMPLES` for a window
+whose traffic varies."""
 
 VERSIONS_SQL = """
-SELECT workflow_id, step_id, call_node AS node, call_version AS node_version,
-       count() AS calls,
-       countIf(call_status IN {failed}) AS failed,
-       countIf(call_status = 'ok') AS ok,
-       quantileExactIf(0.5)(call_ms, call_status = 'ok') AS median_ms,
-       groupArraySampleIf({{samples:UInt32}}, {{seed:UInt64}})((call_ms, run_id),
-                                                           call_status = 'ok') AS ok_sample,
-       groupUniqArrayIf({{examples:UInt32}})(run_id, call_status IN {failed}) AS failing_runs,
-       min(at) AS first_at, max(at) AS last_at
-FROM (
-    SELECT workflow_id, step_id, run_id, item,
-           argMax(node, attempt) AS call_node, argMax(node_version, attempt) AS call_version,
-           argMax(status, attempt) AS call_status, argMax(latency_ms, attempt) AS call_ms,
-           min(start) AS at
-    FROM traces
-    WHERE {where} AND status IN {called}
-    GROUP BY workflow_id, step_id, run_id, item
-)
-GROUP BY workflow_id, step_id, call_node, call_version
-ORDER BY workflow_id, step_id, call_node, call_version
+WITH intDiv(dateDiff('minute', toStartOfMinute({{start:DateTime64(3, 'UTC')}}), minute),
+            {{stretch:UInt32}}) AS stretch,
+     groupArraySampleMergeIfResample({sample}, {sample_seed}, 0, {stretches}, 1)(
+         sample, {fresh}, stretch) AS reservoirs,
+     sumIfResample(0, {stretches}, 1)(attempts, {fresh}, stretch) AS ok_by_stretch,
+     greatest(arrayMax(arrayMap((r, n) -> n / greatest(length(r), 1), reservoirs, ok_by_stretch)),
+              sumIf(attempts, {fresh}) / {{samples:UInt32}}, 1) AS per_pair,
+     arrayFlatten(arrayMap(
+         (r, n, upto) -> arraySlice(
+             arrayShuffle(r, {{seed:UInt64}}), 1,
+             toUInt64(round(upto / per_pair) - round((upto - n) / per_pair))),
+         reservoirs, ok_by_stretch, arrayCumSum(ok_by_stretch))) AS ok_sample
+SELECT workflow_id, step_id, node, node_version,
+       sum(attempts) AS attempted,
+       sumIf(attempts, status IN {failed}) AS failed,
+       sumIf(attempts, {fresh}) AS ok,
+       quantilesTDigestMergeIf(0.5)(latency, {fresh})[1] AS median_ms,
+       arrayMap(p -> p.1, ok_sample) AS latencies,
+       arraySlice(arrayDistinct(arrayMap(p -> p.2, arrayReverseSort(p -> p.1, ok_sample))),
+                  1, {{examples:UInt32}}) AS slowest_runs,
+       arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
+                  1, {{examples:UInt32}}) AS failing_runs,
+       min(first_start) AS first_at, max(last_start) AS last_at
+FROM {rollup}
+WHERE {where} AND status IN {called}
+GROUP BY workflow_id, step_id, node, node_version
+ORDER BY workflow_id, step_id, node, node_version
 """
+"""Each (workflow, step, node, version)'s attempts that reached the node, and the judge's
+sample of its ok latencies (attempts the node answered: `FRESH`). A rollup row keeps a
+reservoir of `rollup.SAMPLE` (latency, run) pairs and a merge of rows keeps that many again,
+so the window is cut into `SAMPLE_STRETCHES` stretches of `stretch` minutes, each merged
+into a reservoir of its own (`-Resample`). A stretch then gives pairs in proportion to its
+ok attempts, each pair standing for `per_pair` of them: as many as a pair of the most
+thinned reservoir stands for, or more when the sample would exceed `LATENCY_SAMPLES`
+(rounded on the running sum, so the counts add up). Every ok attempt weighs the same
+however the traffic varied over the window; which pairs of a reservoir are kept is a
+seeded shuffle (`SAMPLE_SEED`). `slowest_runs`: the sample's slowest runs, slowest first."""
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One node version's calls of one step in the window."""
+    """One node version's attempts of one step in the window."""
 
     node: str
     version: str
-    calls: int
+    attempts: int
     failed: int
     median_ms: float | None
     latencies: list[float]
+    """The judge's sample of its ok latencies (`VERSIONS_SQL`)."""
     slowest: list[str]
-    """Run ids of its slowest ok calls in the sample, slowest first."""
+    """Run ids of its slowest ok attempts in the sample, slowest first."""
     failing: list[str]
     first_at: str
     last_at: str
 
     @property
     def rate(self) -> float:
-        return self.failed / self.calls if self.calls else 0.0
+        return self.failed / self.attempts if self.attempts else 0.0
 
     @property
     def ref(self) -> str:
         return f"{self.node}@{self.version}"
 
     def figures(self) -> dict[str, Any]:
+        """The evidence's figures of the arm (the names findings have always had: `calls`
+        and `first_call`/`last_call` are of its attempts)."""
         return {
-            "calls": self.calls,
+            "calls": self.attempts,
             "failed": self.failed,
             "error_rate": round(self.rate, 4),
             "median_ok_ms": None if self.median_ms is None else round(self.median_ms, 3),
@@ -111,9 +144,20 @@ class NodeVersionDetector:
         if not window.workflows:
             return []
         live = window.live()
-        sql = VERSIONS_SQL.format(where=live.where, failed=FAILED, called=CALLED)
+        sql = VERSIONS_SQL.format(
+            where=live.where,
+            failed=FAILED,
+            called=CALLED,
+            fresh=FRESH,
+            rollup=ROLLUP,
+            sample=rollup.SAMPLE,
+            sample_seed=rollup.SAMPLE_SEED,
+            examples_kept=rollup.EXAMPLES,
+            stretches=SAMPLE_STRETCHES,
+        )
         params = {
             **live.params,
+            "stretch": _stretch_minutes(window),
             "samples": LATENCY_SAMPLES,
             "seed": SAMPLE_SEED,
             "examples": window.settings.example_runs,
@@ -152,8 +196,9 @@ class NodeVersionDetector:
         node = candidate.node
         if metric.name == "error_rate":
             what = (
-                f"{percent(candidate.rate)} of its {candidate.calls} calls on {candidate.version} "
-                f"failed against {percent(baseline.rate)} of {baseline.calls} on "
+                f"{percent(candidate.rate)} of its {candidate.attempts} attempts on "
+                f"{candidate.version} failed against {percent(baseline.rate)} of "
+                f"{baseline.attempts} on "
                 f"{baseline.version}"
             )
             title_what = f"fails {percent(candidate.rate)} against {percent(baseline.rate)}"
@@ -162,9 +207,9 @@ class NodeVersionDetector:
         else:
             ratio = (candidate.median_ms or 0) / (baseline.median_ms or 1)
             what = (
-                f"its ok calls on {candidate.version} take {_ms(candidate.median_ms)} at the "
-                f"median against {_ms(baseline.median_ms)} on {baseline.version} "
-                f"({ratio:.2f}×, {candidate.calls} and {baseline.calls} calls)"
+                f"its ok attempts on {candidate.version} take {_ms(candidate.median_ms)} at "
+                f"the median against {_ms(baseline.median_ms)} on {baseline.version} "
+                f"({ratio:.2f}×, {candidate.attempts} and {baseline.attempts} attempts)"
             )
             title_what = f"is {ratio:.1f}× slower"
             current = round(candidate.median_ms or 0.0, 3)
@@ -203,8 +248,8 @@ class NodeVersionDetector:
                 current=current,
                 expected=expected,
                 basis=(
-                    f"judge: p={metric.p_value:.2g}, n={baseline.calls}/{candidate.calls} "
-                    f"calls ({baseline.version}/{candidate.version})"
+                    f"judge: p={metric.p_value:.2g}, n={baseline.attempts}/{candidate.attempts} "
+                    f"attempts ({baseline.version}/{candidate.version})"
                 ),
             ),
             signature=signature_of(
@@ -253,24 +298,23 @@ class NodeVersionDetector:
 
 
 def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, str], list[Arm]]:
-    """Each step's versions with enough calls, oldest first (one node's only: a step moved
+    """Each step's versions with enough attempts, oldest first (one node's only: a step moved
     to another node by a new workflow version is not a version change)."""
     steps: dict[tuple[str, str], list[Arm]] = {}
     for r in records:
         step = window.step(r["workflow_id"], r["step_id"])
         if step is None or r["node"] != step.node:
             continue
-        if int(r["calls"]) < window.settings.min_attempts:
+        if int(r["attempted"]) < window.settings.min_attempts:
             continue
-        sample = sorted(((float(lat), run) for lat, run in r["ok_sample"]), reverse=True)
         arm = Arm(
             node=r["node"],
             version=r["node_version"],
-            calls=int(r["calls"]),
+            attempts=int(r["attempted"]),
             failed=int(r["failed"]),
             median_ms=float(r["median_ms"]) if int(r["ok"]) else None,
-            latencies=[lat for lat, _ in sample],
-            slowest=list(dict.fromkeys(run for _, run in sample)),
+            latencies=list(r["latencies"]),
+            slowest=list(r["slowest_runs"]),
             failing=sorted(r["failing_runs"]),
             first_at=str(r["first_at"]),
             last_at=str(r["last_at"]),
@@ -281,9 +325,17 @@ def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, s
     return {key: arms for key, arms in steps.items() if len(arms) >= 2}
 
 
+def _stretch_minutes(window: Window) -> int:
+    """Minutes a stretch of the window spans: its minutes (from the one `start` falls in,
+    as the rollup filter counts them) in `SAMPLE_STRETCHES` stretches at most."""
+    first = window.start.replace(second=0, microsecond=0)
+    minutes = math.ceil((window.end - first) / timedelta(minutes=1))
+    return max(1, math.ceil(minutes / SAMPLE_STRETCHES))
+
+
 def _series(baseline: Arm, candidate: Arm) -> list[Series]:
     def failures(arm: Arm) -> list[float]:
-        return [1.0] * arm.failed + [0.0] * (arm.calls - arm.failed)
+        return [1.0] * arm.failed + [0.0] * (arm.attempts - arm.failed)
 
     return [
         Series("error_rate", "rate", failures(baseline), failures(candidate), critical=True),

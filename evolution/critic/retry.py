@@ -20,8 +20,9 @@ target (failures for good are not retries' to fix), made only when it exceeds th
 max_attempts.
 
 Interval: the p90 of observed recovery times (from a failed attempt's end to the retried
-success's start, per call, from a second query over the candidate steps only, and only
-their failures and retries: a call whose first attempt was ok has nothing to recover), and at
+success's start, per call, from a second query over the candidate steps only, reading
+`trace_retries`, their failures and retries alone: a call whose first attempt was ok has
+nothing to recover), and at
 least the largest `Retry-After` the node reported, in whole seconds (at least 1 s); with
 neither, the current interval stays.
 """
@@ -36,6 +37,7 @@ from typing import Any
 from evolution.critic.contrast import attach
 from evolution.critic.window import CALLED, StepContext, StepProfile, Window, percent
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
+from reflection import rollup
 
 RETRYABLE = frozenset(
     {"NoRespondersError", "NodeTimeoutError", "HttpConnectError", "WorkerLost", "ObjectStoreError"}
@@ -54,14 +56,17 @@ FROM (
     SELECT workflow_id, step_id,
            dateDiff('millisecond', maxIf(`end`, status != 'ok'), minIf(start, status = 'ok'))
                AS gap_ms
-    FROM traces
-    WHERE {where} AND status IN {called} AND (status != 'ok' OR attempt > 1)
+    FROM {retries}
+    WHERE {where} AND status IN {called}
     GROUP BY workflow_id, step_id, run_id, item
     HAVING countIf(status = 'ok') > 0 AND countIf(status != 'ok') > 0
 )
 WHERE gap_ms >= 0
 GROUP BY workflow_id, step_id
 """
+"""Over `trace_retries` (`reflection.rollup`: failures and the retries after them, narrow),
+the one question of a scan the per-minute rollup cannot answer: a call's attempts side by
+side."""
 
 
 @dataclass
@@ -146,7 +151,9 @@ class RetryDetector:
         self, window: Window, keys: list[tuple[str, str]]
     ) -> tuple[dict[tuple[str, str], tuple[int, float]], Query]:
         steps = window.of_steps(keys)
-        sql = RECOVERY_SQL.format(where=steps.where, called=CALLED, quantile=RECOVERY_QUANTILE)
+        sql = RECOVERY_SQL.format(
+            where=steps.where, called=CALLED, quantile=RECOVERY_QUANTILE, retries=rollup.RETRIES
+        )
         records, query = await window.run(sql, steps.params)
         found = {
             (r["workflow_id"], r["step_id"]): (int(r["recoveries"]), float(r["recovery_ms"]))

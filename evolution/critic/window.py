@@ -4,22 +4,30 @@ protocol each detector module follows.
 
 Every detector reads the traces only through `Window.ask` (`reflection.query` bound to the
 settings, or a test's warehouse), never chdb itself: the embedded engine belongs to the
-trace sink's process. `Window.live()` is the one filter they all use, so "which traces
-count" is decided once: only live traffic (runs labelled `shadow=true` or carrying an
-`experiment` label are replays and variants, not what users saw), only the window's
-workflows, `start` within [start, end), and only runs of each workflow's *live version*
-(`workflow_version = WorkflowContext.version`): a detector judges that version's traces
-against that version's policy, never an older version's failures against a newer retry
-policy. Every value is bound as a parameter, and as the text `reflux sql --param
-name=value` would pass, so the SQL and params a finding quotes re-run as they are.
+trace sink's process. What they read is the rollup (`reflection.rollup`, `trace_minutes`:
+attempts by the minute, kept by ClickHouse as traces arrive), not the raw `traces`: the raw
+table is ordered by run, so a window or a step prunes nothing and every column a query
+names is read for every row; the rollup holds a few thousand rows an hour of traffic. Only
+what it cannot answer reads `traces` (retry's recovery times, a call's attempts side by
+side).
 
-Each query over the window costs about a plain aggregate over it (the `final` read of the
-sort key plus this filter), so a scan asks as few as it can: `Window.profile()` is one
-aggregate per scan (`PROFILE_SQL`: per workflow, step, version, attempt number, status,
-error class and retryable flag, with ok-latency quantiles, timeouts and, for the steps a
-cache could serve only, distinct inputs) that retry, timeout, cache and the coverage all
-read; a detector then asks at most one narrow query over its few candidate steps
-(`Window.of_steps`), and contrasts are capped per scan (`take_contrast`).
+`Window.live()` is the one filter they all use, so "which traces count" is decided once:
+only live traffic (runs labelled `shadow=true` or carrying an `experiment` label are
+replays and variants, not what users saw: the rollup's `live`), only the window's
+workflows, only runs of each workflow's *live version* (`workflow_version =
+WorkflowContext.version`: a detector judges that version's traces against that version's
+policy, never an older version's failures against a newer retry policy), and the window's
+minutes: from the minute `start` falls in up to `end` (`traces=True`: `start` within
+[start, end) to the millisecond). Every value is bound as a parameter, and as the text
+`reflux sql --param name=value` would pass, so the SQL and params a finding quotes re-run
+as they are.
+
+A scan asks as few questions as it can: `Window.profile()` is one aggregate per scan
+(`PROFILE_SQL`: per workflow, step, version, attempt number, status, error class and
+retryable flag, with ok-latency quantiles (t-digest), timeouts and, for the steps a cache
+could serve only, distinct inputs (HyperLogLog)) that retry, timeout, cache and the
+coverage all read; a detector then asks at most one narrow query over its few candidate
+steps (`Window.of_steps`), and contrasts are capped per scan (`take_contrast`).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any, Protocol
 import orchestrator
 from evolution.proposals.model import Finding, Query
 from infra import CriticSettings, RefluxError
+from reflection import rollup
 
 log = logging.getLogger("reflux.critic")
 
@@ -42,6 +51,9 @@ SHADOW = ("shadow", "true")
 EXPERIMENT = "experiment"
 """Labels of runs that are not live traffic: shadow replays, and variant runs of a
 validation (`experiment=<proposal>`)."""
+ROLLUP = rollup.TABLE
+"""What every detector reads (`reflection.rollup`: attempts by the minute); only what it
+cannot answer reads `traces` (`Window.live(traces=True)`)."""
 FAILED = "('error', 'timeout')"
 CALLED = "('ok', 'error', 'timeout')"
 """Statuses of attempts that failed, and of attempts that reached the node (skips and
@@ -118,7 +130,7 @@ class Window:
     workflows: dict[str, WorkflowContext]
     settings: CriticSettings = field(default_factory=CriticSettings)
     _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """What a scan computes once and every detector reads: the profile, contrasts spent."""
+    """What a scan computes once and every detector reads (`once`), and contrasts spent."""
 
     def step(self, workflow_id: str, step_id: str) -> StepContext | None:
         workflow = self.workflows.get(workflow_id)
@@ -130,11 +142,13 @@ class Window:
         step_id: str | None = None,
         *,
         all_versions: bool = False,
+        traces: bool = False,
     ) -> Filter:
-        """The WHERE clause (and its params) of live traces in the window: every workflow
-        the window covers, or one workflow (and one step); only runs of each workflow's live
-        version unless `all_versions` (a workflow whose live version is unknown: all)."""
-        where, params = _base(self.start, self.end)
+        """The WHERE clause (and its params) of live attempts in the window, over the
+        rollup (`ROLLUP`), or over the raw `traces` when `traces`: every workflow the window
+        covers, or one workflow (and one step); only runs of each workflow's live version
+        unless `all_versions` (a workflow whose live version is unknown: all)."""
+        where, params = _base(self.start, self.end, traces)
         if workflow_id is not None:
             workflow = self.workflows[workflow_id]
             where += ["workflow_id = {workflow:String}", "namespace = {namespace:String}"]
@@ -169,11 +183,11 @@ class Window:
             params["step"] = step_id
         return Filter(" AND ".join(where), params)
 
-    def of_steps(self, keys: Iterable[tuple[str, str]]) -> Filter:
+    def of_steps(self, keys: Iterable[tuple[str, str]], *, traces: bool = False) -> Filter:
         """`live()` narrowed to some steps (workflow_id, step_id): a detector's second
         query over its candidates only. The cheap test on the step id comes first, so the
         pair is only built for the rows that pass it."""
-        live = self.live()
+        live = self.live(traces=traces)
         chosen = sorted(set(keys))
         where = (
             f"{live.where} AND has(splitByChar(',', {{step_ids:String}}), step_id)"
@@ -187,26 +201,31 @@ class Window:
 
     async def run(self, sql: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Query]:
         """The records of one query, and the query as evidence quotes it."""
-        query = Query(sql=_dedent(sql), params={k: str(v) for k, v in params.items()})
+        query = quote(sql, params)
         result = await self.ask(query.sql, query.params)
         return result.records(), query
 
-    async def profile(self) -> Profile:
-        """Every covered step's attempts in the window, from one aggregate query, computed
-        on first use and shared by every detector of the scan (`PROFILE_SQL`)."""
-        if "profile" not in self._memo:
-            lock = self._memo.setdefault("lock", asyncio.Lock())
+    async def once(self, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """What `compute()` gives, computed on first use and shared by every detector of
+        the scan (the profile, the contrasts of every step)."""
+        if name not in self._memo:
+            lock = self._memo.setdefault(f"lock:{name}", asyncio.Lock())
             async with lock:
-                if "profile" not in self._memo:
-                    self._memo["profile"] = await _read_profile(self)
-        return self._memo["profile"]
+                if name not in self._memo:
+                    self._memo[name] = await compute()
+        return self._memo[name]
+
+    async def profile(self) -> Profile:
+        """Every covered step's attempts in the window, from one aggregate query
+        (`PROFILE_SQL`), once a scan."""
+        return await self.once("profile", lambda: _read_profile(self))
 
     def take_contrast(self) -> bool:
         """Whether one more contrast fits in this scan's `max_contrasts`; counts it."""
-        spent = self._memo.get("contrasts", 0)
+        spent = self._memo.get("contrasts spent", 0)
         if spent >= self.settings.max_contrasts:
             return False
-        self._memo["contrasts"] = spent + 1
+        self._memo["contrasts spent"] = spent + 1
         return True
 
 
@@ -236,26 +255,25 @@ SELECT workflow_id, step_id, version,
        sum(ok_n) AS ok,
        sum(ok_sum) AS ok_sum_ms,
        max(ok_max) AS ok_max_ms,
-       quantilesExactIfMerge(0.5, 0.99, 0.999)(ok_q) AS ok_q,
-       quantileExactIfMerge(0.5)(timeout_q) AS timeout_p50_ms,
-       argMaxIfMerge(slowest) AS slowest_run,
-       uniqIfMerge(inputs) AS inputs
+       quantilesTDigestMerge(0.5, 0.99, 0.999)(ok_q) AS ok_q,
+       quantilesTDigestMerge(0.5)(timeout_q)[1] AS timeout_p50_ms,
+       argMaxMerge(slowest) AS slowest_run,
+       uniqHLL12Merge(inputs) AS inputs
 FROM (
-    SELECT workflow_id, step_id, ifNull(workflow_version, -1) AS version, attempt, status,
-           ifNull(error_class, '') AS error_class,
-           if(status = 'ok', '', context['retryable']) AS retryable,
-           if(status = 'ok', '', context['status']) AS http_status,
-           count() AS n,
-           maxIf(toFloat64OrZero(context['retry_after']), status != 'ok') AS retry_after_s,
-           groupUniqArrayIf({{examples:UInt32}})(run_id, status IN {failed}) AS runs,
-           countIf({fresh}) AS ok_n,
-           sumIf(latency_ms, {fresh}) AS ok_sum,
-           maxIf(latency_ms, {fresh}) AS ok_max,
-           quantilesExactIfState(0.5, 0.99, 0.999)(latency_ms, {fresh}) AS ok_q,
-           quantileExactIfState(0.5)(latency_ms, status = 'timeout') AS timeout_q,
-           argMaxIfState(run_id, latency_ms, {fresh}) AS slowest,
+    SELECT workflow_id, step_id, workflow_version AS version, attempt, status, error_class,
+           retryable, http_status,
+           sum(attempts) AS n,
+           maxIf(retry_after_s, status != 'ok') AS retry_after_s,
+           arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
+                      1, {{examples:UInt32}}) AS runs,
+           sumIf(attempts, {fresh}) AS ok_n,
+           sumIf(latency_sum, {fresh}) AS ok_sum,
+           maxIf(latency_max, {fresh}) AS ok_max,
+           quantilesTDigestMergeStateIf(0.5)(latency, {fresh}) AS ok_q,
+           quantilesTDigestMergeStateIf(0.5)(latency, status = 'timeout') AS timeout_q,
+           argMaxMergeStateIf(slowest, {fresh}) AS slowest,
            {inputs} AS inputs
-    FROM traces
+    FROM {rollup}
     WHERE {where} AND status IN {called}
     GROUP BY workflow_id, step_id, version, attempt, status, error_class, retryable, http_status
 )
@@ -265,11 +283,12 @@ ORDER BY workflow_id, step_id, version
 FRESH = "status = 'ok' AND NOT cache_hit"
 """An ok attempt the node answered (a cache hit says nothing of the node's latency)."""
 INPUTS = (
-    "uniqIfState(inputs_hash, {fresh} AND has(splitByChar(',', {{cacheable:String}}), step_id))"
+    "uniqHLL12MergeStateIf(inputs, {fresh} AND hashed"
+    " AND has(splitByChar(',', {{cacheable:String}}), step_id))"
 )
-NO_INPUTS = "uniqIfState('', false)"
-"""Distinct inputs are counted only for steps a cache could serve (the hash column is the
-widest a scan reads): their ids are a parameter; with none, the column is not read."""
+NO_INPUTS = "uniqHLL12MergeStateIf(inputs, false)"
+"""Distinct inputs are counted only for steps a cache could serve: their ids are a
+parameter."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +367,13 @@ async def _read_profile(window: Window) -> Profile:
                     if cacheable(s)})  # fmt: skip
     inputs = (INPUTS if steps else NO_INPUTS).format(fresh=FRESH)
     sql = PROFILE_SQL.format(
-        where=live.where, failed=FAILED, called=CALLED, fresh=FRESH, inputs=inputs
+        where=live.where,
+        failed=FAILED,
+        called=CALLED,
+        fresh=FRESH,
+        inputs=inputs,
+        rollup=ROLLUP,
+        examples_kept=rollup.EXAMPLES,
     )
     params = {**live.params, "examples": window.settings.example_runs}
     if steps:
@@ -424,7 +449,8 @@ async def build_window(
         where.append("namespace = {namespace:String}")
         params["namespace"] = namespace
     records, _ = await probe.run(
-        f"SELECT DISTINCT workflow_id FROM traces WHERE {' AND '.join(where)} ORDER BY workflow_id",
+        f"SELECT DISTINCT workflow_id FROM {ROLLUP} WHERE {' AND '.join(where)} "
+        "ORDER BY workflow_id",
         params,
     )
     workflows = {}
@@ -492,21 +518,23 @@ def percent(share: float) -> str:
     return f"{value:.1f} %" if value >= 0.1 else f"{value:.2f} %"
 
 
-def _base(start: datetime, end: datetime) -> tuple[list[str], dict[str, str]]:
-    """Live traces that started in [start, end)."""
+def _base(start: datetime, end: datetime, traces: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Live attempts that started in [start, end): in the rollup, the minutes from the one
+    `start` falls in up to `end`; in `traces`, to the millisecond."""
+    params = {"start": _text_time(start), "end": _text_time(end)}
+    if not traces:
+        return [
+            "minute >= toStartOfMinute({start:DateTime64(3, 'UTC')})",
+            "minute < {end:DateTime64(3, 'UTC')}",
+            "live",
+        ], params
     where = [
         "start >= {start:DateTime64(3, 'UTC')}",
         "start < {end:DateTime64(3, 'UTC')}",
         "labels[{shadow_key:String}] != {shadow_value:String}",
         "NOT mapContains(labels, {experiment_key:String})",
     ]
-    params = {
-        "start": _text_time(start),
-        "end": _text_time(end),
-        "shadow_key": SHADOW[0],
-        "shadow_value": SHADOW[1],
-        "experiment_key": EXPERIMENT,
-    }
+    params |= {"shadow_key": SHADOW[0], "shadow_value": SHADOW[1], "experiment_key": EXPERIMENT}
     return where, params
 
 
@@ -514,6 +542,12 @@ def _text_time(moment: datetime) -> str:
     """As a `DateTime64(3, 'UTC')` parameter reads it (UTC, no offset: ClickHouse refuses one)."""
     utc = moment.astimezone(UTC) if moment.tzinfo else moment
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
+
+
+def quote(sql: str, params: Mapping[str, Any]) -> Query:
+    """A query as evidence quotes it: dedented, every param as the text `reflux sql --param`
+    passes."""
+    return Query(sql=_dedent(sql), params={k: str(v) for k, v in params.items()})
 
 
 def _dedent(sql: str) -> str:

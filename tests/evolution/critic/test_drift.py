@@ -5,16 +5,26 @@ improvements are not findings."""
 from __future__ import annotations
 
 import random
+import re
 import time
 from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
+from evolution.critic import Window
 from evolution.critic.drift import DriftDetector, change_points
 from reflection.events import TraceEvent
 from reflection.warehouse import Warehouse
-from tests.evolution.critic.test_window import START, event, warehouse, window_of
+from tests.evolution.critic.test_window import (
+    END,
+    START,
+    ask_of,
+    event,
+    orders,
+    warehouse,
+    window_of,
+)
 
 __all__ = ["warehouse"]
 pytestmark = pytest.mark.timeout(60)
@@ -22,6 +32,10 @@ pytestmark = pytest.mark.timeout(60)
 CALLS, EVERY_S, CHANGE_S = 600, 5.0, 1500.0
 """600 calls over 50 minutes (30 buckets of 20 calls, 100 s each), the change at 25 min."""
 BUCKET_S = CALLS * EVERY_S / 30
+FIRST_S = (60 - START.second) % 60
+"""The first call's time: the clock's first minute after START. drift's slots are the
+clock's minutes (the rollup's), so calls placed from one fall in the same slots whenever
+the test runs."""
 
 
 def calls(
@@ -29,8 +43,9 @@ def calls(
     versions: tuple[str, str] = ("1.2.0", "1.2.0"), labels: tuple[dict, dict] = ({}, {}),
     n: int = CALLS, every_s: float = EVERY_S, seed: int = 1,
 ) -> list[TraceEvent]:  # fmt: skip
-    """`n` calls of fetch, `every_s` apart; from CHANGE_S on, each pair's second value
-    (median latency, lognormal sigma 0.4; failure probability; node version; labels)."""
+    """`n` calls of fetch, `every_s` apart from FIRST_S; from CHANGE_S on, each pair's
+    second value (median latency, lognormal sigma 0.4; failure probability; node version;
+    labels)."""
     rng = random.Random(seed)
     events = []
     for i in range(n):
@@ -41,7 +56,7 @@ def calls(
             event(
                 f"run-{i}",
                 status="error" if failed else "ok",
-                at=at,
+                at=FIRST_S + at,
                 version=versions[k],
                 latency_ms=latency[k] * rng.lognormvariate(0, 0.4),
                 labels=labels[k],
@@ -53,7 +68,8 @@ def calls(
 
 def near_the_change(iso: str) -> bool:
     moment = datetime.fromisoformat(iso)
-    return abs(moment - (START + timedelta(seconds=CHANGE_S))) <= timedelta(seconds=2 * BUCKET_S)
+    change = START + timedelta(seconds=FIRST_S + CHANGE_S)
+    return abs(moment - change) <= timedelta(seconds=2 * BUCKET_S)
 
 
 def rerun(warehouse: Warehouse, finding) -> None:  # type: ignore[no-untyped-def]
@@ -120,6 +136,28 @@ async def test_errors_up_twenty_points_with_a_label_appearing_name_the_label(
     rerun(warehouse, finding)
 
 
+async def test_a_scan_reads_only_the_rollup_and_details_only_the_changed_step(
+    warehouse: Warehouse,
+):
+    steady = calls(seed=2)
+    for e in steady:
+        e.run_id, e.step_id, e.node = f"p-{e.run_id}", "price", "core.transform"
+    warehouse.insert(calls(latency=(100.0, 200.0)) + steady)
+    asked: list[str] = []
+    ask = ask_of(warehouse)
+
+    async def recorded(sql: str, params: dict[str, str]):  # type: ignore[no-untyped-def]
+        asked.append(sql)
+        return await ask(sql, params)
+
+    [finding] = await DriftDetector().scan(Window(recorded, START, END, {"orders": orders()}))
+
+    assert finding.step_id == "fetch"
+    assert len(asked) == 3  # the screen of both steps, fetch's attributes, its contrast
+    assert all("trace_minutes" in sql and not re.search(r"\btraces\b", sql) for sql in asked)
+    assert finding.evidence.queries[0].params["steps"] == "orders/fetch"
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 async def test_noise_is_not_a_change(warehouse: Warehouse, seed: int):
     warehouse.insert(calls(fail=(0.1, 0.1), n=3000, every_s=1.1, seed=seed))
@@ -172,7 +210,7 @@ async def test_a_rollout_split_is_named_with_its_share(warehouse: Warehouse):
         at = i * 2.5
         new = at >= CHANGE_S and rng.random() < 0.4
         latency = (300.0 if new else 100.0) * rng.lognormvariate(0, 0.4)
-        events.append(event(f"run-{i}", at=at, version="1.3.0" if new else "1.2.0",
+        events.append(event(f"run-{i}", at=FIRST_S + at, version="1.3.0" if new else "1.2.0",
                             latency_ms=latency))  # fmt: skip
     warehouse.insert(events)
     [finding] = await DriftDetector().scan(window_of(warehouse))

@@ -168,6 +168,45 @@ async def test_a_promotion_that_doubles_latency_is_pinned_back(warehouse: Wareho
     assert (nothing_to_pin.kind, nothing_to_pin.mutation) == ("finding", [])
 
 
+async def test_the_latency_sample_weighs_every_answered_attempt_alike(warehouse: Warehouse):
+    # OLD: 30 attempts a minute for 40 minutes, and as many cache hits (~1 ms). NEW: 10 a
+    # minute for 30 minutes, and one burst of 3,000 slow ones: 91 % of its attempts.
+    rng = random.Random(7)
+    old = [
+        event(f"old-{i}", at=i * 2.0, version=OLD, latency_ms=100 * rng.lognormvariate(0, 0.2))
+        for i in range(1200)
+    ]
+    hits = [
+        event(f"hit-{i}", at=i * 2.0 + 1, version=OLD, latency_ms=1.0, cache_hit=True)
+        for i in range(1200)
+    ]
+    calm = [
+        event(f"new-{i}", at=i * 6.0, version=NEW, latency_ms=100 * rng.lognormvariate(0, 0.2))
+        for i in range(300)
+    ]
+    burst = [
+        event(f"burst-{i}", at=2000 + i * 0.015, version=NEW,
+              latency_ms=300 * rng.lognormvariate(0, 0.2))
+        for i in range(3000)
+    ]  # fmt: skip
+    warehouse.insert(old + hits + calm + burst)
+    [finding] = await NodeVersionDetector().scan(window_of(warehouse))
+
+    assert finding.expected is not None and finding.expected.metric == "latency_ms"
+    query = finding.evidence.queries[0]
+    arms = {r["node_version"]: r for r in warehouse.query(query.sql, query.params).records()}
+    # Fewer ok attempts than LATENCY_SAMPLES, none of a reservoir thinned: every one, and
+    # no cache hit.
+    assert len(arms[OLD]["latencies"]) == len(old)
+    assert min(arms[OLD]["latencies"]) > 1.0
+    # The burst's reservoirs (of its minute or two) keep one pair for dozens of its
+    # attempts, so the calm minutes give one pair for as many of theirs: the sample's share
+    # of slow ones is the burst's share of the attempts, not of the reservoirs.
+    slow = [latency for latency in arms[NEW]["latencies"] if latency > 200]
+    assert len(slow) / len(arms[NEW]["latencies"]) == pytest.approx(3000 / 3300, abs=0.06)
+    assert set(finding.evidence.runs) <= {e.run_id for e in burst}
+
+
 async def test_a_worse_version_of_a_step_that_is_not_live_is_left_out(warehouse: Warehouse):
     events = split(400, fail=(0.0, 0.5))
     for e in events:

@@ -1,5 +1,6 @@
-"""A whole scan on real traces: the contrast, signatures across scans, live traffic only,
-namespace scope, re-runnable evidence, and a detector that fails."""
+"""A whole scan on real traces: signatures across scans, live traffic only, namespace scope,
+re-runnable evidence, the contrast budget, and a detector that fails (the contrast's own
+rows: `test_contrast`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import random
 import pytest
 
 import orchestrator
-from evolution.critic import DETECTORS, CriticSettings, RetryDetector, Window, contrast, scan
+from evolution.critic import DETECTORS, CriticSettings, RetryDetector, Window, scan
 from evolution.proposals.model import Finding
-from reflection.events import TraceEvent
 from reflection.warehouse import Warehouse
 from tests.evolution.critic.test_retry import calls
 from tests.evolution.critic.test_timeout_cache import repeated_price_calls
@@ -18,60 +18,6 @@ from tests.evolution.critic.test_window import event, http_503, warehouse, windo
 
 __all__ = ["warehouse"]
 pytestmark = pytest.mark.timeout(60)
-
-
-def by_replica(n: int = 600, seed: int = 5) -> list[TraceEvent]:
-    """Calls spread over three replicas; r3 fails 90 % of the time, the others 5 %."""
-    rng = random.Random(seed)
-    events = []
-    for i in range(n):
-        replica = ("r1", "r2", "r3")[i % 3]
-        fails = rng.random() < (0.9 if replica == "r3" else 0.05)
-        labels = {"team": "a" if i % 2 else "b"}
-        common = {"at": i * 2.0, "replica": replica, "labels": labels,
-                  "metrics": {"bytes": float(rng.randint(1, 1000))}}  # fmt: skip
-        events.append(http_503(f"run-{i}", **common) if fails else event(f"run-{i}", **common))
-    return events
-
-
-async def test_a_replica_that_fails_stands_out_at_the_top(warehouse: Warehouse):
-    events = by_replica()
-    warehouse.insert(events)
-    window = window_of(warehouse)
-    rows, query = await contrast(window, "orders", "fetch")
-
-    failing = [e for e in events if e.status == "error"]
-    ok = [e for e in events if e.status == "ok"]
-    top = rows[0]
-    assert (top.attribute, top.value) == ("replica", "r3")
-    assert top.share_failing == pytest.approx(
-        sum(e.replica == "r3" for e in failing) / len(failing), abs=1e-4
-    )
-    assert top.share_ok == pytest.approx(sum(e.replica == "r3" for e in ok) / len(ok), abs=1e-4)
-    assert top.share_failing > 0.8 and top.share_ok < 0.1
-    attributes = {row.attribute for row in rows}
-    assert {"replica", "label.team", "metric.bytes"} <= attributes or len(rows) == 10
-    # what only failures carry comes after what explains them
-    kinds = [row.attribute == "error_class" or row.attribute.startswith("context.") for row in rows]
-    assert kinds == sorted(kinds)
-    assert len(rows) <= window.settings.contrast_rows
-    assert warehouse.query(query.sql, query.params).rows
-
-
-async def test_metrics_are_contrasted_by_quartile(warehouse: Warehouse):
-    rng = random.Random(9)
-    events = []
-    for i in range(400):
-        big = rng.random() < 0.5
-        size = rng.uniform(900, 1000) if big else rng.uniform(1, 100)
-        fails = rng.random() < (0.6 if big else 0.02)
-        common = {"at": i, "metrics": {"bytes": size}}
-        events.append(http_503(f"r{i}", **common) if fails else event(f"r{i}", **common))
-    warehouse.insert(events)
-    rows, _ = await contrast(window_of(warehouse), "orders", "fetch")
-    top = rows[0]
-    assert top.attribute == "metric.bytes" and top.value.startswith("q4 ")
-    assert top.share_failing > 0.4
 
 
 async def test_a_full_scan_and_its_evidence(warehouse: Warehouse):

@@ -131,12 +131,14 @@ async def test_repeated_inputs_of_a_read_only_step_get_a_cache(warehouse: Wareho
     assert finding.mutation == [{"op": "set_policy", "step": "price", "cache": {"ttl": "15m"}}]
     figures = finding.evidence.figures
     assert (figures["calls"], figures["distinct_inputs"]) == (200, 20)
-    assert figures["median_repeat_gap_s"] == pytest.approx(180.0)
-    assert figures["expected_hit_rate"] == pytest.approx(0.9)
+    assert figures["mean_repeat_gap_s"] == pytest.approx(180.0, rel=0.01)
+    # each input: 10 calls 180 s apart; a 15 m cache misses the first and the one after
+    # its entry expired (at 900 s): 8 hits of 10
+    assert figures["expected_hit_rate"] == pytest.approx(0.8)
     mean = sum(e.latency_ms for e in events) / 200
     assert finding.expected is not None
     assert finding.expected.current == pytest.approx(mean, abs=1e-3)
-    assert finding.expected.expected == pytest.approx(mean * 0.1 + 0.9 * 1.0, abs=1e-3)
+    assert finding.expected.expected == pytest.approx(mean * 0.2 + 0.8 * 1.0, abs=1e-3)
     assert finding.evidence.runs
     changed = orchestrator.apply_mutations(
         orders_spec(), orchestrator.parse_mutations(finding.mutation), CATALOG
@@ -169,10 +171,10 @@ async def test_no_cache_for_a_step_too_quick_to_save_anything(warehouse: Warehou
 
 
 async def test_a_cache_must_save_5_ms_a_call(warehouse: Warehouse):
-    # 90 % hits of ~3.5 ms calls save ~2.3 ms a call: under 5 ms
+    # 80 % hits of ~3.2 ms calls save ~1.8 ms a call: under 5 ms
     warehouse.insert(repeated_price_calls(latency_ms=3.0))
     assert await CacheDetector().scan(window_of(warehouse)) == []
-    lenient = CriticSettings(cache_min_saving_ms=2.0)
+    lenient = CriticSettings(cache_min_saving_ms=1.5)
     [finding] = await CacheDetector().scan(window_of(warehouse, settings=lenient))
     assert finding.step_id == "price"
 

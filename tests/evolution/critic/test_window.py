@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from evolution.critic import CriticSettings, Window, WorkflowContext, build_window, context_of
+from evolution.proposals.model import Query
 from infra.settings import Settings
 from nodes import builtin_catalog
 from orchestrator import Spec, parse_spec
@@ -140,13 +141,30 @@ async def test_the_window_counts_only_live_traffic_of_its_workflows(warehouse: W
         ]
     )
     window = window_of(warehouse)
-    live = window.live()
+    for runs, query in (await rolled_runs(window), await raw_runs(window)):
+        assert runs == ["labelled", "live-1"]
+        assert all(isinstance(v, str) for v in query.params.values())  # as `reflux sql --param`
+        assert "'shadow'" not in query.sql and "prop-1" not in query.sql  # bound, not formatted
+
+
+async def rolled_runs(window: Window, *args: str, **kwargs: bool) -> tuple[list[str], Query]:
+    """The runs `window.live(*args, **kwargs)` keeps in the rollup the detectors read."""
+    live = window.live(*args, **kwargs)
+    [record], query = await window.run(
+        f"SELECT arraySort(groupUniqArrayMerge(10)(runs)) AS runs FROM trace_minutes"
+        f" WHERE {live.where}",
+        live.params,
+    )
+    return record["runs"], query
+
+
+async def raw_runs(window: Window, *args: str, **kwargs: bool) -> tuple[list[str], Query]:
+    """The runs the same filter keeps in `traces` (`traces=True`)."""
+    live = window.live(*args, traces=True, **kwargs)
     records, query = await window.run(
         f"SELECT run_id FROM traces WHERE {live.where} ORDER BY run_id", live.params
     )
-    assert [r["run_id"] for r in records] == ["labelled", "live-1"]
-    assert all(isinstance(v, str) for v in query.params.values())  # as `reflux sql --param`
-    assert "'shadow'" not in query.sql and "prop-1" not in query.sql  # bound, never formatted
+    return [r["run_id"] for r in records], query
 
 
 async def test_build_window_reads_live_versions_and_skips_what_no_longer_loads(
@@ -187,14 +205,10 @@ async def test_the_window_counts_only_the_live_version(warehouse: Warehouse):
          workflow_version=4)]
     )  # fmt: skip
     window = window_of(warehouse)
-    for live in (window.live(), window.live("orders"), window.live("orders", "fetch")):
-        records, _ = await window.run(f"SELECT run_id FROM traces WHERE {live.where}", live.params)
-        assert [r["run_id"] for r in records] == ["v3"]
-    every = window.live(all_versions=True)
-    records, _ = await window.run(
-        f"SELECT run_id FROM traces WHERE {every.where} ORDER BY run_id", every.params
-    )
-    assert [r["run_id"] for r in records] == ["v2", "v3", "v4"]
+    for runs in (rolled_runs, raw_runs):
+        for scope in ((), ("orders",), ("orders", "fetch")):
+            assert (await runs(window, *scope))[0] == ["v3"]
+        assert (await runs(window, all_versions=True))[0] == ["v2", "v3", "v4"]
     profile = await window.profile()
     assert [(k, s.attempts) for k, s in profile.steps.items()] == [(("orders", "fetch"), 1)]
     assert await window.profile() is profile  # computed once a scan
