@@ -7,9 +7,9 @@ settings, or a test's warehouse), never chdb itself: the embedded engine belongs
 trace sink's process. What they read is the rollup (`reflection.rollup`, `trace_minutes`:
 attempts by the minute, kept by ClickHouse as traces arrive), not the raw `traces`: the raw
 table is ordered by run, so a window or a step prunes nothing and every column a query
-names is read for every row; the rollup holds a few thousand rows an hour of traffic. Only
-what it cannot answer reads `traces` (retry's recovery times, a call's attempts side by
-side).
+names is read for every row; the rollup holds a few thousand rows an hour of traffic. What
+it cannot answer (retry's recovery times, a call's attempts side by side) reads
+`trace_retries`, the failures and retries alone; the same filter applies to both.
 
 `Window.live()` is the one filter they all use, so "which traces count" is decided once:
 only live traffic (runs labelled `shadow=true` or carrying an `experiment` label are
@@ -52,8 +52,7 @@ EXPERIMENT = "experiment"
 """Labels of runs that are not live traffic: shadow replays, and variant runs of a
 validation (`experiment=<proposal>`)."""
 ROLLUP = rollup.TABLE
-"""What every detector reads (`reflection.rollup`: attempts by the minute); only what it
-cannot answer reads `traces` (`Window.live(traces=True)`)."""
+"""What every detector reads (`reflection.rollup`: attempts by the minute)."""
 FAILED = "('error', 'timeout')"
 CALLED = "('ok', 'error', 'timeout')"
 """Statuses of attempts that failed, and of attempts that reached the node (skips and
@@ -183,11 +182,11 @@ class Window:
             params["step"] = step_id
         return Filter(" AND ".join(where), params)
 
-    def of_steps(self, keys: Iterable[tuple[str, str]], *, traces: bool = False) -> Filter:
+    def of_steps(self, keys: Iterable[tuple[str, str]]) -> Filter:
         """`live()` narrowed to some steps (workflow_id, step_id): a detector's second
         query over its candidates only. The cheap test on the step id comes first, so the
         pair is only built for the rows that pass it."""
-        live = self.live(traces=traces)
+        live = self.live()
         chosen = sorted(set(keys))
         where = (
             f"{live.where} AND has(splitByChar(',', {{step_ids:String}}), step_id)"
