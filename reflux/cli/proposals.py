@@ -264,7 +264,11 @@ def add_parsers(sub: Any) -> None:
         "run", help="scan recent traces now and file proposals (also every REFLUX_CRITIC_EVERY)"
     )
     scan.add_argument("--workflow", metavar="ID", help="only this workflow")
-    scan.add_argument("--since", metavar="DURATION", help="how far back (default: 1h)")
+    scan.add_argument(
+        "--since",
+        metavar="DURATION",
+        help="how far back (default: 1h), in whole minutes: from the one the window starts in",
+    )
     scan.add_argument("--json", action="store_true", help='{"proposals": [...], "errors": []}')
     scan.set_defaults(func=cmd_critic_run)
 

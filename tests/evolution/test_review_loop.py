@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -292,10 +291,14 @@ async def test_a_problem_gone_by_the_next_scan_supersedes_its_proposal(loop):
         [retry] = [p for p in filed if p.kind == "retry"]
 
         healthy["now"] = True
-        healed_at = time.monotonic()
+        # A scan reads whole minutes (the rollup's): the healthy runs start in a minute
+        # the failing ones did not touch, and the second scan reads only from it.
+        now = datetime.now(UTC)
+        fresh = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        await asyncio.sleep((fresh - now).total_seconds() + 0.1)
         await run_many(client, pool, settings, wf, 25)
         await traced(settings, wf, 50)
-        since = timedelta(seconds=time.monotonic() - healed_at)  # only the healthy runs
+        since = datetime.now(UTC) - fresh  # only the healthy runs
         again, _ = await run_critic(
             client, pool, settings, actor="critic", workflow_id=wf, since=since
         )
