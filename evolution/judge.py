@@ -47,8 +47,11 @@ multiple of ten at which both power goals hold in `reflux bench judge`."""
 LATENCY_SPREAD = 0.4
 """Lognormal sigma of run latency assumed when sizing arms: p95 about twice the median."""
 HL_MAX_PER_ARM = 1000
-"""Hodges-Lehmann takes all pairwise differences; above this many samples an arm it uses an
-evenly spaced subsample of the sorted values (1e6 pairs, ~10 ms) instead of n*m pairs."""
+"""Hodges-Lehmann takes the median of all pairwise differences; above this many samples an
+arm it uses an evenly spaced subsample of the sorted values (1e6 pairs at most)."""
+HL_BRACKET = 4
+"""The median difference is found by bisection on its value (`_pairwise_median`) until the
+bracket holds at most this many differences per sample, which are then sorted."""
 EXACT_MAX_PER_ARM = 10
 """Mann-Whitney's p-value is exact (scipy) when both arms are this small and untied; above,
 the normal approximation with tie and continuity corrections (fast at any size)."""
@@ -68,8 +71,8 @@ class Series:
 
     name: str
     kind: Literal["rate", "continuous"]
-    baseline: Sequence[float]
-    candidate: Sequence[float]
+    baseline: Sequence[float] | np.ndarray
+    candidate: Sequence[float] | np.ndarray
     lower_is_better: bool = True
     critical: bool = False
     """Critical metrics are judged worse without a tolerance band: any significant harm."""
@@ -349,7 +352,7 @@ def _relative_shift(series: Series, base: np.ndarray, cand: np.ndarray) -> float
     (a ratio) for positive quantities, else relative to the baseline's median size."""
     ratio = series.scale == "ratio" and base.min() > 0 and cand.min() > 0
     b, c = (np.log(base), np.log(cand)) if ratio else (base, cand)
-    shift = float(np.median(np.subtract.outer(_thin(c), _thin(b))))
+    shift = _pairwise_median(_thin(c), _thin(b))
     if ratio:
         return math.expm1(shift)
     size = abs(float(np.median(base)))
@@ -365,9 +368,7 @@ def _harmful(compared: list[_Compared], level: float, config: JudgeConfig) -> li
         if c.p_worse > level / (len(tested) - i):
             break
         rejected.append(c)
-    return [
-        c for c in rejected if c.harm() > _harm_tolerance(c, config) and _beyond_floor(c, 1)
-    ]
+    return [c for c in rejected if c.harm() > _harm_tolerance(c, config) and _beyond_floor(c, 1)]
 
 
 def _result(compared: _Compared, worse: bool, config: JudgeConfig) -> MetricResult:
@@ -414,6 +415,45 @@ def _harm_tolerance(compared: _Compared, config: JudgeConfig) -> float:
 def _finite(values: Sequence[float]) -> np.ndarray:
     array = np.asarray(values, dtype=float).ravel()
     return array[np.isfinite(array)]
+
+
+def _pairwise_median(c: np.ndarray, b: np.ndarray) -> float:
+    """The median of every difference c_i - b_j, as `np.median(np.subtract.outer(c, b))`
+    gives it, without the m × n array (1e6 pairs: ~1 ms instead of ~10)."""
+    c, b = np.sort(c), np.sort(b)
+    total = len(c) * len(b)
+    low, high = (total - 1) // 2, total // 2  # the middle order statistics (one when odd)
+    first = _kth_difference(c, b, low)
+    return first if high == low else (first + _kth_difference(c, b, high)) / 2
+
+
+def _kth_difference(c: np.ndarray, b: np.ndarray, k: int) -> float:
+    """The k-th smallest (from 0) of every c_i - b_j, `c` and `b` sorted: bisection on the
+    value, counting the differences at or below it with one `searchsorted`, until at most
+    `HL_BRACKET` per sample lie in the bracket; those are then listed and sorted."""
+
+    def at_or_below(d: float) -> int:
+        return int(len(c) * len(b) - np.searchsorted(b, c - d, side="left").sum())
+
+    lo, hi = float(c[0] - b[-1]), float(c[-1] - b[0])
+    below = at_or_below(lo)
+    if below > k:
+        return lo
+    while at_or_below(hi) - below > HL_BRACKET * (len(c) + len(b)):
+        mid = (lo + hi) / 2
+        if not lo < mid < hi:  # no float between: every difference left in it is hi
+            return hi
+        counted = at_or_below(mid)
+        if counted > k:
+            hi = mid
+        else:
+            lo, below = mid, counted
+    first = np.searchsorted(b, c - hi, side="left")
+    widths = np.searchsorted(b, c - lo, side="left") - first
+    rows = np.repeat(np.arange(len(c)), widths)
+    starts = np.cumsum(widths) - widths
+    cols = np.arange(rows.size) - np.repeat(starts - first, widths)
+    return float(np.sort(c[rows] - b[cols])[k - below])
 
 
 def _thin(values: np.ndarray) -> np.ndarray:

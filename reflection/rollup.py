@@ -34,6 +34,13 @@ from __future__ import annotations
 
 TABLE = "trace_minutes"
 RETRIES = "trace_retries"
+MERGED_BY_READERS = frozenset({TABLE, RETRIES})
+"""Tables FINAL changes no reader's answer of, only doubles its cost (`Warehouse.query`
+leaves it off for a statement that reads nothing else): the rollup's readers merge its rows
+themselves (GROUP BY with the `-Merge` combinators, or sums), and `trace_retries`' reader
+takes a call's attempts together (latest failure, earliest success), which a copy of one
+does not move. A row of either may be partial or a copy until its parts merge: count rows
+of neither."""
 EXAMPLES = 10
 """Run ids kept per row (the Critic's `example_runs` is at most this)."""
 SAMPLE = 64

@@ -1,12 +1,11 @@
 """cache: steps that cannot write, have no cache, and are called again and again with the
 same inputs (the same `inputs_hash`: node version, resolved params, namespace).
 
-Candidates come from the scan's shared profile (`Window.profile`, the live version's
-attempts only): steps a cache could serve whose distinct inputs leave room for the minimum
-hit rate and saving. Then one aggregate over the rollup (`trace_minutes`) for those steps
-only: per workflow and step, the ok calls the node answered (cache hits left out), their
-distinct inputs (HyperLogLog, within ~2 %), mean latency, the span from the first to the
-last, and example runs.
+Everything comes from the scan's shared profile (`Window.profile`, the live version's
+attempts only, from the per-minute rollup): per step a cache could serve, the ok calls the
+node answered with an inputs hash (cache hits left out), their distinct inputs
+(HyperLogLog, within ~2 %), the mean ok latency, the span from the first to the last, and
+example runs. No query of its own.
 
 Repeats, from those figures, taking each input to come back at a steady rate over the span
 (what a rollup can say; the per-input times are in the raw traces only): an input recurs
@@ -24,10 +23,8 @@ explains failures, and a cache proposal is not about them.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from evolution.critic.window import (
-    ROLLUP,
     CriticSettings,
     StepProfile,
     Window,
@@ -36,23 +33,9 @@ from evolution.critic.window import (
     readable_duration,
 )
 from evolution.proposals.model import Evidence, Expected, Finding, signature_of
-from reflection import rollup
 
 TTLS = (60, 300, 900, 3600)
 """TTLs (seconds) a cache proposal chooses from."""
-
-REPEATS_SQL = """
-SELECT workflow_id, step_id,
-       sum(attempts) AS calls,
-       uniqHLL12Merge(inputs) AS inputs,
-       sum(latency_sum) / sum(attempts) AS mean_ms,
-       dateDiff('millisecond', min(first_start), max(last_start)) / 1000 AS span_s,
-       arraySlice(groupUniqArrayMerge({examples_kept})(runs), 1, {{examples:UInt32}}) AS runs
-FROM {rollup}
-WHERE {where} AND status = 'ok' AND NOT cache_hit AND hashed
-GROUP BY workflow_id, step_id
-ORDER BY workflow_id, step_id
-"""
 
 
 class CacheDetector:
@@ -62,32 +45,13 @@ class CacheDetector:
         if not window.workflows:
             return []
         profile = await window.profile()
-        candidates = [key for key, step in profile.steps.items() if _candidate(window, step)]
-        if not candidates:
-            return []
-        steps = window.of_steps(candidates)
-        sql = REPEATS_SQL.format(where=steps.where, rollup=ROLLUP, examples_kept=rollup.EXAMPLES)
-        params = {**steps.params, "examples": window.settings.example_runs}
-        records, query = await window.run(sql, params)
         findings = []
-        for r in records:
-            finding = _finding(window, r)
-            if finding is None:
-                continue
-            finding.evidence.queries = [profile.query, query]
-            findings.append(finding)  # no contrast: repeats are not failures to explain
+        for step in profile.steps.values():
+            finding = _finding(window, step)
+            if finding is not None:
+                finding.evidence.queries = [profile.query]
+                findings.append(finding)  # no contrast: repeats are not failures to explain
         return findings
-
-
-def _candidate(window: Window, step: StepProfile) -> bool:
-    """What the profile alone rules out: steps a cache cannot serve, too few calls, too few
-    repeats even if every one were a hit, or too little to save."""
-    settings = window.settings
-    context = window.step(step.workflow_id, step.step_id)
-    if context is None or not cacheable(context) or step.ok < settings.min_attempts:
-        return False
-    best = (step.ok - step.inputs) / step.ok  # every repeat a hit: a cache that never expires
-    return best >= settings.cache_min_hit_rate and _saves(settings, best, step.ok_mean_ms)
 
 
 def _saves(settings: CriticSettings, rate: float, mean_ms: float) -> bool:
@@ -99,26 +63,24 @@ def _saves(settings: CriticSettings, rate: float, mean_ms: float) -> bool:
     )
 
 
-def _finding(window: Window, r: dict[str, Any]) -> Finding | None:
+def _finding(window: Window, profile: StepProfile) -> Finding | None:
     settings = window.settings
-    step = window.step(r["workflow_id"], r["step_id"])
-    calls = int(r["calls"])
-    if step is None or not cacheable(step):
+    step = window.step(profile.workflow_id, profile.step_id)
+    calls = profile.repeats
+    if step is None or not cacheable(step) or calls < settings.min_attempts:
         return None
-    if calls < settings.min_attempts:
-        return None
-    inputs = min(int(r["inputs"]), calls)
-    span = float(r["span_s"] or 0)
+    inputs = min(profile.inputs, calls)
+    span = profile.repeats_span_s
     gap = span * inputs / calls
     ttl = next((t for t in TTLS if t >= 2 * gap), TTLS[-1])
     hits = max(calls - inputs * (1 + math.floor(span / ttl)), 0)
     rate = hits / calls
-    mean = float(r["mean_ms"])
+    mean = profile.ok_mean_ms
     if rate < settings.cache_min_hit_rate or not _saves(settings, rate, mean):
         return None
     expected = mean * (1 - rate) + rate * settings.cache_hit_ms
     text = readable_duration(ttl)
-    workflow = window.workflows[r["workflow_id"]]
+    workflow = window.workflows[profile.workflow_id]
     step_id = step.step_id
     return Finding(
         kind="cache",
@@ -136,7 +98,7 @@ def _finding(window: Window, r: dict[str, Any]) -> Finding | None:
         ),
         mutation=[{"op": "set_policy", "step": step_id, "cache": {"ttl": text}}],
         evidence=Evidence(
-            runs=list(r["runs"])[: settings.example_runs],
+            runs=profile.runs("ok")[: settings.example_runs],
             figures={
                 "calls": calls,
                 "distinct_inputs": inputs,

@@ -5,7 +5,7 @@ A step's attempts in the window may run on more than one version of its node: a 
 rollout sends a share of runs to a new version, a promotion switches every run
 mid-window. One aggregate over the rollup (`reflection.rollup`, `window.ROLLUP`: the live
 attempts by the minute) gives each (workflow, step, node, version) its attempts, failed
-attempts, the median of its ok latencies (t-digest) and a sample of them (`VERSIONS_SQL`).
+attempts and a sample of its ok latencies, the median's too (`VERSIONS_SQL`).
 It reads a few thousand rows where `traces` holds every attempt, ordered by run so that a
 window prunes nothing: over the 1,000,000 events of `bench.scenarios.critic`, ~50 ms where
 rebuilding each call from `traces` took ~600 ms. The rollup keeps attempts, not calls, so
@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+import numpy as np
 
 from evolution.critic.contrast import budgeted
 from evolution.critic.window import CALLED, FAILED, FRESH, ROLLUP, Window, percent
@@ -70,7 +72,6 @@ SELECT workflow_id, step_id, node, node_version,
        sum(attempts) AS attempted,
        sumIf(attempts, status IN {failed}) AS failed,
        sumIf(attempts, {fresh}) AS ok,
-       quantilesTDigestMergeIf(0.5)(latency, {fresh})[1] AS median_ms,
        arrayMap(p -> p.1, ok_sample) AS latencies,
        arraySlice(arrayDistinct(arrayMap(p -> p.2, arrayReverseSort(p -> p.1, ok_sample))),
                   1, {{examples:UInt32}}) AS slowest_runs,
@@ -103,6 +104,7 @@ class Arm:
     attempts: int
     failed: int
     median_ms: float | None
+    """Of `latencies`."""
     latencies: list[float]
     """The judge's sample of its ok latencies (`VERSIONS_SQL`)."""
     slowest: list[str]
@@ -307,13 +309,14 @@ def _collect(window: Window, records: list[dict[str, Any]]) -> dict[tuple[str, s
             continue
         if int(r["attempted"]) < window.settings.min_attempts:
             continue
+        latencies = list(r["latencies"])
         arm = Arm(
             node=r["node"],
             version=r["node_version"],
             attempts=int(r["attempted"]),
             failed=int(r["failed"]),
-            median_ms=float(r["median_ms"]) if int(r["ok"]) else None,
-            latencies=list(r["latencies"]),
+            median_ms=float(np.median(latencies)) if latencies else None,
+            latencies=latencies,
             slowest=list(r["slowest_runs"]),
             failing=sorted(r["failing_runs"]),
             first_at=str(r["first_at"]),
@@ -334,8 +337,8 @@ def _stretch_minutes(window: Window) -> int:
 
 
 def _series(baseline: Arm, candidate: Arm) -> list[Series]:
-    def failures(arm: Arm) -> list[float]:
-        return [1.0] * arm.failed + [0.0] * (arm.attempts - arm.failed)
+    def failures(arm: Arm) -> np.ndarray:
+        return np.repeat([1.0, 0.0], [arm.failed, arm.attempts - arm.failed])
 
     return [
         Series("error_rate", "rate", failures(baseline), failures(candidate), critical=True),

@@ -257,13 +257,17 @@ SELECT workflow_id, step_id, version,
        quantilesTDigestMerge(0.5, 0.99, 0.999)(ok_q) AS ok_q,
        quantilesTDigestMerge(0.5)(timeout_q)[1] AS timeout_p50_ms,
        argMaxMerge(slowest) AS slowest_run,
-       uniqHLL12Merge(inputs) AS inputs
+       uniqHLL12Merge(inputs) AS inputs,
+       sum(repeats_n) AS repeats,
+       dateDiff('millisecond', minIf(repeats_first, repeats_n > 0),
+                maxIf(repeats_last, repeats_n > 0)) / 1000 AS repeats_span_s
 FROM (
     SELECT workflow_id, step_id, workflow_version AS version, attempt, status, error_class,
            retryable, http_status,
            sum(attempts) AS n,
            maxIf(retry_after_s, status != 'ok') AS retry_after_s,
-           arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
+           arraySlice(groupUniqArrayMergeIf({examples_kept})(
+                          runs, status IN {failed} OR ({repeats})),
                       1, {{examples:UInt32}}) AS runs,
            sumIf(attempts, {fresh}) AS ok_n,
            sumIf(latency_sum, {fresh}) AS ok_sum,
@@ -271,7 +275,10 @@ FROM (
            quantilesTDigestMergeStateIf(0.5)(latency, {fresh}) AS ok_q,
            quantilesTDigestMergeStateIf(0.5)(latency, status = 'timeout') AS timeout_q,
            argMaxMergeStateIf(slowest, {fresh}) AS slowest,
-           {inputs} AS inputs
+           {inputs} AS inputs,
+           sumIf(attempts, {repeats}) AS repeats_n,
+           minIf(first_start, {repeats}) AS repeats_first,
+           maxIf(last_start, {repeats}) AS repeats_last
     FROM {rollup}
     WHERE {where} AND status IN {called}
     GROUP BY workflow_id, step_id, version, attempt, status, error_class, retryable, http_status
@@ -281,13 +288,10 @@ ORDER BY workflow_id, step_id, version
 """
 FRESH = "status = 'ok' AND NOT cache_hit"
 """An ok attempt the node answered (a cache hit says nothing of the node's latency)."""
-INPUTS = (
-    "uniqHLL12MergeStateIf(inputs, {fresh} AND hashed"
-    " AND has(splitByChar(',', {{cacheable:String}}), step_id))"
-)
-NO_INPUTS = "uniqHLL12MergeStateIf(inputs, false)"
-"""Distinct inputs are counted only for steps a cache could serve: their ids are a
-parameter."""
+REPEATS = f"{FRESH} AND hashed AND has(splitByChar(',', {{cacheable:String}}), step_id)"
+"""The ok attempts of a step a cache could serve (their ids are a parameter) that carry an
+inputs hash: what the cache detector reads, distinct inputs counted only for them."""
+NO_REPEATS = "false"
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,7 @@ class AttemptGroup:
     count: int
     retry_after_s: float
     runs: list[str]
-    """Example runs, failures only."""
+    """Example runs: of failures, and of the ok attempts a cache could serve (`REPEATS`)."""
 
 
 @dataclass(frozen=True)
@@ -323,7 +327,12 @@ class StepProfile:
     timeout_p50_ms: float | None
     slowest_run: str
     inputs: int
-    """Distinct inputs of those ok attempts (approximate, `uniq`); 0 unless cacheable."""
+    """Distinct inputs of the `repeats` (HyperLogLog, within ~2 %); 0 unless cacheable."""
+    repeats: int
+    """Ok attempts a cache could have served (`REPEATS`): answered by the node, with an
+    inputs hash; 0 unless cacheable."""
+    repeats_span_s: float
+    """From the first of them to the last."""
 
     @property
     def attempts(self) -> int:
@@ -338,10 +347,11 @@ class StepProfile:
         return sum(g.count for g in self.groups if g.status != "ok")
 
     def runs(self, status: str | None = None) -> list[str]:
-        """Example failing runs (of one status), in the order the groups have them."""
+        """Example runs of one status (default: of every failure), in the order the groups
+        have them."""
         found: list[str] = []
         for group in self.groups:
-            if status is None or group.status == status:
+            if group.status == status or (status is None and group.status != "ok"):
                 found += [r for r in group.runs if r not in found]
         return found
 
@@ -364,13 +374,14 @@ async def _read_profile(window: Window) -> Profile:
     live = window.live(all_versions=True)  # versions split in the query, the live one kept
     steps = sorted({s.step_id for w in window.workflows.values() for s in w.steps.values()
                     if cacheable(s)})  # fmt: skip
-    inputs = (INPUTS if steps else NO_INPUTS).format(fresh=FRESH)
+    repeats = REPEATS if steps else NO_REPEATS
     sql = PROFILE_SQL.format(
         where=live.where,
         failed=FAILED,
         called=CALLED,
         fresh=FRESH,
-        inputs=inputs,
+        inputs=f"uniqHLL12MergeStateIf(inputs, {repeats})",
+        repeats=repeats,
         rollup=ROLLUP,
         examples_kept=rollup.EXAMPLES,
     )
@@ -415,6 +426,8 @@ def _step_profile(r: dict[str, Any]) -> StepProfile:
         timeout_p50_ms=_number(r["timeout_p50_ms"]) if timed_out else None,
         slowest_run=r["slowest_run"] if ok else "",
         inputs=int(r["inputs"]),
+        repeats=int(r["repeats"]),
+        repeats_span_s=_number(r["repeats_span_s"]) if int(r["repeats"]) else 0.0,
     )
 
 

@@ -20,6 +20,7 @@ from evolution.judge import (
     JudgeConfig,
     Series,
     _mann_whitney,
+    _pairwise_median,
     interim,
     judge,
     required_samples,
@@ -228,6 +229,20 @@ def test_the_rank_test_is_scipy_s_mann_whitney_in_both_directions():
     small_b, small_c = rng.normal(0, 1, 6), rng.normal(1, 1, 7)  # exact below 10 an arm
     exact = stats.mannwhitneyu(small_c, small_b, alternative="greater", method="exact")
     assert _mann_whitney(small_c, small_b)[0] == pytest.approx(exact.pvalue)
+
+
+def test_the_shift_is_the_median_of_every_pairwise_difference():
+    rng = np.random.default_rng(14)
+    for trial in range(600):
+        m, n = rng.integers(1, 70, 2)
+        arms = (
+            (rng.normal(0, 1, m), rng.normal(0.3, 1, n)),
+            (rng.integers(0, 5, m).astype(float), rng.integers(0, 5, n).astype(float)),  # ties
+            (np.full(m, 5.0), np.full(n, 5.0)),
+            (rng.normal(1e6, 1e-3, m), rng.normal(1e6, 1e-3, n)),  # differences near an ulp
+        )[trial % 4]
+        expected = float(np.median(np.subtract.outer(*arms)))
+        assert _pairwise_median(*arms) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_required_samples_sizes_the_default_arm():

@@ -25,6 +25,7 @@ from reflection.warehouse import (
     MIGRATIONS,
     Migration,
     Warehouse,
+    _needs_final,
     open_warehouse,
 )
 from tests.helpers.clickhouse_http import REPO, clickhouse_http_server
@@ -173,6 +174,45 @@ def test_a_redelivered_event_counts_once(warehouse: Warehouse, raw):
         "SELECT count() FROM (SELECT step_id FROM traces WHERE run_id = {r:String})", {"r": run}
     )
     assert in_subquery.rows == [[10]]
+
+
+def test_the_rollup_reads_without_final_and_the_same_answer(warehouse: Warehouse, raw):
+    raw.command("SYSTEM STOP MERGES")  # every insert's rows stay apart: FINAL would merge them
+    run = f"run-{uuid.uuid4()}"
+    attempts = [event(run, "fetch", attempt=1 + i, latency_ms=10.0 * (i + 1)) for i in range(6)]
+    for attempt in attempts:  # six inserts, six parts of each table
+        warehouse.insert([attempt])
+    warehouse.insert([attempts[0]])  # a copy: traces collapses it, the rollup counts it
+    rollup = (
+        "SELECT step_id, sum(attempts), quantilesTDigestMerge(0.5)(latency)"
+        " FROM trace_minutes GROUP BY step_id"
+    )
+    with_final = [list(row) for row in raw.query(rollup, settings={"final": 1}).result_rows]
+    assert warehouse.query(rollup).rows == with_final
+    assert with_final[0][1] == 7
+    both = warehouse.query(  # it names traces too: FINAL for every table it reads
+        "SELECT (SELECT count() FROM traces WHERE run_id = {r:String}),"
+        " (SELECT sum(attempts) FROM trace_minutes)",
+        {"r": run},
+    )
+    assert both.rows == [[6, 7]]
+
+
+@pytest.mark.parametrize(
+    ("sql", "final"),
+    [
+        ("SELECT sum(attempts) FROM trace_minutes", False),
+        ("SELECT a FROM (SELECT a FROM reflux.`trace_minutes`) ARRAY JOIN label_pairs", False),
+        ("SELECT run_id FROM trace_retries GROUP BY run_id", False),
+        ("SELECT * FROM trace_minutes, traces", True),
+        ("SELECT * FROM trace_minutes WHERE run IN (SELECT run_id FROM `traces`)", True),
+        ("SELECT * FROM trace_minutes -- and traces", True),  # a wrong guess costs time only
+        ("SELECT * FROM trace_minutes_mv", True),
+        ("SHOW TABLES", True),
+    ],
+)
+def test_final_is_left_off_only_for_the_derived_tables(sql: str, final: bool):
+    assert _needs_final(sql) is final
 
 
 @pytest.mark.parametrize(
