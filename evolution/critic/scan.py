@@ -2,8 +2,9 @@
 about that finding nothing means there is nothing (so an open proposal for one may be
 superseded).
 
-The shared profile (`Window.profile`) is read once, first: retry, timeout and cache and
-the coverage all read it, and only run narrow second queries over their candidates.
+The shared profile (`Window.profile`) is read once, first: retry, timeout, cache and the
+coverage all read it; timeout and cache need nothing else, retry one narrow second query
+over its candidates.
 Detectors run one after another (they share one query door; an embedded engine answers
 one query at a time anyway). A detector that raises is reported in `Scan.errors` by its
 one-line error and the others still run: one broken question never hides the rest.
