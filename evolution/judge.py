@@ -430,19 +430,26 @@ def _pairwise_median(c: np.ndarray, b: np.ndarray) -> float:
 def _kth_difference(c: np.ndarray, b: np.ndarray, k: int) -> float:
     """The k-th smallest (from 0) of every c_i - b_j, `c` and `b` sorted: bisection on the
     value, counting the differences at or below it with one `searchsorted`, until at most
-    `HL_BRACKET` per sample lie in the bracket; those are then listed and sorted."""
+    `HL_BRACKET` per sample lie in the bracket (or no float is left between its ends);
+    those are then listed and sorted. The bracket starts a little outside the extremes, so
+    rounding in `c - d` never leaves a pair out of it: below ≤ k < at_or_below(hi) holds
+    throughout, and the list holds the k-th."""
 
     def at_or_below(d: float) -> int:
-        return int(len(c) * len(b) - np.searchsorted(b, c - d, side="left").sum())
+        return int(total - np.searchsorted(b, c - d, side="left").sum())
 
-    lo, hi = float(c[0] - b[-1]), float(c[-1] - b[0])
-    below = at_or_below(lo)
-    if below > k:
-        return lo
+    total = len(c) * len(b)
+    least, most = float(c[0] - b[-1]), float(c[-1] - b[0])
+    margin = (most - least) * 1e-9 + 4 * float(np.spacing(max(abs(least), abs(most))))
+    lo, hi = least - margin, most + margin
+    while at_or_below(lo) > 0 or at_or_below(hi) < total:  # rounding still cut a pair off
+        margin *= 16
+        lo, hi = least - margin, most + margin
+    below = 0
     while at_or_below(hi) - below > HL_BRACKET * (len(c) + len(b)):
         mid = (lo + hi) / 2
-        if not lo < mid < hi:  # no float between: every difference left in it is hi
-            return hi
+        if not lo < mid < hi:  # no float between: list what is left (ties)
+            break
         counted = at_or_below(mid)
         if counted > k:
             hi = mid

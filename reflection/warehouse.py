@@ -74,7 +74,8 @@ READ_SETTINGS = {"readonly": 1, "final": 1}
 MERGED_READ_SETTINGS = {"readonly": 1, "final": 0}
 """For a statement that reads only tables its readers merge (`_needs_final`)."""
 REPLACING = frozenset({TABLE, "schema_version"})
-"""The tables that collapse copies of a row when parts merge, so FINAL until then."""
+"""The tables whose readers count on copies collapsed, so FINAL until parts merge
+(`trace_retries` collapses them too, but its reader does not count on it)."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class Warehouse:
         `readonly` too. `{name:Type}` placeholders bind `parameters` on the server."""
         sql = read_only_statement(sql)
         values = dict(parameters or {})
-        settings = READ_SETTINGS if _needs_final(sql) else MERGED_READ_SETTINGS
+        settings = READ_SETTINGS if _needs_final(sql, values) else MERGED_READ_SETTINGS
         result = self._run(self._client.query, sql, parameters=values, settings=settings)
         return QueryResult(
             columns=list(result.column_names),
@@ -386,12 +387,13 @@ def read_only_statement(sql: str) -> str:
     return sql[:end]
 
 
-def _needs_final(sql: str) -> bool:
+def _needs_final(sql: str, parameters: Mapping[str, Any] | None = None) -> bool:
     """Whether FINAL may change the answer of `sql`: unless it names a table its readers
     merge (`rollup.MERGED_BY_READERS`) and none that collapses copies (`REPLACING`).
-    Names count anywhere in the text, quoted or in a comment: a wrong guess costs time,
-    never a count."""
-    names = set(re.findall(r"\w+", sql))
+    Names count anywhere in the text or its parameters (an `{t:Identifier}` may name a
+    table), quoted or in a comment: a wrong guess costs time, not a count."""
+    text = " ".join([sql, *(str(v) for v in (parameters or {}).values())])
+    names = set(re.findall(r"\w+", text))
     return not names & rollup.MERGED_BY_READERS or bool(names & REPLACING)
 
 

@@ -213,6 +213,8 @@ def test_the_rollup_reads_without_final_and_the_same_answer(warehouse: Warehouse
 )
 def test_final_is_left_off_only_for_the_derived_tables(sql: str, final: bool):
     assert _needs_final(sql) is final
+    bound = "SELECT count() FROM {t:Identifier} WHERE x IN (SELECT 1 FROM trace_minutes)"
+    assert _needs_final(bound, {"t": "traces"})
 
 
 @pytest.mark.parametrize(
