@@ -28,7 +28,7 @@ time (1.8 % with five interim looks as well) and pass a targeted metric 0.7 %; a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +52,13 @@ arm it uses an evenly spaced subsample of the sorted values (1e6 pairs at most).
 HL_BRACKET = 4
 """The median difference is found by bisection on its value (`_pairwise_median`) until the
 bracket holds at most this many differences per sample, which are then sorted."""
+HL_DIRECT_PAIRS = 50_000
+"""Up to this many pairs the differences are simply all taken (faster than a search)."""
+HL_TIED_TRIES = 8
+"""Differences that repeat among the guesses (tied values) tried as the k-th itself."""
+HL_GUESS_PAIRS = 1000
+"""Random pairs whose differences bracket the median's first guess (seeded: the same arms
+give the same search); a bracket they get wrong is widened to every difference."""
 EXACT_MAX_PER_ARM = 10
 """Mann-Whitney's p-value is exact (scipy) when both arms are this small and untied; above,
 the normal approximation with tie and continuity corrections (fast at any size)."""
@@ -420,8 +427,10 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 def _pairwise_median(c: np.ndarray, b: np.ndarray) -> float:
     """The median of every difference c_i - b_j, as `np.median(np.subtract.outer(c, b))`
     gives it, without the m × n array (1e6 pairs: ~1 ms instead of ~10)."""
-    c, b = np.sort(c), np.sort(b)
     total = len(c) * len(b)
+    if total <= HL_DIRECT_PAIRS:
+        return float(np.median(np.subtract.outer(c, b)))
+    c, b = np.sort(c), np.sort(b)
     low, high = (total - 1) // 2, total // 2  # the middle order statistics (one when odd)
     first = _kth_difference(c, b, low)
     return first if high == low else (first + _kth_difference(c, b, high)) / 2
@@ -431,21 +440,16 @@ def _kth_difference(c: np.ndarray, b: np.ndarray, k: int) -> float:
     """The k-th smallest (from 0) of every c_i - b_j, `c` and `b` sorted: bisection on the
     value, counting the differences at or below it with one `searchsorted`, until at most
     `HL_BRACKET` per sample lie in the bracket (or no float is left between its ends);
-    those are then listed and sorted. The bracket starts a little outside the extremes, so
-    rounding in `c - d` never leaves a pair out of it: below ≤ k < at_or_below(hi) holds
-    throughout, and the list holds the k-th."""
+    those are then listed and sorted. below ≤ k < at_or_below(hi) holds from the first
+    bracket (`_first_bracket`) on, so the list holds the k-th."""
 
     def at_or_below(d: float) -> int:
         return int(total - np.searchsorted(b, c - d, side="left").sum())
 
     total = len(c) * len(b)
-    least, most = float(c[0] - b[-1]), float(c[-1] - b[0])
-    margin = (most - least) * 1e-9 + 4 * float(np.spacing(max(abs(least), abs(most))))
-    lo, hi = least - margin, most + margin
-    while at_or_below(lo) > 0 or at_or_below(hi) < total:  # rounding still cut a pair off
-        margin *= 16
-        lo, hi = least - margin, most + margin
-    below = 0
+    lo, hi, below = _first_bracket(c, b, k, at_or_below)
+    if lo == hi:
+        return lo
     while at_or_below(hi) - below > HL_BRACKET * (len(c) + len(b)):
         mid = (lo + hi) / 2
         if not lo < mid < hi:  # no float between: list what is left (ties)
@@ -461,6 +465,39 @@ def _kth_difference(c: np.ndarray, b: np.ndarray, k: int) -> float:
     starts = np.cumsum(widths) - widths
     cols = np.arange(rows.size) - np.repeat(starts - first, widths)
     return float(np.sort(c[rows] - b[cols])[k - below])
+
+
+def _first_bracket(
+    c: np.ndarray, b: np.ndarray, k: int, at_or_below: Callable[[float], int]
+) -> tuple[float, float, int]:
+    """(lo, hi, differences at or below lo) with the k-th difference in (lo, hi]: the
+    quantiles around k of `HL_GUESS_PAIRS` random differences when their counts confirm
+    it, else a little outside the extremes (so rounding in `c - d` never cuts a pair off);
+    lo == hi when a difference the guesses repeat is the k-th itself."""
+    total = len(c) * len(b)
+    rng = np.random.default_rng(0)
+    guesses = np.sort(
+        c[rng.integers(0, len(c), HL_GUESS_PAIRS)] - b[rng.integers(0, len(b), HL_GUESS_PAIRS)]
+    )
+    share, spread = k / total, 4 * math.sqrt(0.25 / HL_GUESS_PAIRS)
+    values, counts = np.unique(guesses, return_counts=True)
+    for tied in values[np.argsort(-counts, kind="stable")[:HL_TIED_TRIES]]:
+        if counts[np.searchsorted(values, tied)] < 2:
+            break  # the rest are single: no tie among the guesses
+        value = float(tied)  # a difference many pairs share, which halving cannot split
+        below = total - int(np.searchsorted(b, c - value, side="right").sum())
+        if below <= k < at_or_below(value):
+            return value, value, k
+    lo = float(guesses[max(int((share - spread) * HL_GUESS_PAIRS), 0)])
+    hi = float(guesses[min(int((share + spread) * HL_GUESS_PAIRS), HL_GUESS_PAIRS - 1)])
+    below = at_or_below(lo)
+    if below <= k < at_or_below(hi) and lo < hi:
+        return lo, hi, below
+    least, most = float(c[0] - b[-1]), float(c[-1] - b[0])
+    margin = (most - least) * 1e-9 + 4 * float(np.spacing(max(abs(least), abs(most))))
+    while at_or_below(least - margin) > 0 or at_or_below(most + margin) < total:
+        margin *= 16  # rounding still cut a pair off
+    return least - margin, most + margin, 0
 
 
 def _thin(values: np.ndarray) -> np.ndarray:

@@ -234,7 +234,7 @@ def test_the_rank_test_is_scipy_s_mann_whitney_in_both_directions():
 def test_the_shift_is_the_median_of_every_pairwise_difference():
     rng = np.random.default_rng(14)
     for trial in range(3000):
-        m, n = rng.integers(1, 6 if trial % 2 else 70, 2)  # arms of one to five: rounding
+        m, n = rng.integers(1, 6 if trial % 3 else 700, 2)  # one to five: rounding; 700: search
         scale = 10.0 ** rng.integers(-5, 6)
         arms = (
             (rng.normal(0, 1, m) * scale, rng.normal(0.3, 1, n) * scale),
@@ -242,7 +242,8 @@ def test_the_shift_is_the_median_of_every_pairwise_difference():
             (np.full(m, 5.0), np.full(n, 5.0)),
             (rng.normal(1e6, 1e-3, m), rng.normal(1e6, 1e-3, n)),  # differences near an ulp
             (rng.uniform(0, 1e-300, m), rng.uniform(0, 1e-300, n)),
-        )[trial % 5]
+            (np.log(5 + rng.integers(0, 40, m)), np.log(5 + rng.integers(0, 40, n))),  # masses
+        )[trial % 6]
         expected = float(np.median(np.subtract.outer(*arms)))
         assert _pairwise_median(*arms) == pytest.approx(expected, rel=1e-12, abs=0)
     assert judge([Series("latency", "continuous", [0.5], [3.0])]).result == "inconclusive"
