@@ -13,9 +13,9 @@ cache hit, whether it carried an inputs hash (`hashed`: events from before hashi
 outside a node call, have none), and whether the run was live traffic (`live`: not a shadow
 replay, no `experiment` label). What it holds of them (`VALUES`): counts, latency sums, a
 t-digest of the latency, the slowest run, up to `EXAMPLES` run ids, distinct inputs
-(HyperLogLog, 2.5 kB a row), a reservoir of `SAMPLE` (latency, run id) pairs, and counts of
-each label, context and metric band (`key=value`; a metric's value in decades:
-`bytes=1000-9999`).
+(HyperLogLog, 2.5 kB a row), a reservoir of `SAMPLE` (latency, run id) pairs, counts of the
+`PAIRS` most frequent labels and context entries (`key=value`), and of every metric band (a
+metric's value in decades: `bytes=1000-9999`).
 
 `trace_retries` (`RETRIES`): the failed attempts and the retries after them, narrow and
 ordered by step and minute: the one question a rollup cannot answer (a call's attempts side
@@ -60,17 +60,33 @@ METRIC_BAND = """multiIf({x} < 0, 'below 0', {x} < 1, '0-1',
         concat(toString(toInt64(exp10(floor(log10({x}))))), '-',
                toString(toInt64(exp10(floor(log10({x})) + 1)) - 1)))"""
 """A metric's value in decades: "below 0", "0-1" (zero and fractions), "1-9", "10-99", …"""
+PAIRS = 16
+"""`key=value` pairs a row keeps of each of labels and context: the most
+frequent (`approx_top_count`, Space-Saving: exact while a row has fewer distinct pairs,
+and any pair on more than 1/(3 × PAIRS) of the attempts is kept), so a label unique to
+each run (an order id) cannot make every row hold one entry per run. It is part of the
+column's type: changing it is a migration."""
+TOP = f"AggregateFunction(approx_top_countArray({PAIRS}), Array(String))"
+TOP_PAIRS = f"approx_top_countArrayMerge({PAIRS})"
+"""Merges a `TOP` column into [(pair, count, error)], most frequent first; count − error is
+a lower bound of the true count."""
 COUNTS = "SimpleAggregateFunction(sumMap, Tuple(Array(String), Array(UInt64)))"
+"""Exact counts of `key=value`, for metric bands: decades, a few per metric."""
 LATENCY = "if(isFinite(latency_ms), latency_ms, 0)"
 
 
 def _pairs(column: str, value: str = "{column}[k]") -> str:
-    """Counts of `key=value` over a map column's entries."""
-    pair = value.format(column=column)
-    return (
-        f"sumMap(arrayMap(k -> concat(k, '=', {pair}), mapKeys({column})),"
-        f" arrayResize(CAST([], 'Array(UInt64)'), length({column}), toUInt64(1)))"
-    )
+    """The `key=value` pairs of a map column's entries."""
+    return f"arrayMap(k -> concat(k, '=', {value.format(column=column)}), mapKeys({column}))"
+
+
+def _top(column: str) -> str:
+    return f"approx_top_countArrayState({PAIRS})({_pairs(column)})"
+
+
+def _counts(column: str, value: str) -> str:
+    pairs = _pairs(column, value)
+    return f"sumMap({pairs}, arrayResize(CAST([], 'Array(UInt64)'), length({column}), toUInt64(1)))"
 
 
 KEY: tuple[tuple[str, str, str], ...] = (
@@ -112,9 +128,9 @@ VALUES: tuple[tuple[str, str, str], ...] = (
     ("sample",
      f"AggregateFunction(groupArraySample({SAMPLE}, {SAMPLE_SEED}), Tuple(Float64, String))",
      f"groupArraySampleState({SAMPLE}, {SAMPLE_SEED})((latency_ms, run_id))"),
-    ("label_pairs", COUNTS, _pairs("labels")),
-    ("context_pairs", COUNTS, _pairs("context")),
-    ("metric_bands", COUNTS, _pairs("metrics", METRIC_BAND.format(x="{column}[k]"))),
+    ("label_pairs", TOP, _top("labels")),
+    ("context_pairs", TOP, _top("context")),
+    ("metric_bands", COUNTS, _counts("metrics", METRIC_BAND.format(x="{column}[k]"))),
 )  # fmt: skip
 """(column, type, aggregate over `traces`) of what a row holds of its attempts."""
 

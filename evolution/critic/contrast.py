@@ -12,9 +12,11 @@ It reads the rollup (`reflection.rollup`, attempts by the minute), never `traces
 attribute is one of its key columns or one of its `label_pairs`, `context_pairs` and
 `metric_bands` counts (`key=value` → attempts), so a step's hour is a few hundred rows
 instead of every attempt's maps (~15 ms where the raw query took ~350 ms at 1,000,000
-attempts; most of it is planning the query, not reading). The price is the metrics:
-quartiles need the raw values and the rollup keeps only decades, so a metric is contrasted
-by decade (one whose values all fall in one decade tells nothing). One query: the step's
+attempts; most of it is planning the query, not reading). The price: a metric is
+contrasted by decade (quartiles need the raw values; one whose values all fall in one
+decade tells nothing), and only each side's `rollup.PAIRS` most frequent label and context
+pairs are in it (a value on fewer attempts is left out, as a BubbleUp chart
+leaves out its long tail). One query: the step's
 rows summed once per side (failing, ok) into an `attribute=value` → attempts map, ARRAY
 JOINed and grouped; a share is a count over its side's attempts.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from evolution.critic.window import CALLED, FAILED, ROLLUP, Filter, Window, quote
 from evolution.proposals.model import ContrastRow, Finding, Query
+from reflection import rollup
 
 DESCRIBES_FAILURE = "attribute = 'error_class' OR startsWith(attribute, 'context.')"
 
@@ -50,11 +53,14 @@ FROM (
                arrayConcat(
                    [concat('node_version=', node_version), concat('replica=', replica),
                     concat('item=', item_band), concat('error_class=', error_class)],
-                   arrayMap(k -> concat('label.', k), label_pairs.1),
-                   arrayMap(k -> concat('context.', k), context_pairs.1),
                    arrayMap(k -> concat('metric.', k), metric_bands.1)),
                arrayConcat([attempts, attempts, attempts, if(error_class = '', 0, attempts)],
-                           label_pairs.2, context_pairs.2, metric_bands.2)
+                           metric_bands.2)
+           ) AS keyed,
+           arrayConcat(
+               arrayZip(keyed.1, keyed.2),
+               arrayMap(t -> (concat('label.', t.1), toUInt64(t.2 - t.3)), {top}(label_pairs)),
+               arrayMap(t -> (concat('context.', t.1), toUInt64(t.2 - t.3)), {top}(context_pairs))
            ) AS counts
     FROM {rollup}
     WHERE {where} AND status IN {called}
@@ -66,9 +72,11 @@ ORDER BY workflow_id, step_id, ({describes}) ASC, abs(share_failing - share_ok) 
          attribute, value
 LIMIT {{rows:UInt32}} BY workflow_id, step_id
 """
-"""Each side's rows (failing, ok) summed into one `attribute=value` → attempts map: the key
-columns count each row's attempts (no error class counts 0, and sumMap drops a 0), the
-`key=value` counts get their prefix. A pair splits at its first `=` (values may hold one)."""
+"""Each side's rows (failing, ok) summed into `attribute=value` → attempts: the key columns
+count each row's attempts (no error class counts 0, and sumMap drops a 0), metric bands
+and the most frequent label and context pairs (`rollup.PAIRS`, at their lower bound) get
+their prefix.
+A pair splits at its first `=` (values may hold one)."""
 
 
 async def contrast(
@@ -104,7 +112,7 @@ async def _every_step(window: Window) -> dict[tuple[str, str], list[ContrastRow]
 def _query(window: Window, live: Filter) -> Query:
     sql = CONTRAST_SQL.format(
         where=live.where, failed=FAILED, called=CALLED, describes=DESCRIBES_FAILURE,
-        rollup=ROLLUP,
+        rollup=ROLLUP, top=rollup.TOP_PAIRS,
     )  # fmt: skip
     return quote(sql, {**live.params, "rows": window.settings.contrast_rows})
 

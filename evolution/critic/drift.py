@@ -109,24 +109,23 @@ ATTRIBUTES = """,
        sumMap([concat(node, '@', node_version)], [attempts]) AS refs,
        sumMap([if(workflow_version = -1, '', toString(workflow_version))], [attempts])
            AS versions,
-       sumMap(arrayFilter((p, keep) -> keep, label_pairs.1,
-                          arrayMap(p -> has(label_keys, substring(p, 1, position(p, '=') - 1)),
-                                   label_pairs.1) AS kept),
-              arrayFilter((count, keep) -> keep, label_pairs.2, kept)) AS label_counts,
+       arrayFilter(t -> has(label_keys, substring(t.1, 1, position(t.1, '=') - 1)),
+                   {top}(label_pairs)) AS label_tops,
+       (arrayMap(t -> t.1, label_tops), arrayMap(t -> t.2 - t.3, label_tops)) AS label_counts,
        arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
                   1, {{examples:UInt32}}) AS failing_runs,
        argMaxMergeIf(slowest, {fresh}) AS slowest_run,
        maxIf(latency_max, {fresh}) AS slowest_ms"""
 LABEL_KEYS = """WITH (
     SELECT groupArray(key) FROM (
-        SELECT substring(pair, 1, position(pair, '=') - 1) AS key
-        FROM {rollup} ARRAY JOIN label_pairs.1 AS pair
-        WHERE {where}
-        GROUP BY key HAVING uniqExact(pair) <= {{label_values:UInt32}}
+        SELECT substring(top.1, 1, position(top.1, '=') - 1) AS key
+        FROM (SELECT arrayJoin({top}(label_pairs)) AS top FROM {rollup} WHERE {where})
+        GROUP BY key HAVING count() <= {{label_values:UInt32}}
     )
 ) AS label_keys
 """
-"""The label keys with at most `LABEL_VALUES` values among the window's attempts."""
+"""The label keys with at most `LABEL_VALUES` values among the most frequent pairs of the
+window's attempts (`rollup.PAIRS`: a key with a value per run fills them, and is left out)."""
 CHOSEN = "has(splitByChar(',', {steps:String}), concat(workflow_id, '/', step_id))"
 """The steps (`workflow/step`) the screen found a change in."""
 
@@ -311,8 +310,10 @@ def _slots_sql(where: str, labels_over: str | None = None) -> str:
     attributes when `labels_over` (the attempts whose label values are counted) is given."""
     label_keys = attributes = ""
     if labels_over is not None:
-        label_keys = LABEL_KEYS.format(rollup=ROLLUP, where=labels_over)
-        attributes = ATTRIBUTES.format(failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES)
+        label_keys = LABEL_KEYS.format(rollup=ROLLUP, where=labels_over, top=rollup.TOP_PAIRS)
+        attributes = ATTRIBUTES.format(
+            failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES, top=rollup.TOP_PAIRS
+        )
     return SLOTS_SQL.format(
         label_keys=label_keys, attributes=attributes, where=where, failed=FAILED,
         called=CALLED, fresh=FRESH, rollup=ROLLUP,
