@@ -426,7 +426,7 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 
 def _pairwise_median(c: np.ndarray, b: np.ndarray) -> float:
     """The median of every difference c_i - b_j, as `np.median(np.subtract.outer(c, b))`
-    gives it, without the m × n array (1e6 pairs: ~1 ms instead of ~10)."""
+    gives it, without the m × n array when it is large (1e6 pairs: ~0.5 ms, not 10–25)."""
     total = len(c) * len(b)
     if total <= HL_DIRECT_PAIRS:
         return float(np.median(np.subtract.outer(c, b)))
@@ -481,10 +481,10 @@ def _first_bracket(
     )
     share, spread = k / total, 4 * math.sqrt(0.25 / HL_GUESS_PAIRS)
     values, counts = np.unique(guesses, return_counts=True)
-    for tied in values[np.argsort(-counts, kind="stable")[:HL_TIED_TRIES]]:
-        if counts[np.searchsorted(values, tied)] < 2:
+    for i in np.argsort(-counts, kind="stable")[:HL_TIED_TRIES]:
+        if counts[i] < 2:
             break  # the rest are single: no tie among the guesses
-        value = float(tied)  # a difference many pairs share, which halving cannot split
+        value = float(values[i])  # a difference many pairs share, which halving cannot split
         below = total - int(np.searchsorted(b, c - value, side="right").sum())
         if below <= k < at_or_below(value):
             return value, value, k

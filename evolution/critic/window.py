@@ -26,9 +26,9 @@ A scan asks as few questions as it can: `Window.profile()` is one aggregate per 
 (`PROFILE_SQL`: per workflow, step, version, attempt number, status, error class and
 retryable flag, with ok-latency quantiles (t-digest), timeouts and, for the steps a cache
 could serve only, their repeats: calls, distinct inputs (HyperLogLog), span, example runs)
-that retry, timeout, cache and the coverage all read; a detector then asks
-at most one narrow query over its few candidate steps (`Window.of_steps`), and contrasts
-are capped per scan (`take_contrast`).
+that retry, timeout, cache and the coverage all read; a detector then asks at most one
+narrow query over its few candidate steps (`Window.of_steps`), and contrasts are capped per
+scan (`take_contrast`).
 """
 
 from __future__ import annotations
