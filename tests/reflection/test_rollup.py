@@ -67,11 +67,13 @@ def test_the_view_rolls_attempts_up_by_minute_and_what_the_critic_splits_by(empt
         ["2026-03-04 05:06:00", True, "none", "ok", "", "", "", 2, 60.0, 0.0],
         ["2026-03-04 05:07:00", True, "10-99", "ok", "", "", "", 1, 10.0, 0.0],
     ]  # fmt: skip
-    labels, context, metrics = one(
+    labels, context, attempts = one(
         empty,
         f"SELECT {rollup.TOP_PAIRS}(label_pairs), arraySort({rollup.TOP_PAIRS}(context_pairs)),"
-        f" sumMap(metric_bands) FROM {rollup.TABLE} WHERE live",
+        f" sum(attempts) FROM {rollup.LABELS} WHERE live",
     )
+    [metrics] = one(empty, f"SELECT sumMap(metric_bands) FROM {rollup.TABLE} WHERE live")
+    assert attempts == 4  # the live attempts, as in trace_minutes
     assert labels == [{"item": "team=a", "count": 1, "error": 0}]
     assert [(c["item"], c["count"]) for c in context] == [
         ("retry_after=2", 1), ("retryable=true", 1), ("status=503", 1)
@@ -134,14 +136,14 @@ def test_a_label_unique_to_every_run_does_not_grow_the_rows(empty: Warehouse):
         sizes = empty.query(
             "SELECT sum(data_uncompressed_bytes) FROM system.parts"
             " WHERE database = currentDatabase() AND table = {t:String} AND active",
-            {"t": rollup.TABLE},
+            {"t": rollup.LABELS},
         )
         return int(sizes.rows[0][0])
 
     minute_of(200, 0)
     small = stored()
     minute_of(5000, 200)  # 25 times the runs, each with its own order id
-    [top] = one(empty, f"SELECT {rollup.TOP_PAIRS}(label_pairs) FROM {rollup.TABLE}")
+    [top] = one(empty, f"SELECT {rollup.TOP_PAIRS}(label_pairs) FROM {rollup.LABELS}")
     assert len(top) == rollup.PAIRS
     counts = {t["item"]: t["count"] - t["error"] for t in top}
     assert counts["team=a"] >= 0.9 * 5200 * 3 / 4 and counts["team=b"] >= 0.9 * 5200 / 4
