@@ -1,4 +1,4 @@
-"""What the Critic reads instead of every attempt: three tables ClickHouse keeps from `traces`
+"""What the Critic reads instead of every attempt: two tables ClickHouse keeps from `traces`
 as events arrive (materialized views), so a question over a window of traffic reads a few
 thousand rows, not all of them. The raw table is ordered by run, so a window or a step
 prunes nothing there and every column a query names is read for every row: at 1,000,000
@@ -14,18 +14,15 @@ outside a node call, have none), and whether the run was live traffic (`live`: n
 replay, no `experiment` label). What it holds of them (`VALUES`): counts, latency sums, a
 t-digest of the latency, the slowest run, up to `EXAMPLES` run ids, distinct inputs
 (HyperLogLog, 2.5 kB a row), a reservoir of `SAMPLE` (latency, run id) pairs, and counts of
-every metric band (`key=value`, a metric's value in decades: `bytes=1000-9999`).
-
-`trace_labels` (`LABELS`): the same attempts by minute, step and status only, with the
-`PAIRS` most frequent labels and context entries (`key=value`) of each row: bounded, so a
-label unique to each run (an order id) cannot make a row hold one entry per run.
+each label, context and metric band (`key=value`; a metric's value in decades:
+`bytes=1000-9999`).
 
 `trace_retries` (`RETRIES`): the failed attempts and the retries after them, narrow and
 ordered by step and minute: the one question a rollup cannot answer (a call's attempts side
 by side: how long a retried call took to recover) reads these, a few percent of the
 attempts, instead of `traces`.
 
-Counts are of inserted rows: an event inserted twice counts twice in the rollups (the raw
+Counts are of inserted rows: an event inserted twice counts twice in the rollup (the raw
 table and `trace_retries` collapse the copy). The sink inserts a redelivered batch's events
 only when they are not stored yet (`reflection.sink`), so a copy reaches the rollup only
 when one event is published twice (a publish retried past JetStream's duplicate window) or
@@ -36,9 +33,8 @@ number).
 from __future__ import annotations
 
 TABLE = "trace_minutes"
-LABELS = "trace_labels"
 RETRIES = "trace_retries"
-MERGED_BY_READERS = frozenset({TABLE, LABELS, RETRIES})
+MERGED_BY_READERS = frozenset({TABLE, RETRIES})
 """Tables FINAL changes no reader's answer of, only doubles its cost (`Warehouse.query`
 leaves it off for a statement that reads nothing else): the rollup's readers merge its rows
 themselves (GROUP BY with the `-Merge` combinators, or sums), and `trace_retries`' reader
@@ -64,33 +60,17 @@ METRIC_BAND = """multiIf({x} < 0, 'below 0', {x} < 1, '0-1',
         concat(toString(toInt64(exp10(floor(log10({x}))))), '-',
                toString(toInt64(exp10(floor(log10({x})) + 1)) - 1)))"""
 """A metric's value in decades: "below 0", "0-1" (zero and fractions), "1-9", "10-99", …"""
-PAIRS = 16
-"""`key=value` pairs a row keeps of each of labels and context: the most
-frequent (`approx_top_count`, Space-Saving: exact while a row has fewer distinct pairs,
-and any pair on more than 1/(3 × PAIRS) of the attempts is kept), so a label unique to
-each run (an order id) cannot make every row hold one entry per run. It is part of the
-column's type: changing it is a migration."""
-TOP = f"AggregateFunction(approx_top_countArray({PAIRS}), Array(String))"
-TOP_PAIRS = f"approx_top_countArrayMerge({PAIRS})"
-"""Merges a `TOP` column into [(pair, count, error)], most frequent first; count − error is
-a lower bound of the true count."""
 COUNTS = "SimpleAggregateFunction(sumMap, Tuple(Array(String), Array(UInt64)))"
-"""Exact counts of `key=value`, for metric bands: decades, a few per metric."""
 LATENCY = "if(isFinite(latency_ms), latency_ms, 0)"
 
 
 def _pairs(column: str, value: str = "{column}[k]") -> str:
-    """The `key=value` pairs of a map column's entries."""
-    return f"arrayMap(k -> concat(k, '=', {value.format(column=column)}), mapKeys({column}))"
-
-
-def _top(column: str) -> str:
-    return f"approx_top_countArrayState({PAIRS})({_pairs(column)})"
-
-
-def _counts(column: str, value: str) -> str:
-    pairs = _pairs(column, value)
-    return f"sumMap({pairs}, arrayResize(CAST([], 'Array(UInt64)'), length({column}), toUInt64(1)))"
+    """Counts of `key=value` over a map column's entries."""
+    pair = value.format(column=column)
+    return (
+        f"sumMap(arrayMap(k -> concat(k, '=', {pair}), mapKeys({column})),"
+        f" arrayResize(CAST([], 'Array(UInt64)'), length({column}), toUInt64(1)))"
+    )
 
 
 KEY: tuple[tuple[str, str, str], ...] = (
@@ -132,52 +112,34 @@ VALUES: tuple[tuple[str, str, str], ...] = (
     ("sample",
      f"AggregateFunction(groupArraySample({SAMPLE}, {SAMPLE_SEED}), Tuple(Float64, String))",
      f"groupArraySampleState({SAMPLE}, {SAMPLE_SEED})((latency_ms, run_id))"),
-    ("metric_bands", COUNTS, _counts("metrics", METRIC_BAND.format(x="{column}[k]"))),
+    ("label_pairs", COUNTS, _pairs("labels")),
+    ("context_pairs", COUNTS, _pairs("context")),
+    ("metric_bands", COUNTS, _pairs("metrics", METRIC_BAND.format(x="{column}[k]"))),
 )  # fmt: skip
 """(column, type, aggregate over `traces`) of what a row holds of its attempts."""
-LABELS_KEY = KEY[:6] + tuple(column for column in KEY if column[0] == "status")
-"""What a `trace_labels` row is one of: a step's attempts of one status, by the minute."""
-LABELS_VALUES = (
-    VALUES[0],  # attempts
-    ("label_pairs", TOP, _top("labels")),
-    ("context_pairs", TOP, _top("context")),
+
+ORDER = ", ".join(
+    ("namespace", "workflow_id", "step_id", "minute")
+    + tuple(k for k, _, _ in KEY if k not in ("minute", "namespace", "workflow_id", "step_id"))
 )
-"""What it holds: the most frequent label and context pairs, apart from `trace_minutes`
-because merging them costs per row (Space-Saving), and a row here stands for the ~20 of
-`trace_minutes` a busy step has a minute (replicas, versions, attempts, errors)."""
+"""Steps first, then time: a window of one step reads only its granules."""
 
-Columns = tuple[tuple[str, str, str], ...]
-
-
-def _create(table: str, key: Columns, values: Columns) -> str:
-    """An AggregatingMergeTree of `key` and `values`: steps first, then time, so a window of
-    one step reads only its granules."""
-    first = ("namespace", "workflow_id", "step_id", "minute")
-    order = first + tuple(name for name, _, _ in key if name not in first)
-    return f"""
-CREATE TABLE IF NOT EXISTS {table} (
-    {", ".join(f"{name} {kind}" for name, kind, _ in key + values)}
+CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    {", ".join(f"{name} {kind}" for name, kind, _ in KEY + VALUES)}
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY ({", ".join(order)})
+ORDER BY ({ORDER})
 """
 
-
-def _roll(key: Columns, values: Columns) -> str:
-    """The rollup of the attempts in `{source}`: what the view runs on every insert into
-    `traces`, and the backfill over the rows stored before it."""
-    return f"""
-SELECT {", ".join(f"{expression} AS {name}" for name, _, expression in key + values)}
+ROLL = f"""
+SELECT {", ".join(f"{expression} AS {name}" for name, _, expression in KEY + VALUES)}
 FROM {{source}}
-GROUP BY {", ".join(name for name, _, _ in key)}
+GROUP BY {", ".join(name for name, _, _ in KEY)}
 """
-
-
-CREATE_TABLE = _create(TABLE, KEY, VALUES)
-ROLL = _roll(KEY, VALUES)
-CREATE_LABELS = _create(LABELS, LABELS_KEY, LABELS_VALUES)
-ROLL_LABELS = _roll(LABELS_KEY, LABELS_VALUES)
+"""The rollup of the attempts in `{source}`: what the view runs on every insert into
+`traces`, and the backfill over the rows stored before it."""
 
 RETRIED = "status IN ('error', 'timeout') OR attempt > 1"
 """The attempts `trace_retries` keeps: failures, and every attempt after a call's first."""
@@ -204,22 +166,17 @@ FROM {{source}}
 WHERE {RETRIED}
 """
 
-DERIVED = ((TABLE, CREATE_TABLE, ROLL), (LABELS, CREATE_LABELS, ROLL_LABELS),
-           (RETRIES, CREATE_RETRIES, PICK))  # fmt: skip
-"""(table, its CREATE, the SELECT over `{source}` that fills it) of each derived table."""
-
 STATEMENTS = (
-    *(create for _, create, _ in DERIVED),
+    CREATE_TABLE,
+    CREATE_RETRIES,
     # Migrations run before the sink inserts anything, so nothing is written between these
     # statements; a migration interrupted halfway runs them all again.
-    *(f"TRUNCATE TABLE IF EXISTS {table}" for table, _, _ in DERIVED),
-    *(
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS"
-        f" {select.format(source='traces')}"
-        for table, _, select in DERIVED
-    ),
-    *(
-        f"INSERT INTO {table} {select.format(source='traces FINAL')}"
-        for table, _, select in DERIVED
-    ),
+    f"TRUNCATE TABLE IF EXISTS {TABLE}",
+    f"TRUNCATE TABLE IF EXISTS {RETRIES}",
+    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {TABLE}_mv TO {TABLE} AS"
+    f" {ROLL.format(source='traces')}",
+    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {RETRIES}_mv TO {RETRIES} AS"
+    f" {PICK.format(source='traces')}",
+    f"INSERT INTO {TABLE} {ROLL.format(source='traces FINAL')}",
+    f"INSERT INTO {RETRIES} {PICK.format(source='traces FINAL')}",
 )

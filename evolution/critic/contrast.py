@@ -8,16 +8,15 @@ none), `item` (the `for_each` index: 0–9 as they are, larger ones in decades, 
 `context.<key>` for every key, and `metric.<name>` for every reported metric in decades
 ("1000-9999"; "0-1" is zero and fractions, "below 0" the negatives).
 
-It reads the rollups (`reflection.rollup`, attempts by the minute), never `traces`: every
-attribute is a key column or a `metric_bands` count of `trace_minutes`, or one of the
-`label_pairs` and `context_pairs` of `trace_labels` (`key=value` → attempts), so a step's
-hour is a few hundred rows instead of every attempt's maps (~30 ms where the raw query
-took ~350 ms at 1,000,000 attempts). The price: a metric is contrasted by decade
-(quartiles need the raw values; one whose values all fall in one decade tells nothing),
-and only the `rollup.PAIRS` most frequent label and context pairs of a row are in it (a
-value on fewer attempts is left out, as a BubbleUp chart leaves out its long tail). One
-query: each side's (failing, ok) rows of both tables summed into `attribute=value` →
-attempts, ARRAY JOINed and grouped; a share is a count over its side's attempts.
+It reads the rollup (`reflection.rollup`, attempts by the minute), never `traces`: every
+attribute is one of its key columns or one of its `label_pairs`, `context_pairs` and
+`metric_bands` counts (`key=value` → attempts), so a step's hour is a few hundred rows
+instead of every attempt's maps (~15 ms where the raw query took ~350 ms at 1,000,000
+attempts; most of it is planning the query, not reading). The price is the metrics:
+quartiles need the raw values and the rollup keeps only decades, so a metric is contrasted
+by decade (one whose values all fall in one decade tells nothing). One query: the step's
+rows summed once per side (failing, ok) into an `attribute=value` → attempts map, ARRAY
+JOINed and grouped; a share is a count over its side's attempts.
 
 Scoped like every detector to the live version's attempts. One query per scan answers every
 step at once (`LIMIT … BY` step): the first contrast a scan asks for reads them all, and
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 from evolution.critic.window import CALLED, FAILED, ROLLUP, Filter, Window, quote
 from evolution.proposals.model import ContrastRow, Finding, Query
-from reflection import rollup
 
 DESCRIBES_FAILURE = "attribute = 'error_class' OR startsWith(attribute, 'context.')"
 
@@ -48,24 +46,17 @@ SELECT workflow_id, step_id,
        sumIf(n, NOT failing) / greatest(maxIf(total, NOT failing), 1) AS share_ok
 FROM (
     SELECT workflow_id, step_id, status IN {failed} AS failing, sum(attempts) AS total,
-           arrayZip((sumMap(
+           sumMap(
                arrayConcat(
                    [concat('node_version=', node_version), concat('replica=', replica),
                     concat('item=', item_band), concat('error_class=', error_class)],
+                   arrayMap(k -> concat('label.', k), label_pairs.1),
+                   arrayMap(k -> concat('context.', k), context_pairs.1),
                    arrayMap(k -> concat('metric.', k), metric_bands.1)),
                arrayConcat([attempts, attempts, attempts, if(error_class = '', 0, attempts)],
-                           metric_bands.2)
-           ) AS keyed).1, keyed.2) AS counts
-    FROM {rollup}
-    WHERE {where} AND status IN {called}
-    GROUP BY workflow_id, step_id, failing
-    UNION ALL
-    SELECT workflow_id, step_id, status IN {failed} AS failing, sum(attempts) AS total,
-           arrayConcat(
-               arrayMap(t -> (concat('label.', t.1), toUInt64(t.2 - t.3)), {top}(label_pairs)),
-               arrayMap(t -> (concat('context.', t.1), toUInt64(t.2 - t.3)), {top}(context_pairs))
+                           label_pairs.2, context_pairs.2, metric_bands.2)
            ) AS counts
-    FROM {labels}
+    FROM {rollup}
     WHERE {where} AND status IN {called}
     GROUP BY workflow_id, step_id, failing
 )
@@ -75,12 +66,9 @@ ORDER BY workflow_id, step_id, ({describes}) ASC, abs(share_failing - share_ok) 
          attribute, value
 LIMIT {{rows:UInt32}} BY workflow_id, step_id
 """
-"""Each side's attempts (failing, ok) as `attribute=value` → attempts, from two tables: in
-`trace_minutes` the key columns count each row's attempts (no error class counts 0, and
-sumMap drops a 0) and the metric bands theirs; in `trace_labels` the most frequent label
-and context pairs (`rollup.PAIRS`) count at their lower bound. A side's total is the same in
-both (the same attempts, rolled up twice). A pair splits at its first `=` (values may hold
-one)."""
+"""Each side's rows (failing, ok) summed into one `attribute=value` → attempts map: the key
+columns count each row's attempts (no error class counts 0, and sumMap drops a 0), the
+`key=value` counts get their prefix. A pair splits at its first `=` (values may hold one)."""
 
 
 async def contrast(
@@ -116,7 +104,7 @@ async def _every_step(window: Window) -> dict[tuple[str, str], list[ContrastRow]
 def _query(window: Window, live: Filter) -> Query:
     sql = CONTRAST_SQL.format(
         where=live.where, failed=FAILED, called=CALLED, describes=DESCRIBES_FAILURE,
-        rollup=ROLLUP, labels=rollup.LABELS, top=rollup.TOP_PAIRS,
+        rollup=ROLLUP,
     )  # fmt: skip
     return quote(sql, {**live.params, "rows": window.settings.contrast_rows})
 

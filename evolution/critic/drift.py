@@ -92,51 +92,41 @@ COLUMNS = {"refs": "refs", "versions": "versions", "labels": "label_counts"}
 """The column of each family in `ATTRIBUTES`."""
 
 SLOTS_SQL = """
-{label_keys}SELECT * FROM (
-    SELECT workflow_id, step_id, minute,
-           sum(attempts) AS n,
-           sumIf(attempts, status IN {failed}) AS failed,
-           sumIf(attempts, {fresh}) AS ok,
-           sumIf(log_latency_sum, {fresh}) AS log_ms,
-           min(first_start) AS first_at{attributes}
-    FROM {rollup}
-    WHERE {where} AND status IN {called}
-    GROUP BY workflow_id, step_id, minute
-) AS slots{labels}
+{label_keys}SELECT workflow_id, step_id, minute,
+       sum(attempts) AS n,
+       sumIf(attempts, status IN {failed}) AS failed,
+       sumIf(attempts, {fresh}) AS ok,
+       sumIf(log_latency_sum, {fresh}) AS log_ms,
+       min(first_start) AS first_at{attributes}
+FROM {rollup}
+WHERE {where} AND status IN {called}
+GROUP BY workflow_id, step_id, minute
 ORDER BY workflow_id, step_id, minute
 """
 """Each step's minutes: the series alone (the screen of every step), or with `ATTRIBUTES`
-and `LABELS` (`LABEL_KEYS` first) for the steps it found a change in."""
+(`LABEL_KEYS` first) for the steps it found a change in."""
 ATTRIBUTES = """,
-           sumMap([concat(node, '@', node_version)], [attempts]) AS refs,
-           sumMap([if(workflow_version = -1, '', toString(workflow_version))], [attempts])
-               AS versions,
-           arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
-                      1, {{examples:UInt32}}) AS failing_runs,
-           argMaxMergeIf(slowest, {fresh}) AS slowest_run,
-           maxIf(latency_max, {fresh}) AS slowest_ms"""
-LABELS = """
-LEFT JOIN (
-    SELECT workflow_id, step_id, minute,
-           arrayFilter(t -> has(label_keys, substring(t.1, 1, position(t.1, '=') - 1)),
-                       {top}(label_pairs)) AS label_tops,
-           (arrayMap(t -> t.1, label_tops), arrayMap(t -> t.2 - t.3, label_tops))
-               AS label_counts
-    FROM {labels}
-    WHERE {where} AND status IN {called}
-    GROUP BY workflow_id, step_id, minute
-) AS labels USING (workflow_id, step_id, minute)"""
-"""The label pairs of each minute (`rollup.LABELS`), of the keys `LABEL_KEYS` chose."""
+       sumMap([concat(node, '@', node_version)], [attempts]) AS refs,
+       sumMap([if(workflow_version = -1, '', toString(workflow_version))], [attempts])
+           AS versions,
+       sumMap(arrayFilter((p, keep) -> keep, label_pairs.1,
+                          arrayMap(p -> has(label_keys, substring(p, 1, position(p, '=') - 1)),
+                                   label_pairs.1) AS kept),
+              arrayFilter((count, keep) -> keep, label_pairs.2, kept)) AS label_counts,
+       arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
+                  1, {{examples:UInt32}}) AS failing_runs,
+       argMaxMergeIf(slowest, {fresh}) AS slowest_run,
+       maxIf(latency_max, {fresh}) AS slowest_ms"""
 LABEL_KEYS = """WITH (
     SELECT groupArray(key) FROM (
-        SELECT substring(top.1, 1, position(top.1, '=') - 1) AS key
-        FROM (SELECT arrayJoin({top}(label_pairs)) AS top FROM {labels} WHERE {where})
-        GROUP BY key HAVING count() <= {{label_values:UInt32}}
+        SELECT substring(pair, 1, position(pair, '=') - 1) AS key
+        FROM {rollup} ARRAY JOIN label_pairs.1 AS pair
+        WHERE {where}
+        GROUP BY key HAVING uniqExact(pair) <= {{label_values:UInt32}}
     )
 ) AS label_keys
 """
-"""The label keys with at most `LABEL_VALUES` values among the most frequent pairs of the
-window's attempts (`rollup.PAIRS`: a key with a value per run fills them, and is left out)."""
+"""The label keys with at most `LABEL_VALUES` values among the window's attempts."""
 CHOSEN = "has(splitByChar(',', {steps:String}), concat(workflow_id, '/', step_id))"
 """The steps (`workflow/step`) the screen found a change in."""
 
@@ -319,15 +309,13 @@ class DriftDetector:
 def _slots_sql(where: str, labels_over: str | None = None) -> str:
     """`SLOTS_SQL` over the attempts `where` selects: the series alone, or with the
     attributes when `labels_over` (the attempts whose label values are counted) is given."""
-    label_keys = attributes = labels = ""
+    label_keys = attributes = ""
     if labels_over is not None:
-        top = rollup.TOP_PAIRS
-        label_keys = LABEL_KEYS.format(labels=rollup.LABELS, where=labels_over, top=top)
+        label_keys = LABEL_KEYS.format(rollup=ROLLUP, where=labels_over)
         attributes = ATTRIBUTES.format(failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES)
-        labels = LABELS.format(labels=rollup.LABELS, where=where, called=CALLED, top=top)
     return SLOTS_SQL.format(
-        label_keys=label_keys, attributes=attributes, labels=labels, where=where,
-        failed=FAILED, called=CALLED, fresh=FRESH, rollup=ROLLUP,
+        label_keys=label_keys, attributes=attributes, where=where, failed=FAILED,
+        called=CALLED, fresh=FRESH, rollup=ROLLUP,
     )  # fmt: skip
 
 

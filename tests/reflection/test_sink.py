@@ -299,8 +299,8 @@ async def test_the_query_subject_answers_only_reads(sink_setup: SinkSetup, js, s
     rows = await sink_setup.query("SELECT {n:UInt8} + 1 AS two, 'x' AS s", n=1)
     assert rows == [[2, "x"]]
     assert (await sink_setup.query("SHOW TABLES")) == [
-        ["schema_version"], ["trace_labels"], ["trace_labels_mv"], ["trace_minutes"],
-        ["trace_minutes_mv"], ["trace_retries"], ["trace_retries_mv"], ["traces"],
+        ["schema_version"], ["trace_minutes"], ["trace_minutes_mv"], ["trace_retries"],
+        ["trace_retries_mv"], ["traces"],
     ]  # fmt: skip
 
 

@@ -97,22 +97,6 @@ async def test_a_replica_that_fails_far_more_often_ranks_first(warehouse: Wareho
     ]  # fmt: skip
 
 
-async def test_a_label_unique_to_every_run_leaves_the_telling_one_in_place(
-    warehouse: Warehouse,
-):
-    events = by_replica()
-    for e in events:  # an order id per run: more values than a rollup row keeps
-        e.labels = {**e.labels, "order": e.run_id, "zone": e.replica}
-    warehouse.insert(events)
-    rows, _ = await contrast(window_of(warehouse, settings=EVERY_ROW), "orders", "fetch")
-    failing = sum(e.status == "error" for e in events)
-    zone = row(rows, "label.zone", "r3")
-    in_r3 = sum(e.status == "error" and e.replica == "r3" for e in events)
-    assert zone.share_failing == pytest.approx(in_r3 / failing, abs=1e-4)
-    assert rows[0].attribute in ("replica", "label.zone")
-    assert all(r.share_failing <= 2 / failing for r in rows if r.attribute == "label.order")
-
-
 async def test_metric_decades_that_split_failures_from_ok_rank_first(warehouse: Warehouse):
     big = [
         event(f"big-{i}", status="error", error_class="HttpStatusError", at=i,
