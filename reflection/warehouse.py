@@ -466,7 +466,7 @@ latencies is 2,000 calls otherwise)."""
 
 
 def _jsonable(value: Any) -> Any:
-    if type(value) in _PLAIN or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime):
         return _utc(value).isoformat() if value.tzinfo is None else value.isoformat()

@@ -428,7 +428,7 @@ def _step_profile(r: dict[str, Any]) -> StepProfile:
         slowest_run=r["slowest_run"] if ok else "",
         inputs=int(r["inputs"]),
         repeats=int(r["repeats"]),
-        repeats_span_s=_number(r["repeats_span_s"]) if int(r["repeats"]) else 0.0,
+        repeats_span_s=_number(r["repeats_span_s"]),  # 0 without repeats: epoch to epoch
     )
 
 
