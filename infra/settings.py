@@ -268,6 +268,9 @@ class CriticSettings(BaseSettings):
     """retry: the share of a step's calls that may still fail after retries."""
     max_attempts_cap: int = 10
     """retry: never propose more attempts than this."""
+    recovery_calls: int = 2000
+    """retry: about how many recovered calls of a step its recovery time is measured over;
+    when every candidate step has more, one run in so many is read (by a hash of its id)."""
     min_attempts: int = 20
     """A step with fewer attempts in the window gets no finding and is not covered."""
     example_runs: int = 5

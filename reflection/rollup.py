@@ -13,9 +13,13 @@ cache hit, whether it carried an inputs hash (`hashed`: events from before hashi
 outside a node call, have none), and whether the run was live traffic (`live`: not a shadow
 replay, no `experiment` label). What it holds of them (`VALUES`): counts, latency sums, a
 t-digest of the latency, the slowest run, up to `EXAMPLES` run ids, distinct inputs
-(HyperLogLog, 2.5 kB a row), a reservoir of `SAMPLE` (latency, run id) pairs, and counts of
-each label, context and metric band (`key=value`; a metric's value in decades:
-`bytes=1000-9999`).
+(HyperLogLog, 2.5 kB a row), a reservoir of `SAMPLE` (latency, run id) pairs, and one of
+`ATTRIBUTES` attempts' labels, context and metric bands (`label.tenant=t1`; a metric's value
+in decades: `metric.bytes=1000-9999`). A sample, not counts: exact counts of every
+`key=value` grow a row with every distinct value (a label unique to each run would make
+every row as long as its runs), where a reservoir keeps a row's size whatever the labels
+hold; each kept attempt stands for `attempts / kept` of its row's, so a share is estimated
+without bias, and exactly while a row has at most `ATTRIBUTES` attempts.
 
 `trace_retries` (`RETRIES`): the failed attempts and the retries after them, narrow and
 ordered by step and minute: the one question a rollup cannot answer (a call's attempts side
@@ -60,17 +64,34 @@ METRIC_BAND = """multiIf({x} < 0, 'below 0', {x} < 1, '0-1',
         concat(toString(toInt64(exp10(floor(log10({x}))))), '-',
                toString(toInt64(exp10(floor(log10({x})) + 1)) - 1)))"""
 """A metric's value in decades: "below 0", "0-1" (zero and fractions), "1-9", "10-99", …"""
-COUNTS = "SimpleAggregateFunction(sumMap, Tuple(Array(String), Array(UInt64)))"
 LATENCY = "if(isFinite(latency_ms), latency_ms, 0)"
+ATTRIBUTES = 8
+"""Attempts whose attributes a row keeps, a reservoir (`groupArraySample`): what the
+contrast and drift's labels are estimated from, each kept attempt standing for
+`attempts / kept` of the row's. Exact while a row holds at most this many attempts."""
+KEY_CHARS = 100
+VALUE_CHARS = 200
+"""An attribute's key and value are cut here: a long context value says nothing more in a
+contrast, and a row stays small whatever nodes report."""
 
 
-def _pairs(column: str, value: str = "{column}[k]") -> str:
-    """Counts of `key=value` over a map column's entries."""
+def _pairs(prefix: str, column: str, value: str = "{column}[k]") -> str:
+    """`prefix.key=value` of every entry of a map column, key and value cut apart (so the
+    `=` stays), with a pair only once (two keys cut to the same text are one)."""
     pair = value.format(column=column)
     return (
-        f"sumMap(arrayMap(k -> concat(k, '=', {pair}), mapKeys({column})),"
-        f" arrayResize(CAST([], 'Array(UInt64)'), length({column}), toUInt64(1)))"
+        f"arrayMap(k -> concat('{prefix}.', substring(replaceAll(k, '=', ':'), 1, {KEY_CHARS}),"
+        f" '=', substring({pair}, 1, {VALUE_CHARS})), mapKeys({column}))"
     )
+
+
+ATTEMPT_ATTRIBUTES = (
+    f"arrayDistinct(arrayConcat({_pairs('label', 'labels')}, {_pairs('context', 'context')},"
+    f" {_pairs('metric', 'metrics', METRIC_BAND.format(x='{column}[k]'))}))"
+)
+"""One attempt's attributes, each once: `label.<key>=value`, `context.<key>=value`, and
+`metric.<name>=<decade>` (a metric's value in decades). A key's own `=` reads as `:`, so a
+pair splits at its first `=` into key and value."""
 
 
 KEY: tuple[tuple[str, str, str], ...] = (
@@ -112,9 +133,9 @@ VALUES: tuple[tuple[str, str, str], ...] = (
     ("sample",
      f"AggregateFunction(groupArraySample({SAMPLE}, {SAMPLE_SEED}), Tuple(Float64, String))",
      f"groupArraySampleState({SAMPLE}, {SAMPLE_SEED})((latency_ms, run_id))"),
-    ("label_pairs", COUNTS, _pairs("labels")),
-    ("context_pairs", COUNTS, _pairs("context")),
-    ("metric_bands", COUNTS, _pairs("metrics", METRIC_BAND.format(x="{column}[k]"))),
+    ("attributes",
+     f"AggregateFunction(groupArraySample({ATTRIBUTES}, {SAMPLE_SEED}), Array(String))",
+     f"groupArraySampleState({ATTRIBUTES}, {SAMPLE_SEED})({ATTEMPT_ATTRIBUTES})"),
 )  # fmt: skip
 """(column, type, aggregate over `traces`) of what a row holds of its attempts."""
 
@@ -167,6 +188,11 @@ WHERE {RETRIED}
 """
 
 STATEMENTS = (
+    # The rollup as this code has it, rebuilt from `traces` (migration 4; migration 3 made
+    # an earlier shape, frozen in `schema/`): a change here is a new migration that runs
+    # these again, and the text of an applied one never changes.
+    f"DROP VIEW IF EXISTS {TABLE}_mv",
+    f"DROP TABLE IF EXISTS {TABLE}",
     CREATE_TABLE,
     CREATE_RETRIES,
     # Migrations run before the sink inserts anything, so nothing is written between these

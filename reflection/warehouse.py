@@ -92,6 +92,15 @@ class Migration:
         return hashlib.sha256("\n;\n".join(self.statements).encode()).hexdigest()
 
 
+SCHEMA = Path(__file__).with_name("schema")
+"""The statements of applied migrations whose code has changed since, frozen as they ran."""
+
+
+def frozen(name: str) -> tuple[str, ...]:
+    """The statements of a frozen migration (`SCHEMA`), in the text its checksum was of."""
+    return tuple((SCHEMA / name).read_text().split("\n;\n"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -140,7 +149,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
-    Migration(3, "trace minutes", rollup.STATEMENTS),
+    Migration(3, "trace minutes", frozen("0003_trace_minutes.sql")),
+    Migration(4, "trace attributes", rollup.STATEMENTS),
 )
 LATER_COLUMNS: dict[str, Any] = {
     name: TraceEvent.model_fields[name].get_default(call_default_factory=True)

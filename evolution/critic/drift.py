@@ -19,7 +19,8 @@ its ok attempts (the median of a lognormal, and it merges exactly).
 Two reads of `SLOTS_SQL`: the series alone of every step in the window (the screen), then,
 for the steps with a worse change only, the series again with what causes and examples
 need (`ATTRIBUTES`): how the attempts divide over node versions, workflow versions and run
-labels (`label=value` counts from the rollup's), failing runs and the slowest ok run of each
+labels (`label=value`, estimated from the attempts each rollup row keeps, and the noise of
+a label's share taken from how many were kept), failing runs and the slowest ok run of each
 minute. Those maps and run ids cost four times the series, and most scans find no drift.
 
 Change points. ruptures' PELT with the l2 cost (a change in the mean), run as
@@ -55,7 +56,7 @@ from typing import Any
 import numpy as np
 import ruptures as rpt
 
-from evolution.critic.contrast import budgeted
+from evolution.critic.contrast import attach
 from evolution.critic.window import CALLED, FAILED, FRESH, ROLLUP, Window, percent
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
 from reflection import rollup
@@ -85,48 +86,46 @@ PROMOTED = 0.9
 """A new version with at least this share of attempts after the change replaced the old one
 (a promotion); less is a rollout's split."""
 LABEL_VALUES = 10
-"""Labels with more distinct values in the window (a request id) are not causes."""
+"""Labels with more distinct values among a step's kept attempts in the window (a request
+id) are not causes: each step's labels are judged on their own, so one workflow's busy
+`tenant` never hides another's `region`."""
 FAMILIES = (("refs", "node"), ("versions", "workflow version"), ("labels", "label"))
 """Attribute families in the order a cause is named."""
 COLUMNS = {"refs": "refs", "versions": "versions", "labels": "label_counts"}
 """The column of each family in `ATTRIBUTES`."""
 
 SLOTS_SQL = """
-{label_keys}SELECT workflow_id, step_id, minute,
+SELECT workflow_id, step_id, minute,
        sum(attempts) AS n,
        sumIf(attempts, status IN {failed}) AS failed,
        sumIf(attempts, {fresh}) AS ok,
        sumIf(log_latency_sum, {fresh}) AS log_ms,
        min(first_start) AS first_at{attributes}
-FROM {rollup}
+FROM {source}
 WHERE {where} AND status IN {called}
 GROUP BY workflow_id, step_id, minute
 ORDER BY workflow_id, step_id, minute
 """
 """Each step's minutes: the series alone (the screen of every step), or with `ATTRIBUTES`
-(`LABEL_KEYS` first) for the steps it found a change in."""
+for the steps it found a change in."""
 ATTRIBUTES = """,
        sumMap([concat(node, '@', node_version)], [attempts]) AS refs,
        sumMap([if(workflow_version = -1, '', toString(workflow_version))], [attempts])
            AS versions,
-       sumMap(arrayFilter((p, keep) -> keep, label_pairs.1,
-                          arrayMap(p -> has(label_keys, substring(p, 1, position(p, '=') - 1)),
-                                   label_pairs.1) AS kept),
-              arrayFilter((count, keep) -> keep, label_pairs.2, kept)) AS label_counts,
+       sumMap(arrayMap(p -> substring(p, 7), arrayFilter(p -> startsWith(p, 'label.'), pairs)),
+              arrayFilter((w, p) -> startsWith(p, 'label.'), weights, pairs)) AS label_counts,
+       sum(length(kept)) AS kept_n,
+       sum(attempts * attempts / length(kept)) AS spread,
        arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
                   1, {{examples:UInt32}}) AS failing_runs,
        argMaxMergeIf(slowest, {fresh}) AS slowest_run,
        maxIf(latency_max, {fresh}) AS slowest_ms"""
-LABEL_KEYS = """WITH (
-    SELECT groupArray(key) FROM (
-        SELECT substring(pair, 1, position(pair, '=') - 1) AS key
-        FROM {rollup} ARRAY JOIN label_pairs.1 AS pair
-        WHERE {where}
-        GROUP BY key HAVING uniqExact(pair) <= {{label_values:UInt32}}
-    )
-) AS label_keys
-"""
-"""The label keys with at most `LABEL_VALUES` values among the window's attempts."""
+"""Attempts by node version and workflow version (exact: key columns), by label value
+(estimated from the attempts each row keeps, `rollup.ATTRIBUTES`: each for
+`attempts / kept` of its row's), how many were kept, and examples."""
+KEPT = """(SELECT *, finalizeAggregation(attributes) AS kept, arrayFlatten(kept) AS pairs,
+        arrayFlatten(arrayMap(a -> arrayMap(p -> attempts / length(kept), a), kept)) AS weights
+ FROM {rollup} WHERE {where})"""
 CHOSEN = "has(splitByChar(',', {steps:String}), concat(workflow_id, '/', step_id))"
 """The steps (`workflow/step`) the screen found a change in."""
 
@@ -140,8 +139,14 @@ class Bucket:
     log_ms: float
     """The sum of the log latencies (ms) of those ok attempts."""
     first_at: datetime
-    shares: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Attempts by attribute value, per family (`refs`, `versions`, `labels`)."""
+    shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Attempts by attribute value, per family (`refs`, `versions`, `labels`); labels are
+    estimated from the `kept` attempts."""
+    kept: int = 0
+    """Attempts whose labels were read (`rollup.ATTRIBUTES` per rollup row) ..."""
+    spread: float = 0.0
+    """... and Σ attempts² / kept over its rows: its label shares are worth as many
+    independent attempts as `attempts² / spread` (Kish's effective sample size)."""
     failing: list[str] = field(default_factory=list)
     slowest: tuple[float, str] = (0.0, "")
     """The slowest ok attempt's latency and run id."""
@@ -152,6 +157,8 @@ class Bucket:
         self.failed += other.failed
         self.ok += other.ok
         self.log_ms += other.log_ms
+        self.kept += other.kept
+        self.spread += other.spread
         for family, values in other.shares.items():
             mine = self.shares.setdefault(family, {})
             for value, n in values.items():
@@ -205,10 +212,9 @@ class DriftDetector:
         params = {
             **live.params,
             "steps": ",".join(f"{w}/{s}" for w, s in changed),
-            "label_values": LABEL_VALUES,
             "examples": window.settings.example_runs,
         }
-        sql = _slots_sql(f"{live.where} AND {CHOSEN}", labels_over=live.where)
+        sql = _slots_sql(f"{live.where} AND {CHOSEN}", attributes=True)
         records, query = await window.run(sql, params)
         findings = []
         for (workflow_id, step_id), buckets in _series(window, records, least):
@@ -265,14 +271,13 @@ class DriftDetector:
             )
             title = f"{step_id}'s {what} at {when}"
         runs = _examples(buckets, head, window.settings.example_runs)
-        rows, contrast_query = await budgeted(window, workflow_id, step_id)
         figures = {
             "points": len(buckets),
             "attempts_per_point": round(sum(b.attempts for b in buckets) / len(buckets), 1),
             "changes": [_figure(buckets, c) for c in changes],
             "penalty": f"{PENALTY} * log(points), on the noise-scaled series",
         }
-        return Finding(
+        finding = Finding(
             kind="finding",
             workflow_id=workflow_id,
             workflow_version=workflow.version,
@@ -282,9 +287,8 @@ class DriftDetector:
             title=title,
             diagnosis=diagnosis,
             evidence=Evidence(
-                queries=[query, *([contrast_query] if contrast_query else [])],
+                queries=[query],
                 figures=figures,
-                contrast=rows,
                 runs=runs,
             ),
             expected=Expected(
@@ -304,18 +308,20 @@ class DriftDetector:
                 cause.key if cause else f"unexplained {head.metric}",
             ),
         )
+        await attach(window, finding)
+        return finding
 
 
-def _slots_sql(where: str, labels_over: str | None = None) -> str:
+def _slots_sql(where: str, attributes: bool = False) -> str:
     """`SLOTS_SQL` over the attempts `where` selects: the series alone, or with the
-    attributes when `labels_over` (the attempts whose label values are counted) is given."""
-    label_keys = attributes = ""
-    if labels_over is not None:
-        label_keys = LABEL_KEYS.format(rollup=ROLLUP, where=labels_over)
-        attributes = ATTRIBUTES.format(failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES)
+    attributes."""
+    extra = source = ""
+    if attributes:
+        extra = ATTRIBUTES.format(failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES)
+        source = KEPT.format(rollup=ROLLUP, where=where)
     return SLOTS_SQL.format(
-        label_keys=label_keys, attributes=attributes, where=where, failed=FAILED,
-        called=CALLED, fresh=FRESH, rollup=ROLLUP,
+        attributes=extra, source=source or ROLLUP, where=where, failed=FAILED, called=CALLED,
+        fresh=FRESH,
     )  # fmt: skip
 
 
@@ -345,9 +351,11 @@ def _slot(r: dict[str, Any]) -> Bucket:
     )
     if "refs" in r:
         slot.shares = {
-            name: {a: int(n) for a, n in zip(*r[column], strict=True)}
+            name: {a: float(n) for a, n in zip(*r[column], strict=True)}
             for name, column in COLUMNS.items()
         }
+        slot.kept = int(r["kept_n"])
+        slot.spread = float(r["spread"])
         slot.failing = list(r["failing_runs"])
         slot.slowest = (float(r["slowest_ms"]), r["slowest_run"])
     return slot
@@ -455,14 +463,19 @@ def _worse(
 def _causes(buckets: list[Bucket], at: int) -> list[Cause]:
     """The attribute changes that line up with a change at bucket `at`, the likeliest first."""
     attempts = np.array([b.attempts for b in buckets], dtype=float)
+    effective = [b.attempts**2 / b.spread if b.spread else 0.0 for b in buckets]
+    kept = max(float(np.mean(effective)), 1.0)  # a label share's sample, per bucket
     causes = []
     for family, word in FAMILIES:
         values = sorted({v for b in buckets for v in b.shares[family]})
+        if family == "labels":
+            values = _few_valued(values)
+        read = kept if family == "labels" else float(attempts.mean())
         moved: list[tuple[str, float, float, float]] = []  # value, shift, before, after
         for value in values:
             share = np.array([b.shares[family].get(value, 0) for b in buckets]) / attempts
             mean = float(share.mean())
-            noise = max(math.sqrt(mean * (1 - mean) / attempts.mean()), SHARE_NOISE_FLOOR)
+            noise = max(math.sqrt(mean * (1 - mean) / read), SHARE_NOISE_FLOOR)
             points = change_points(share, noise)
             edges = [0, *points, len(share)]
             for k, point in enumerate(points):
@@ -476,6 +489,16 @@ def _causes(buckets: list[Bucket], at: int) -> list[Cause]:
         if moved:
             causes.append(_cause(family, word, moved))
     return causes
+
+
+def _few_valued(pairs: list[str]) -> list[str]:
+    """The `key=value` pairs of the label keys with at most `LABEL_VALUES` values among
+    them (a request id is no cause)."""
+    values: dict[str, int] = {}
+    for pair in pairs:
+        key = pair.split("=", 1)[0]
+        values[key] = values.get(key, 0) + 1
+    return [p for p in pairs if values[p.split("=", 1)[0]] <= LABEL_VALUES]
 
 
 def _cause(family: str, word: str, moved: list[tuple[str, float, float, float]]) -> Cause:

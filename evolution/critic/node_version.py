@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from evolution.critic.contrast import budgeted
+from evolution.critic.contrast import attach
 from evolution.critic.window import CALLED, FAILED, FRESH, ROLLUP, Window, percent
 from evolution.judge import JudgeConfig, Judgement, Series, judge
 from evolution.proposals.model import Evidence, Expected, Finding, Query, signature_of
@@ -193,7 +193,6 @@ class NodeVersionDetector:
         worse = [m for m in judgement.metrics if m.verdict == "worse"]
         metric = next((m for m in worse if m.name == "error_rate"), worse[0])
         mutation, how = self._rollback(step_id, baseline, candidate)
-        rows, contrast_query = await budgeted(window, workflow_id, step_id)
         node = candidate.node
         if metric.name == "error_rate":
             what = (
@@ -220,7 +219,7 @@ class NodeVersionDetector:
             f"Step {step_id} ran on two versions of {node} in the window, and {what}. "
             f"The judge calls {candidate.version} worse: {judgement.reason} " + how
         )
-        return Finding(
+        finding = Finding(
             kind="node_version" if mutation else "finding",
             workflow_id=workflow_id,
             workflow_version=workflow.version,
@@ -234,14 +233,13 @@ class NodeVersionDetector:
             diagnosis=diagnosis,
             mutation=mutation,
             evidence=Evidence(
-                queries=[query, *([contrast_query] if contrast_query else [])],
+                queries=[query],
                 figures={
                     "node": node,
                     "baseline": {"version": baseline.version, **baseline.figures()},
                     "candidate": {"version": candidate.version, **candidate.figures()},
                     "judge": judgement.model_dump(mode="json"),
                 },
-                contrast=rows,
                 runs=runs[: window.settings.example_runs],
             ),
             expected=Expected(
@@ -257,6 +255,8 @@ class NodeVersionDetector:
                 "node_version", workflow.namespace, workflow_id, step_id, node, candidate.version
             ),
         )
+        await attach(window, finding)
+        return finding
 
     def _undone(self, window: Window, workflow_id: str, step_id: str, candidate: Arm) -> bool:
         """Whether the registry no longer sends the step's runs to the worse version (its

@@ -57,7 +57,7 @@ FROM (
            dateDiff('millisecond', maxIf(`end`, status != 'ok'), minIf(start, status = 'ok'))
                AS gap_ms
     FROM {retries}
-    WHERE {where} AND status IN {called}
+    WHERE {where} AND status IN {called} AND cityHash64(run_id) % {{one_in:UInt64}} = 0
     GROUP BY workflow_id, step_id, run_id, item
     HAVING countIf(status = 'ok') > 0 AND countIf(status != 'ok') > 0
 )
@@ -88,10 +88,23 @@ class Attempts:
         return self.total.get(1, 0)
 
     @property
+    def retried(self) -> int:
+        """Attempts after a call's first: at least the calls that were retried."""
+        return sum(n for k, n in self.total.items() if k >= 2)
+
+    @property
+    def recovered(self) -> int:
+        """Ok attempts after a call's first: the calls a retry recovered."""
+        return sum(
+            n - self.retryable.get(k, 0) - self.final.get(k, 0)
+            for k, n in self.total.items()
+            if k >= 2
+        )
+
+    @property
     def failed_calls(self) -> int:
         failures = sum(self.retryable.values()) + sum(self.final.values())
-        retried = sum(n for k, n in self.total.items() if k >= 2)
-        return max(failures - retried, 0)
+        return max(failures - self.retried, 0)
 
     def rates(self, n: int) -> tuple[list[float], list[float]]:
         """(p_k, q_k) for k = 1..n: as observed where measured, the last measured beyond."""
@@ -127,13 +140,14 @@ class RetryDetector:
         candidates = {key: a for key, a in steps.items() if self._worth(window, key, a)}
         if not candidates:
             return []
-        recovery, recovery_query = await self._recovery(window, list(candidates))
+        recovery, recovery_query = await self._recovery(window, candidates)
+        one_in = int(recovery_query.params["one_in"])
         findings = []
         for (workflow_id, step_id), attempts in sorted(candidates.items()):
             recovered = recovery.get((workflow_id, step_id))
             queries = [profile.query, *([recovery_query] if recovered else [])]
             finding = await self._finding(
-                window, workflow_id, step_id, attempts, recovered, queries
+                window, workflow_id, step_id, attempts, recovered, queries, one_in
             )
             if finding is not None:
                 await attach(window, finding)
@@ -148,13 +162,17 @@ class RetryDetector:
         return observed > settings.target_failure_rate and sum(attempts.retryable.values()) > 0
 
     async def _recovery(
-        self, window: Window, keys: list[tuple[str, str]]
+        self, window: Window, candidates: dict[tuple[str, str], Attempts]
     ) -> tuple[dict[tuple[str, str], tuple[int, float]], Query]:
-        steps = window.of_steps(keys)
+        """(recovered calls read, p90 recovery ms) of each candidate step that has one; the
+        query's `one_in` says what share of runs was read."""
+        steps = window.of_steps(candidates)
+        recovered = min((a.recovered for a in candidates.values() if a.recovered), default=0)
+        one_in = max(recovered // window.settings.recovery_calls, 1)
         sql = RECOVERY_SQL.format(
             where=steps.where, called=CALLED, quantile=RECOVERY_QUANTILE, retries=rollup.RETRIES
         )
-        records, query = await window.run(sql, steps.params)
+        records, query = await window.run(sql, steps.params | {"one_in": one_in})
         found = {
             (r["workflow_id"], r["step_id"]): (int(r["recoveries"]), float(r["recovery_ms"]))
             for r in records
@@ -169,6 +187,7 @@ class RetryDetector:
         attempts: Attempts,
         recovery: tuple[int, float] | None,
         queries: list[Query],
+        one_in: int,
     ) -> Finding | None:
         settings = window.settings
         step = window.step(workflow_id, step_id)
@@ -211,6 +230,7 @@ class RetryDetector:
             "expected_failure_rate": round(expected, 6),
             "retry_after_s": attempts.retry_after,
             "recoveries": recovery[0] if recovery else 0,
+            "recoveries_of_runs_one_in": one_in,
             "recovery_p90_ms": recovery[1] if recovery else None,
             "current_initial_interval_s": step.retry.initial_interval,
         }

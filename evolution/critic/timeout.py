@@ -65,7 +65,7 @@ def _figures(step: StepProfile, limit: float) -> dict[str, Any]:
         "ok_p99_ms": step.ok_p99_ms,
         "ok_p999_ms": step.ok_p999_ms,
         "ok_max_ms": step.ok_max_ms,
-        "timeout_p50_ms": step.timeout_p50_ms,
+        "timeout_mean_ms": step.timeout_mean_ms,
         "limit_s": limit,
     }
 

@@ -83,6 +83,14 @@ def _evidence(evidence: Json) -> list[str]:
                   _share(c["share_ok"])) for c in contrast]  # fmt: skip
         lines += ["", "contrast (share of failing attempts vs ok ones):"]
         lines += [f"  {line}" for line in table(rows).splitlines()]
+        sample = figures.get("contrast_sample") or {}
+        if any(sample.get(f"{side}_kept", 0) < sample.get(f"{side}_attempts", 0)
+               for side in ("failing", "ok")):  # fmt: skip
+            lines.append(
+                f"  labels, context and metrics estimated from {sample['failing_kept']:,} of"
+                f" {sample['failing_attempts']:,} failing and {sample['ok_kept']:,} of"
+                f" {sample['ok_attempts']:,} ok attempts"
+            )
     if evidence.get("runs"):
         lines += ["", "example runs: " + ", ".join(evidence["runs"])]
     for i, q in enumerate(evidence.get("queries") or [], 1):

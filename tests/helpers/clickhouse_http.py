@@ -11,6 +11,8 @@ server does with what clickhouse-connect's HTTP client sends, which stays unchan
   `INSERT … FROM INFILE` on a temporary file holding that data.
 - `param_<name>` binds `{name:Type}`; `database` is the current database; every other
   parameter is a setting, applied to the request alone (one engine handle per request).
+- a `multipart/form-data` body carries parameters as form fields (`query` among them), as
+  clickhouse-connect sends binds longer than 4 kB.
 - request bodies in lz4/zstd/gzip/deflate (Content-Encoding) are decompressed;
   responses are always sent uncompressed, which a client must accept.
 - errors answer 500 with ClickHouse's message and X-ClickHouse-Exception-Code.
@@ -33,6 +35,8 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -172,6 +176,10 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/ping":
             return self._reply(200, b"Ok.\n", {})
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            params |= _form_fields(content_type, body)
+            body = b""
         query = params.get("query", "").encode()
         full = query + b"\n" + body if query and body else query or body
         query_id = params.get("query_id") or str(uuid.uuid4())
@@ -219,6 +227,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The fields of a `multipart/form-data` body, by name."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True).decode()
+        for part in message.iter_parts()
+    }
 
 
 def _decompress(data: bytes, encoding: str | None) -> bytes:

@@ -67,14 +67,13 @@ def test_the_view_rolls_attempts_up_by_minute_and_what_the_critic_splits_by(empt
         ["2026-03-04 05:06:00", True, "none", "ok", "", "", "", 2, 60.0, 0.0],
         ["2026-03-04 05:07:00", True, "10-99", "ok", "", "", "", 1, 10.0, 0.0],
     ]  # fmt: skip
-    labels, context, metrics = one(
+    [kept] = one(  # each live attempt's attributes: no more than a row keeps
         empty,
-        f"SELECT sumMap(label_pairs), sumMap(context_pairs), sumMap(metric_bands)"
-        f" FROM {rollup.TABLE} WHERE live",
+        f"SELECT arraySort(arrayMap(a -> arraySort(a),"
+        f" groupArrayArray(finalizeAggregation(attributes)))) FROM {rollup.TABLE} WHERE live",
     )
-    assert labels == [["team=a"], [1]]
-    assert context == [["retry_after=2", "retryable=true", "status=503"], [1, 1, 1]]
-    assert metrics == [["bytes=1000-9999"], [1]]
+    assert kept == [[], ["context.retry_after=2", "context.retryable=true", "context.status=503"],
+                    ["label.team=a"], ["metric.bytes=1000-9999"]]  # fmt: skip
     runs, slowest, inputs, median = one(
         empty,
         f"SELECT arraySort(groupUniqArrayMerge({rollup.EXAMPLES})(runs)),"
@@ -83,6 +82,45 @@ def test_the_view_rolls_attempts_up_by_minute_and_what_the_critic_splits_by(empt
         f" FROM {rollup.TABLE} WHERE live AND status = 'ok'",
     )
     assert (runs, slowest, inputs, median) == (["r1", "r2", "r4"], "r2", 3, 20.0)
+
+
+def test_an_attribute_keeps_its_key_and_value_apart_however_long(empty: Warehouse):
+    empty.migrate()
+    long = "k" * 300
+    empty.insert([attempt("r1", 1, context={"a=b": "c=d", long + "1": "x", long + "2": "x"})])
+    [kept] = one(empty, f"SELECT arrayFlatten(finalizeAggregation(attributes)) FROM {rollup.TABLE}")
+    cut = "k" * rollup.KEY_CHARS
+    assert sorted(kept) == ["context.a:b=c=d", f"context.{cut}=x"]  # two keys cut alike: one
+
+
+def test_a_label_unique_to_each_run_does_not_grow_the_rollup(tmp_path: Path):
+    """Each row keeps `ATTRIBUTES` attempts' attributes, however many values a label takes:
+    2,000 runs, each with its own request id, store what 2,000 with one id do."""
+    stored = []
+    for name, label in (("same", lambda i: "r-1"), ("unique", lambda i: f"r-{i:06d}")):
+        settings = Settings(home=tmp_path / name, clickhouse=ClickHouseSettings(url=None))
+        with open_warehouse(settings) as warehouse:
+            warehouse.migrate()
+            for at in range(0, 2000, 500):  # four inserts, one minute, one row
+                warehouse.insert(
+                    [
+                        attempt(f"r{i}", i / 50, labels={"request": label(i)})
+                        for i in range(at, at + 500)
+                    ]
+                )
+            warehouse._run(warehouse._client.command, f"OPTIMIZE TABLE {rollup.TABLE} FINAL")
+            rows, kept = one(
+                warehouse,
+                f"SELECT count(), max(length(finalizeAggregation(attributes))) FROM {rollup.TABLE}",
+            )
+            assert (rows, kept) == (1, rollup.ATTRIBUTES)
+            [[size]] = warehouse.query(
+                "SELECT sum(data_uncompressed_bytes) FROM system.parts"
+                f" WHERE active AND database = currentDatabase() AND table = '{rollup.TABLE}'"
+            ).rows
+            stored.append(size)
+    same, unique = stored
+    assert unique < same + 2000  # 2,000 distinct pairs counted would be ~40 kB more
 
 
 def test_the_migration_rolls_up_what_was_stored_before_it_once(empty: Warehouse):

@@ -12,13 +12,21 @@ import os
 import uuid
 from pathlib import Path
 
+from reflection.sink import _unstored
 from reflection.stream import STREAM, decode, encode, subject_for
+from reflection.warehouse import Warehouse
 from tests.helpers.waiting import eventually_async
-from tests.reflection import test_sink
+from tests.reflection import test_sink, test_warehouse
 from tests.reflection.test_sink import SinkProcess, SinkSetup, trace
 
 sink_setup, js, sinks = test_sink.sink_setup, test_sink.js, test_sink.sinks
 """test_sink's fixtures: its sink processes, each with its own home and consumer."""
+http_server, settings, warehouse = (
+    test_warehouse.http_server,
+    test_warehouse.settings,
+    test_warehouse.warehouse,
+)
+"""test_warehouse's: an empty warehouse on the embedded engine and on a server."""
 
 ACK_WAIT = 3.0
 """Seconds before what the first sink held comes back."""
@@ -141,3 +149,18 @@ async def test_a_redelivered_batch_stores_the_events_it_lacks(
     # Both came back in the sink's first batch: the stored half skipped, the lost inserted.
     assert "redelivered traces were stored already, inserting 200" in second.output()
     assert second.stop() == 0
+
+
+def test_the_stored_key_lookup_binds_thousands_of_keys_on_either_engine(warehouse: Warehouse):
+    """`_unstored` binds up to `KEY_CHUNK` keys in one parameter (~60 kB): the embedded
+    engine takes it as a call argument, a server as a form field (clickhouse-connect sends
+    binds over 4 kB as multipart/form-data), and both answer which keys are stored."""
+    stored = [
+        {"run_id": f"run-{i:05d}", "step_id": "fetch", "item": -1, "attempt": 1}
+        for i in range(1500)
+    ]
+    warehouse.insert([test_warehouse.event(e["run_id"]) for e in stored])
+    fresh = [e | {"run_id": f"new-{i:05d}"} for i, e in enumerate(stored[:700])]
+    again = stored[::3]  # a redelivered batch: a third stored already, the rest new
+    assert _unstored(warehouse, again + fresh) == fresh
+    assert _unstored(warehouse, stored) == []

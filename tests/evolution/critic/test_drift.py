@@ -136,6 +136,24 @@ async def test_errors_up_twenty_points_with_a_label_appearing_name_the_label(
     rerun(warehouse, finding)
 
 
+async def test_a_label_is_judged_by_its_values_on_its_own_step(warehouse: Warehouse):
+    """fetch's errors rise as its region moves from eu to us; beside it, price runs busy
+    with a region per tenant (20 values: no cause there). The label keys a step's cause is
+    sought among are that step's few-valued ones, so price's 20 regions never hide
+    fetch's two."""
+    busy = calls(seed=2, n=3 * CALLS, every_s=EVERY_S / 3)
+    for i, e in enumerate(busy):
+        e.run_id, e.step_id, e.node = f"p-{e.run_id}", "price", "core.transform"
+        e.labels = {"region": f"tenant-{i % 20}"}
+    warehouse.insert(calls(fail=(0.05, 0.25), labels=({"region": "eu"}, {"region": "us"})) + busy)
+    [finding] = await DriftDetector().scan(window_of(warehouse))
+
+    assert finding.step_id == "fetch"
+    [change] = finding.evidence.figures["changes"]
+    assert change["metric"] == "error_rate"
+    assert change["cause"] == "label region=eu went away"  # and us came: the same move
+
+
 async def test_a_scan_reads_only_the_rollup_and_details_only_the_changed_step(
     warehouse: Warehouse,
 ):
