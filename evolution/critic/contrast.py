@@ -25,9 +25,10 @@ per side (failing, ok) into an `attribute=value` → attempts map, ARRAY JOINed 
 share is a count over its side's attempts.
 
 Scoped like every detector to the live version's attempts. One query per scan answers every
-step at once (`LIMIT … BY` step): the first contrast a scan asks for reads them all, and
-every later one is in hand (a query costs its planning more than its rows, so one for all
-steps costs about what one for a step did). Each finding quotes the same query narrowed to
+step with a failure in the window at once (`LIMIT … BY` step; the shared profile says which
+fail, and a step without failures has nothing to contrast): the first contrast a scan asks
+for reads them all, and every later one is in hand (a query costs its planning and its
+states more than its rows, so one for all steps costs about what one for a step did). Each finding quotes the same query narrowed to
 its own step, which gives its rows alone. A scan still attaches at most `max_contrasts`
 (`attach`), so a finding's evidence stays short: later ones carry a figure saying it was
 skipped.
@@ -126,7 +127,11 @@ async def contrast(
 async def _every_step(
     window: Window,
 ) -> dict[tuple[str, str], tuple[list[ContrastRow], dict[str, int]]]:
-    query = _query(window, window.live())
+    profile = await window.profile()
+    failing = [key for key, step in profile.steps.items() if step.failures]
+    if not failing:
+        return {}
+    query = _query(window, window.of_steps(failing))
     result = await window.ask(query.sql, query.params)
     found: dict[tuple[str, str], tuple[list[ContrastRow], dict[str, int]]] = {}
     for r in result.records():

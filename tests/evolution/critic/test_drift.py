@@ -171,7 +171,8 @@ async def test_a_scan_reads_only_the_rollup_and_details_only_the_changed_step(
     [finding] = await DriftDetector().scan(Window(recorded, START, END, {"orders": orders()}))
 
     assert finding.step_id == "fetch"
-    assert len(asked) == 3  # the screen of both steps, fetch's attributes, its contrast
+    assert len(asked) == 4  # the screen of both steps, fetch's attributes, its contrast
+    # (after the profile, which says what steps failed: read once a scan, by detectors too)
     assert all("trace_minutes" in sql and not re.search(r"\btraces\b", sql) for sql in asked)
     assert finding.evidence.queries[0].params["steps"] == "orders/fetch"
 
