@@ -28,16 +28,16 @@ Scoped like every detector to the live version's attempts. One query per scan an
 step with a failure in the window at once (`LIMIT … BY` step; the shared profile says which
 fail, and a step without failures has nothing to contrast): the first contrast a scan asks
 for reads them all, and every later one is in hand (a query costs its planning and its
-states more than its rows, so one for all steps costs about what one for a step did). Each finding quotes the same query narrowed to
-its own step, which gives its rows alone. A scan still attaches at most `max_contrasts`
-(`attach`), so a finding's evidence stays short: later ones carry a figure saying it was
-skipped.
+states more than its rows, so one for all steps costs about what one for a step did).
+Each finding quotes the same query narrowed to its own step, which gives its rows alone.
+A scan still attaches at most `max_contrasts` (`attach`), so a finding's evidence stays
+short: later ones carry a figure saying it was skipped.
 
-Rows sort by how far apart the two shares are beyond their noise, largest first: |share_failing
-− share_ok| less two standard errors (binomial, over the attempts each share was read from:
-for an estimated attribute the kept ones' effective number, total² / Σ attempts²/kept over
-the rows, as kept attempts of busier rows weigh more; all attempts for a key column), then
-by the difference itself.
+Rows sort by how far apart the two shares are beyond their noise, largest first:
+|share_failing − share_ok| less two standard errors (binomial, over the attempts each
+share was read from: for an estimated attribute the kept ones' effective number, total² /
+Σ attempts²/kept over the rows, as kept attempts of busier rows weigh more; all attempts
+for a key column), then by the difference itself.
 So a label that merely wobbles in a sample of a few hundred attempts never ranks above one
 that tells failures apart. Attributes that only failures carry (the error class, the error
 context) come after the others: they describe the failure rather than explain it.
