@@ -112,7 +112,8 @@ ATTRIBUTES = """,
        sumMap([concat(node, '@', node_version)], [attempts]) AS refs,
        sumMap([if(workflow_version = -1, '', toString(workflow_version))], [attempts])
            AS versions,
-       sumMap(arrayMap(p -> substring(p, 7), arrayFilter(p -> startsWith(p, 'label.'), pairs)),
+       sumMap(arrayMap(p -> substring(p, length('label.') + 1),
+                       arrayFilter(p -> startsWith(p, 'label.'), pairs)),
               arrayFilter((w, p) -> startsWith(p, 'label.'), weights, pairs)) AS label_counts,
        sum(length(kept)) AS kept_n,
        sum(attempts * attempts / length(kept)) AS spread,
@@ -464,13 +465,13 @@ def _causes(buckets: list[Bucket], at: int) -> list[Cause]:
     """The attribute changes that line up with a change at bucket `at`, the likeliest first."""
     attempts = np.array([b.attempts for b in buckets], dtype=float)
     effective = [b.attempts**2 / b.spread if b.spread else 0.0 for b in buckets]
-    kept = max(float(np.mean(effective)), 1.0)  # a label share's sample, per bucket
+    labelled = max(float(np.mean(effective)), 1.0)  # a label share's sample, per bucket
     causes = []
     for family, word in FAMILIES:
         values = sorted({v for b in buckets for v in b.shares[family]})
         if family == "labels":
             values = _few_valued(values)
-        read = kept if family == "labels" else float(attempts.mean())
+        read = labelled if family == "labels" else float(attempts.mean())
         moved: list[tuple[str, float, float, float]] = []  # value, shift, before, after
         for value in values:
             share = np.array([b.shares[family].get(value, 0) for b in buckets]) / attempts
