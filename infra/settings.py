@@ -268,7 +268,7 @@ class CriticSettings(BaseSettings):
     """retry: the share of a step's calls that may still fail after retries."""
     max_attempts_cap: int = 10
     """retry: never propose more attempts than this."""
-    recovery_calls: int = 2000
+    recovery_calls: int = Field(default=2000, ge=1)
     """retry: about how many recovered calls of a step its recovery time is measured over;
     when every candidate step has more, one run in so many is read (by a hash of its id)."""
     min_attempts: int = 20

@@ -92,6 +92,14 @@ ATTEMPT_ATTRIBUTES = (
 """One attempt's attributes, each once: `label.<key>=value`, `context.<key>=value`, and
 `metric.<name>=<decade>` (a metric's value in decades). A key's own `=` reads as `:`, so a
 pair splits at its first `=` into key and value."""
+KEPT = "finalizeAggregation(attributes)"
+"""A row's kept attempts, an array of their attributes; readers name it `kept`, then:"""
+KEPT_WEIGHTS = "arrayFlatten(arrayMap(a -> arrayMap(p -> attempts / length(kept), a), kept))"
+"""The weight of each pair of `arrayFlatten(kept)`: its attempt stands for `attempts / kept`
+of the row's."""
+KEPT_SPREAD = "attempts * attempts / length(kept)"
+"""Summed over rows, Σ attempts² / kept: a share estimated from kept attempts is worth as
+many independent attempts as (Σ attempts)² over this (Kish's effective sample size)."""
 
 
 KEY: tuple[tuple[str, str, str], ...] = (

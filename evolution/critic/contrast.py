@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from evolution.critic.window import CALLED, FAILED, ROLLUP, Filter, Window, quote
 from evolution.proposals.model import ContrastRow, Finding, Query
+from reflection import rollup
 
 DESCRIBES_FAILURE = "attribute = 'error_class' OR startsWith(attribute, 'context.')"
 SAMPLED = "position(attribute, '.') > 0"
@@ -66,7 +67,7 @@ SELECT workflow_id, step_id,
 FROM (
     SELECT workflow_id, step_id, status IN {failed} AS failing, sum(attempts) AS total,
            sum(length(kept)) AS kept_n,
-           total * total / sum(attempts * attempts / length(kept)) AS effective,
+           total * total / sum({spread}) AS effective,
            sumMap(
                arrayConcat(
                    [concat('node_version=', node_version), concat('replica=', replica),
@@ -75,7 +76,7 @@ FROM (
                arrayConcat(
                    arrayMap(n -> toFloat64(n),
                             [attempts, attempts, attempts, if(error_class = '', 0, attempts)]),
-                   arrayFlatten(arrayMap(a -> arrayMap(p -> attempts / length(kept), a), kept)))
+                   {weights})
            ) AS counts,
            max(if(failing, total, 0)) OVER step AS f_attempts,
            max(if(failing, kept_n, 0)) OVER step AS f_kept,
@@ -83,7 +84,7 @@ FROM (
            max(if(failing, 0, total)) OVER step AS o_attempts,
            max(if(failing, 0, kept_n)) OVER step AS o_kept,
            max(if(failing, 0, effective)) OVER step AS o_effective
-    FROM (SELECT *, finalizeAggregation(attributes) AS kept FROM {rollup}
+    FROM (SELECT *, {kept} AS kept FROM {rollup}
           WHERE {where} AND status IN {called})
     GROUP BY workflow_id, step_id, failing
     WINDOW step AS (PARTITION BY workflow_id, step_id)
@@ -154,7 +155,8 @@ SAMPLE_COLUMNS = ("failing_attempts", "failing_kept", "ok_attempts", "ok_kept")
 def _query(window: Window, live: Filter) -> Query:
     sql = CONTRAST_SQL.format(
         where=live.where, failed=FAILED, called=CALLED, describes=DESCRIBES_FAILURE,
-        sampled=SAMPLED, rollup=ROLLUP,
+        sampled=SAMPLED, rollup=ROLLUP, kept=rollup.KEPT, weights=rollup.KEPT_WEIGHTS,
+        spread=rollup.KEPT_SPREAD,
     )  # fmt: skip
     return quote(sql, {**live.params, "rows": window.settings.contrast_rows})
 

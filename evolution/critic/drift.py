@@ -20,7 +20,7 @@ Two reads of `SLOTS_SQL`: the series alone of every step in the window (the scre
 for the steps with a worse change only, the series again with what causes and examples
 need (`ATTRIBUTES`): how the attempts divide over node versions, workflow versions and run
 labels (`label=value`, estimated from the attempts each rollup row keeps, and the noise of
-a label's share taken from how many were kept), failing runs and the slowest ok run of each
+a label's share from their effective number), failing runs and the slowest ok run of each
 minute. Those maps and run ids cost four times the series, and most scans find no drift.
 
 Change points. ruptures' PELT with the l2 cost (a change in the mean), run as
@@ -115,17 +115,16 @@ ATTRIBUTES = """,
        sumMap(arrayMap(p -> substring(p, length('label.') + 1),
                        arrayFilter(p -> startsWith(p, 'label.'), pairs)),
               arrayFilter((w, p) -> startsWith(p, 'label.'), weights, pairs)) AS label_counts,
-       sum(length(kept)) AS kept_n,
-       sum(attempts * attempts / length(kept)) AS spread,
+       sum({spread}) AS spread,
        arraySlice(groupUniqArrayMergeIf({examples_kept})(runs, status IN {failed}),
                   1, {{examples:UInt32}}) AS failing_runs,
        argMaxMergeIf(slowest, {fresh}) AS slowest_run,
        maxIf(latency_max, {fresh}) AS slowest_ms"""
 """Attempts by node version and workflow version (exact: key columns), by label value
 (estimated from the attempts each row keeps, `rollup.ATTRIBUTES`: each for
-`attempts / kept` of its row's), how many were kept, and examples."""
-KEPT = """(SELECT *, finalizeAggregation(attributes) AS kept, arrayFlatten(kept) AS pairs,
-        arrayFlatten(arrayMap(a -> arrayMap(p -> attempts / length(kept), a), kept)) AS weights
+`attempts / kept` of its row's), what those estimates are worth (`rollup.KEPT_SPREAD`), and
+examples."""
+KEPT = """(SELECT *, {kept} AS kept, arrayFlatten(kept) AS pairs, {weights} AS weights
  FROM {rollup} WHERE {where})"""
 CHOSEN = "has(splitByChar(',', {steps:String}), concat(workflow_id, '/', step_id))"
 """The steps (`workflow/step`) the screen found a change in."""
@@ -142,12 +141,10 @@ class Bucket:
     first_at: datetime
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     """Attempts by attribute value, per family (`refs`, `versions`, `labels`); labels are
-    estimated from the `kept` attempts."""
-    kept: int = 0
-    """Attempts whose labels were read (`rollup.ATTRIBUTES` per rollup row) ..."""
+    estimated from the attempts its rows keep."""
     spread: float = 0.0
-    """... and Σ attempts² / kept over its rows: its label shares are worth as many
-    independent attempts as `attempts² / spread` (Kish's effective sample size)."""
+    """Σ attempts² / kept over its rows (`rollup.KEPT_SPREAD`): its label shares, read from
+    the kept attempts, are worth as many independent attempts as `attempts² / spread`."""
     failing: list[str] = field(default_factory=list)
     slowest: tuple[float, str] = (0.0, "")
     """The slowest ok attempt's latency and run id."""
@@ -158,7 +155,6 @@ class Bucket:
         self.failed += other.failed
         self.ok += other.ok
         self.log_ms += other.log_ms
-        self.kept += other.kept
         self.spread += other.spread
         for family, values in other.shares.items():
             mine = self.shares.setdefault(family, {})
@@ -318,8 +314,12 @@ def _slots_sql(where: str, attributes: bool = False) -> str:
     attributes."""
     extra = source = ""
     if attributes:
-        extra = ATTRIBUTES.format(failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES)
-        source = KEPT.format(rollup=ROLLUP, where=where)
+        extra = ATTRIBUTES.format(
+            failed=FAILED, fresh=FRESH, examples_kept=rollup.EXAMPLES, spread=rollup.KEPT_SPREAD
+        )
+        source = KEPT.format(
+            rollup=ROLLUP, where=where, kept=rollup.KEPT, weights=rollup.KEPT_WEIGHTS
+        )
     return SLOTS_SQL.format(
         attributes=extra, source=source or ROLLUP, where=where, failed=FAILED, called=CALLED,
         fresh=FRESH,
@@ -355,7 +355,6 @@ def _slot(r: dict[str, Any]) -> Bucket:
             name: {a: float(n) for a, n in zip(*r[column], strict=True)}
             for name, column in COLUMNS.items()
         }
-        slot.kept = int(r["kept_n"])
         slot.spread = float(r["spread"])
         slot.failing = list(r["failing_runs"])
         slot.slowest = (float(r["slowest_ms"]), r["slowest_run"])

@@ -140,8 +140,7 @@ class RetryDetector:
         candidates = {key: a for key, a in steps.items() if self._worth(window, key, a)}
         if not candidates:
             return []
-        recovery, recovery_query = await self._recovery(window, candidates)
-        one_in = int(recovery_query.params["one_in"])
+        recovery, recovery_query, one_in = await self._recovery(window, candidates)
         findings = []
         for (workflow_id, step_id), attempts in sorted(candidates.items()):
             recovered = recovery.get((workflow_id, step_id))
@@ -163,9 +162,9 @@ class RetryDetector:
 
     async def _recovery(
         self, window: Window, candidates: dict[tuple[str, str], Attempts]
-    ) -> tuple[dict[tuple[str, str], tuple[int, float]], Query]:
-        """(recovered calls read, p90 recovery ms) of each candidate step that has one; the
-        query's `one_in` says what share of runs was read."""
+    ) -> tuple[dict[tuple[str, str], tuple[int, float]], Query, int]:
+        """(recovered calls read, p90 recovery ms) of each candidate step that has one, the
+        query, and `one_in`: one run in so many was read."""
         steps = window.of_steps(candidates)
         recovered = min((a.recovered for a in candidates.values() if a.recovered), default=0)
         one_in = max(recovered // window.settings.recovery_calls, 1)
@@ -177,7 +176,7 @@ class RetryDetector:
             (r["workflow_id"], r["step_id"]): (int(r["recoveries"]), float(r["recovery_ms"]))
             for r in records
         }
-        return found, query
+        return found, query, one_in
 
     async def _finding(
         self,

@@ -7,6 +7,7 @@ import math
 import random
 
 import pytest
+from pydantic import ValidationError
 
 import orchestrator
 from evolution.critic import CriticSettings, RetryDetector
@@ -188,3 +189,11 @@ async def test_the_live_version_with_too_few_attempts_makes_no_proposal(warehous
     warehouse.insert(calls(400, 0.48, version=2, prefix="old"))
     warehouse.insert(calls(10, 0.48, version=3, prefix="new"))
     assert await RetryDetector().scan(window_of(warehouse)) == []
+
+
+def test_a_recovery_sample_of_no_calls_is_refused_at_start(monkeypatch: pytest.MonkeyPatch):
+    """`REFLUX_CRITIC_RECOVERY_CALLS` divides the recovered calls: 0 is a clear error when the
+    settings load, never a division by zero mid-scan."""
+    monkeypatch.setenv("REFLUX_CRITIC_RECOVERY_CALLS", "0")
+    with pytest.raises(ValidationError, match="recovery_calls"):
+        CriticSettings()
